@@ -1,0 +1,115 @@
+"""Every error reconciler raises on purpose, in one tree.
+
+    ReconcilerError
+    ├── SpecError               a spec file is wrong: carries file, line and field
+    ├── ReferenceError_         an image reference or digest does not parse
+    ├── DocumentError           a manifest, index or config is malformed or ambiguous
+    ├── VerificationError       bytes do not match their digest or declared size
+    ├── ResolveError            a spec's sources cannot be turned into a desired state
+    ├── SettingsError           the process settings are wrong
+    └── RegistryError           a registry answered something we cannot use
+        ├── AuthError           401/403 after credentials were offered (or none exist)
+        └── NotFoundError       404 where the thing must exist (a base, a source blob)
+
+Transport failures (connection refused, reset, timeout) surface as `RegistryError` with
+status 0, chained (`raise ... from`) to the httpx exception that caused them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ReconcilerError(Exception):
+    """Root of every error reconciler raises on purpose."""
+
+
+@dataclass(frozen=True)
+class SpecLocation:
+    """Where in a spec file a problem is: file, 1-based line, dotted field path."""
+
+    file: str
+    line: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return where if not self.field else f"{where}: {self.field}"
+
+
+class SpecError(ReconcilerError):
+    """A spec is invalid. The message names file, line and field."""
+
+    def __init__(self, location: SpecLocation, message: str) -> None:
+        self.location = location
+        self.message = message
+        super().__init__(f"{location}: {message}")
+
+
+class ReferenceError_(ReconcilerError, ValueError):
+    """An image reference or digest does not parse."""
+
+
+class DocumentError(ReconcilerError, ValueError):
+    """A manifest, index or image config is malformed or ambiguous."""
+
+
+class VerificationError(ReconcilerError):
+    """Bytes do not match the digest or size they were announced with."""
+
+
+class ResolveError(ReconcilerError):
+    """A spec's sources cannot be turned into a desired state."""
+
+
+class SettingsError(ReconcilerError):
+    """The process settings are invalid."""
+
+
+@dataclass(frozen=True)
+class RegistryErrorDetail:
+    """One entry of the registry's `errors` array (distribution spec error codes)."""
+
+    code: str
+    message: str = ""
+
+
+class RegistryError(ReconcilerError):
+    """A registry request failed. Carries method, URL (never credentials) and status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        status: int = 0,
+        errors: Sequence[RegistryErrorDetail] = (),
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.errors = tuple(errors)
+        parts = [message]
+        if method or url:
+            parts.append(f"({method} {url}".rstrip() + (f" -> {status})" if status else ")"))
+        if self.errors:
+            parts.append("[" + "; ".join(_format_detail(e) for e in self.errors) + "]")
+        super().__init__(" ".join(parts))
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(e.code for e in self.errors)
+
+
+def _format_detail(detail: RegistryErrorDetail) -> str:
+    return f"{detail.code}: {detail.message}" if detail.message else detail.code
+
+
+class AuthError(RegistryError):
+    """The registry refused our credentials, or asked for credentials we do not have."""
+
+
+class NotFoundError(RegistryError):
+    """The registry says a manifest or blob that must exist does not."""

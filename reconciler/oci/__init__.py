@@ -1,0 +1,1 @@
+"""The OCI vocabulary: digests, references, media types, platforms and documents. Pure."""

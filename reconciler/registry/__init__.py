@@ -1,0 +1,1 @@
+"""Talking to registries: transport policy, authentication, and the HTTP client."""

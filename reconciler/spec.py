@@ -1,0 +1,426 @@
+"""Image specs (`reconciler.dev/v1alpha1`, kind `ImageSpec`): models and directory loading.
+
+Strict: unknown fields, duplicate keys, malformed references, digests and platforms are errors
+that name the file, the line and the field. A bad document never stops the others: loading
+returns the good specs and the errors side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reconciler.errors import ReferenceError_, SpecError, SpecLocation
+from reconciler.oci import mediatypes as mt
+from reconciler.oci.digest import Digest
+from reconciler.oci.platform import PlatformKey
+from reconciler.oci.reference import Reference, parse_repository
+from reconciler.yamlsource import YamlDocument, format_path, read_documents
+
+API_VERSION = "reconciler.dev/v1alpha1"
+KIND = "ImageSpec"
+SCRATCH = "scratch"
+SPEC_FILE_LIMIT = 1024 * 1024
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
+_PORT = re.compile(r"[0-9]{1,5}(/(tcp|udp|sctp))?")
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class LayerSpec(SpecModel):
+    """A layer appended on top of the base's layers, referenced by digest."""
+
+    ref: Reference | None = Field(
+        default=None, description="Shorthand: registry/repository@sha256:... (no tag)."
+    )
+    registry: str | None = Field(
+        default=None, description="Registry host[:port] holding the layer."
+    )
+    repository: str | None = Field(default=None, description="Repository holding the layer.")
+    digest: Digest | None = Field(
+        default=None, description="Digest of the (compressed) layer blob."
+    )
+    media_type: str | None = Field(
+        default=None,
+        alias="mediaType",
+        description="Layer media type; sniffed from the blob's first bytes when absent.",
+    )
+    diff_id: Digest | None = Field(
+        default=None,
+        alias="diffID",
+        description="Digest of the uncompressed tar; computed once and cached when absent.",
+    )
+    platforms: tuple[PlatformKey, ...] | None = Field(
+        default=None, description="Add the layer only to these platforms (os/arch[/variant])."
+    )
+    comment: str | None = Field(default=None, description="The history entry's created_by.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LayerSpec:
+        triple = (self.registry, self.repository, self.digest)
+        if self.ref is not None:
+            if any(v is not None for v in triple):
+                raise ValueError("give either 'ref' or 'registry'/'repository'/'digest', not both")
+            if self.ref.digest is None:
+                raise ValueError("'ref' must name the layer by digest (repository@sha256:...)")
+            if self.ref.tag is not None:
+                raise ValueError("'ref' names a layer by digest only; remove the tag")
+        elif None in triple:
+            missing = [
+                n
+                for n, v in zip(("registry", "repository", "digest"), triple, strict=True)
+                if v is None
+            ]
+            raise ValueError(
+                f"a layer needs 'ref', or 'registry', 'repository' and 'digest' "
+                f"(missing: {', '.join(missing)})"
+            )
+        else:
+            assert self.registry is not None and self.repository is not None  # noqa: S101
+            try:
+                parse_repository(self.registry, self.repository)
+            except ReferenceError_ as exc:
+                raise ValueError(str(exc)) from None
+        if self.media_type is not None and mt.compression_of(self.media_type) is None:
+            raise ValueError(f"mediaType {self.media_type!r} is not a known layer media type")
+        return self
+
+    @property
+    def source(self) -> Reference:
+        """Where the layer lives, as `registry/repository@digest`."""
+        if self.ref is not None:
+            return self.ref
+        assert self.registry and self.repository and self.digest  # noqa: S101 - validated
+        return parse_repository(self.registry, self.repository).with_digest(self.digest)
+
+    @property
+    def layer_digest(self) -> Digest:
+        digest = self.source.digest
+        assert digest is not None  # noqa: S101 - validated
+        return digest
+
+
+class ConfigSpec(SpecModel):
+    """Fields merged over the base image's config."""
+
+    env: dict[str, str] | None = Field(default=None, description="Merged by variable name.")
+    entrypoint: tuple[str, ...] | None = Field(
+        default=None,
+        description="Replaces the entrypoint; also clears an inherited cmd "
+        "unless cmd is given, as a Dockerfile ENTRYPOINT does.",
+    )
+    cmd: tuple[str, ...] | None = Field(default=None, description="Replaces the cmd.")
+    working_dir: str | None = Field(default=None, alias="workingDir")
+    user: str | None = None
+    exposed_ports: tuple[str, ...] | None = Field(
+        default=None, alias="exposedPorts", description="Added to the base's: 8080/tcp, 53/udp."
+    )
+    labels: dict[str, str] | None = Field(default=None, description="Merged by key.")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name in value or {}:
+            if not name or "=" in name:
+                raise ValueError(f"invalid environment variable name {name!r}")
+        return value
+
+    @field_validator("exposed_ports")
+    @classmethod
+    def _ports(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for port in value or ():
+            if not _PORT.fullmatch(port) or not 0 < int(port.split("/")[0]) < 65536:
+                raise ValueError(f"invalid port {port!r}: expected PORT[/tcp|/udp|/sctp]")
+        return value
+
+
+class ImageSpecBody(SpecModel):
+    base: str = Field(description="Base image reference (tag or @digest), or 'scratch'.")
+    platforms: tuple[PlatformKey, ...] | None = Field(
+        default=None, description="Subset of the base's platforms to keep (os/arch[/variant])."
+    )
+    format: mt.Format | None = Field(
+        default=None,
+        description="oci or docker. Default: oci, except that a spec that changes nothing "
+        "mirrors its base as it is.",
+    )
+    layers: tuple[LayerSpec, ...] = ()
+    config: ConfigSpec | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+    base_annotations: bool = Field(
+        default=True,
+        alias="baseAnnotations",
+        description="Write org.opencontainers.image.base.name/.digest.",
+    )
+    created: str | None = Field(
+        default=None, description="RFC 3339 time for the config; default: the base's."
+    )
+    targets: tuple[Reference, ...] = Field(min_length=1, description="registry/repository:tag")
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        if value != SCRATCH:
+            try:
+                Reference.parse(value)
+            except ReferenceError_ as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: tuple[Reference, ...]) -> tuple[Reference, ...]:
+        seen: set[str] = set()
+        for target in value:
+            if target.tag is None or target.digest is not None:
+                raise ValueError(f"target {target} must be registry/repository:tag (no digest)")
+            if str(target) in seen:
+                raise ValueError(f"target {target} is listed twice")
+            seen.add(str(target))
+        return value
+
+    @field_validator("created")
+    @classmethod
+    def _created(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"created {value!r} is not an RFC 3339 time") from None
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, value: tuple[PlatformKey, ...] | None) -> tuple[PlatformKey, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("platforms lists a platform twice")
+        if value is not None and not value:
+            raise ValueError("platforms, when given, lists at least one platform")
+        return value
+
+    @model_validator(mode="after")
+    def _scratch(self) -> ImageSpecBody:
+        if self.base == SCRATCH and not self.layers:
+            raise ValueError("a spec on 'scratch' needs at least one layer")
+        return self
+
+    @property
+    def base_reference(self) -> Reference | None:
+        return None if self.base == SCRATCH else Reference.parse(self.base)
+
+    @property
+    def adds_nothing(self) -> bool:
+        """True when the spec only mirrors its base (DESIGN.md section 2)."""
+        return (
+            not self.layers
+            and self.config is None
+            and not self.annotations
+            and not self.base_annotations
+            and self.created is None
+        )
+
+
+class Metadata(SpecModel):
+    name: str | None = Field(
+        default=None, description="Unique in the directory; default: file stem."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.fullmatch(value):
+            raise ValueError(f"invalid name {value!r}: lowercase letters, digits, '.', '_', '-'")
+        return value
+
+
+class ImageSpecDocument(SpecModel):
+    api_version: Literal["reconciler.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ImageSpec"]
+    metadata: Metadata = Field(default_factory=Metadata)
+    spec: ImageSpecBody
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A valid spec and where it was read from."""
+
+    name: str
+    file: str
+    line: int
+    body: ImageSpecBody
+    document: YamlDocument = field(repr=False, compare=False)
+
+    def location(self, path: tuple[str | int, ...] = ()) -> SpecLocation:
+        return SpecLocation(
+            self.file, self.document.line_of(("spec", *path)), format_path(("spec", *path))
+        )
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    specs: tuple[LoadedSpec, ...]
+    errors: tuple[SpecError, ...]
+    files: int
+
+    @property
+    def invalid_files(self) -> frozenset[str]:
+        return frozenset(e.location.file for e in self.errors)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = ImageSpecDocument.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "reconciler ImageSpec (reconciler.dev/v1alpha1)"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True)
+
+
+def find_spec_files(paths: Sequence[Path]) -> tuple[list[Path], list[SpecError]]:
+    """Spec files under `paths`, sorted; names starting with '.' are skipped (..data swaps)."""
+    files: list[Path] = []
+    errors: list[SpecError] = []
+    for root in paths:
+        if root.is_file():
+            files.append(root)
+            continue
+        if not root.is_dir():
+            errors.append(SpecError(SpecLocation(str(root)), "no such file or directory"))
+            continue
+        seen_dirs: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen_dirs:
+                dirnames[:] = []
+                continue
+            seen_dirs.add(real)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if not name.startswith(".") and name.endswith(SPEC_SUFFIXES):
+                    files.append(Path(dirpath) / name)
+    return sorted(set(files)), errors
+
+
+def load_specs(paths: Iterable[Path]) -> LoadResult:
+    """Load every spec under `paths`. Invalid documents become errors; valid ones are kept."""
+    files, errors = find_spec_files(list(paths))
+    candidates: list[LoadedSpec] = []
+    for path in files:
+        specs, file_errors = load_file(path)
+        candidates.extend(specs)
+        errors.extend(file_errors)
+    specs, cross_errors = _check_across(candidates)
+    return LoadResult(tuple(specs), tuple(errors + cross_errors), len(files))
+
+
+def load_file(path: Path) -> tuple[list[LoadedSpec], list[SpecError]]:
+    file = str(path)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(SPEC_FILE_LIMIT + 1)
+    except OSError as exc:
+        return [], [SpecError(SpecLocation(file), f"cannot read: {exc.strerror or exc}")]
+    if len(data) > SPEC_FILE_LIMIT:
+        return [], [SpecError(SpecLocation(file), f"larger than {SPEC_FILE_LIMIT} bytes")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [], [SpecError(SpecLocation(file), f"not UTF-8 text: {exc.reason}")]
+    specs: list[LoadedSpec] = []
+    errors: list[SpecError] = []
+    try:
+        for document in read_documents(file, text):
+            spec, doc_errors = _validate(path, document)
+            errors.extend(doc_errors)
+            if spec is not None:
+                specs.append(spec)
+    except SpecError as exc:
+        errors.append(exc)
+    return specs, errors
+
+
+def _validate(path: Path, document: YamlDocument) -> tuple[LoadedSpec | None, list[SpecError]]:
+    if not isinstance(document.value, dict):
+        return None, [
+            SpecError(
+                SpecLocation(document.file, document.line), "a spec document must be a mapping"
+            )
+        ]
+    try:
+        model = ImageSpecDocument.model_validate(document.value)
+    except ValidationError as exc:
+        return None, [_spec_error(document, err) for err in exc.errors()]
+    name = model.metadata.name or path.stem
+    if model.metadata.name is None and not _NAME.fullmatch(name):
+        return None, [
+            SpecError(
+                SpecLocation(document.file, document.line, "metadata.name"),
+                f"file stem {name!r} is not a valid name; set metadata.name",
+            )
+        ]
+    return LoadedSpec(name, document.file, document.line, model.spec, document), []
+
+
+def _spec_error(document: YamlDocument, err: Any) -> SpecError:
+    loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+    message = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif err["type"] == "missing":
+        message = "required field is missing"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if err["type"] == "literal_error":
+        message = f"{message} (got {err.get('input')!r})"
+    return SpecError(
+        SpecLocation(document.file, document.line_of(loc), format_path(loc) or None), message
+    )
+
+
+def _check_across(candidates: list[LoadedSpec]) -> tuple[list[LoadedSpec], list[SpecError]]:
+    """Names and target tags must be unique; every spec in a conflict is held back."""
+    errors: list[SpecError] = []
+    bad: set[int] = set()
+    by_name: dict[str, LoadedSpec] = {}
+    by_target: dict[str, tuple[int, LoadedSpec]] = {}
+    for i, spec in enumerate(candidates):
+        first = by_name.get(spec.name)
+        if first is not None:
+            errors.append(
+                SpecError(
+                    SpecLocation(spec.file, spec.line, "metadata.name"),
+                    f"name {spec.name!r} is already used by {first.file}:{first.line}",
+                )
+            )
+            bad.add(i)
+        else:
+            by_name[spec.name] = spec
+        for j, target in enumerate(spec.body.targets):
+            key = str(target)
+            if key in by_target:
+                k, other = by_target[key]
+                errors.append(
+                    SpecError(
+                        spec.location(("targets", j)),
+                        f"target {key} is also written by spec {other.name!r} "
+                        f"({other.file}:{other.document.line_of(('spec', 'targets'))})",
+                    )
+                )
+                bad.update((i, k))
+            else:
+                by_target[key] = (i, spec)
+    return [s for i, s in enumerate(candidates) if i not in bad], errors

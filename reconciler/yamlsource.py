@@ -1,0 +1,156 @@
+"""Strict, safe YAML reading that remembers where every value came from.
+
+PyYAML's SafeLoader composes the node graph; this module turns nodes into plain values itself
+so that it can (1) refuse duplicate keys, (2) record the line of every field for error
+messages, (3) bound the work an alias bomb can cause, and (4) keep timestamps as the strings
+the user wrote. Only the core YAML tags are accepted; `!!python/...` and custom tags are errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from reconciler.errors import SpecError, SpecLocation
+
+Path_ = tuple[str | int, ...]
+
+# Each node visit counts, aliases included, so "billion laughs" stops after this many.
+NODE_BUDGET = 100_000
+DEPTH_LIMIT = 64
+
+_STR = "tag:yaml.org,2002:str"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_SCALAR_TAGS = frozenset(
+    {
+        _STR,
+        _TIMESTAMP,
+        "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:float",
+        "tag:yaml.org,2002:bool",
+        "tag:yaml.org,2002:null",
+    }
+)
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """One document of a file: its value, its first line, and the line of each field path."""
+
+    file: str
+    index: int
+    line: int
+    value: Any
+    lines: dict[Path_, int]
+
+    def line_of(self, path: Path_) -> int:
+        """The line of the longest prefix of `path` that the document has."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(tuple(path[:end]))
+            if line is not None:
+                return line
+        return self.line
+
+
+def format_path(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+class _Builder:
+    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
+        self.file = file
+        self.loader = loader
+        self.visits = 0
+        self.lines: dict[Path_, int] = {}
+
+    def error(self, node: yaml.Node, path: Path_, message: str) -> SpecError:
+        return SpecError(
+            SpecLocation(self.file, node.start_mark.line + 1, format_path(path) or None), message
+        )
+
+    def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
+        self.visits += 1
+        if self.visits > NODE_BUDGET:
+            raise self.error(
+                node,
+                path,
+                f"document expands to more than {NODE_BUDGET} nodes (YAML alias bomb?); refused",
+            )
+        if depth > DEPTH_LIMIT:
+            raise self.error(node, path, f"nesting deeper than {DEPTH_LIMIT} levels; refused")
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP:
+                raise self.error(node, path, f"YAML tag {node.tag!r} is not allowed")
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        raise self.error(key_node, path, "YAML merge keys (<<) are not supported")
+                    raise self.error(key_node, path, "mapping keys must be plain strings")
+                key = key_node.value
+                child = (*path, key)
+                if key in result:
+                    raise self.error(
+                        key_node,
+                        child,
+                        f"duplicate key {key!r} (first on line {self.lines[child]})",
+                    )
+                self.lines[child] = key_node.start_mark.line + 1
+                result[key] = self.build(value_node, child, depth + 1)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ:
+                raise self.error(node, path, f"YAML tag {node.tag!r} is not allowed")
+            items = []
+            for i, item in enumerate(node.value):
+                child = (*path, i)
+                self.lines.setdefault(child, item.start_mark.line + 1)
+                items.append(self.build(item, child, depth + 1))
+            return items
+        if node.tag not in _SCALAR_TAGS:
+            raise self.error(node, path, f"YAML tag {node.tag!r} is not allowed (safe YAML only)")
+        if node.tag in (_STR, _TIMESTAMP):
+            return node.value
+        return self.loader.construct_object(node)
+
+
+def read_documents(file: str, text: str) -> Iterator[YamlDocument]:
+    """Yield each non-empty document of a YAML stream. Raises SpecError on bad YAML."""
+    loader = yaml.SafeLoader(text)
+    index = 0
+    try:
+        while True:
+            try:
+                if not loader.check_node():
+                    break
+                node = loader.get_node()
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark or exc.context_mark
+                line = mark.line + 1 if mark else None
+                problem = exc.problem or str(exc)
+                raise SpecError(SpecLocation(file, line), f"invalid YAML: {problem}") from None
+            except yaml.YAMLError as exc:
+                raise SpecError(SpecLocation(file), f"invalid YAML: {exc}") from None
+            if node is None:
+                break
+            index += 1
+            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+                continue
+            builder = _Builder(file, loader)
+            try:
+                value = builder.build(node, ())
+            except yaml.YAMLError as exc:
+                raise SpecError(
+                    SpecLocation(file, node.start_mark.line + 1), f"invalid YAML value: {exc}"
+                ) from None
+            yield YamlDocument(file, index, node.start_mark.line + 1, value, builder.lines)
+    finally:
+        loader.dispose()
