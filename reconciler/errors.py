@@ -7,6 +7,7 @@
     ├── VerificationError       bytes do not match their digest or declared size
     ├── ResolveError            a spec's sources cannot be turned into a desired state
     ├── SettingsError           the process settings are wrong
+    ├── PushError               several pushes of one spec failed (the first is chained)
     └── RegistryError           a registry answered something we cannot use
         ├── AuthError           401/403 after credentials were offered (or none exist)
         └── NotFoundError       404 where the thing must exist (a base, a source blob)
@@ -65,6 +66,10 @@ class ResolveError(ReconcilerError):
 
 class SettingsError(ReconcilerError):
     """The process settings are invalid."""
+
+
+class PushError(ReconcilerError):
+    """Several pushes of one spec failed; the first failure is the cause."""
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,15 @@ def format_of(media_type: str) -> Format:
     raise ValueError(f"not a manifest or index media type: {media_type!r}")
 
 
+def format_of_layer(media_type: str) -> Format | None:
+    """Which family a layer media type is written in (None for types of neither)."""
+    if media_type.startswith("application/vnd.oci."):
+        return Format.OCI
+    if media_type.startswith("application/vnd.docker."):
+        return Format.DOCKER
+    return None
+
+
 def compression_of(layer_media_type: str) -> Compression | None:
     """The compression a layer media type declares, or None if it is not a known layer type."""
     return _COMPRESSION_OF.get(layer_media_type)

@@ -8,6 +8,7 @@ streamed and verified while they pass through.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -323,8 +324,11 @@ class Registries:
         options: Mapping[str, RegistryOptions] | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
+        concurrency: int = 8,
     ) -> None:
         self._options = dict(options or {})
+        self._concurrency = concurrency
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._env = env
         self._timeout = timeout
         self._clients: dict[str, RegistryClient] = {}
@@ -345,6 +349,17 @@ class Registries:
             self._http.append(http)
             client = self._clients[host] = RegistryClient(policy, http)
         return client
+
+    def slot(self, host: str) -> asyncio.Semaphore:
+        """The per-registry limit on HEAD checks and blob transfers running at once.
+
+        Each operation takes exactly one slot (a copy takes its destination's), so a limit of 1
+        cannot deadlock a copy between two repositories of one registry.
+        """
+        slot = self._slots.get(host)
+        if slot is None:
+            slot = self._slots[host] = asyncio.Semaphore(self._concurrency)
+        return slot
 
     async def aclose(self) -> None:
         for http in self._http:

@@ -1,0 +1,217 @@
+"""The command line. Thin: parse arguments, load settings and specs, call the engine, print.
+
+Data (plans, JSON, schemas) goes to stdout; logs and progress go to stderr.
+Exit codes: validate 0/1; diff 0 in sync, 2 changes, 1 error; apply 0 done, 1 any spec failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reconciler import __version__
+from reconciler.engine import Engine, RunReport, SpecState
+from reconciler.errors import SettingsError
+from reconciler.registry.client import Registries
+from reconciler.render import render_json, render_text
+from reconciler.settings import Settings, load_settings
+from reconciler.spec import LoadResult, json_schema_text, load_specs
+
+app = typer.Typer(
+    name="reconciler",
+    help="GitOps reconciler for container images: declare derived images in YAML, "
+    "push only what is missing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+
+
+class Output(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Settings file (YAML). Also RECONCILER_CONFIG.",
+                 envvar="RECONCILER_CONFIG", show_envvar=False),
+]
+PathsArgument = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Spec files or directories. Default: the configured specs_dir.",
+                   show_default=False),
+]
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        settings = load_settings(config)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    _setup_logging(settings.log_level)
+    return settings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # httpx logs every request at INFO; ours are logged at DEBUG by the registry client.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _load(paths: list[Path] | None, settings: Settings) -> LoadResult:
+    return load_specs(paths or [settings.specs_dir])
+
+
+def _print_errors(loaded: LoadResult) -> None:
+    for error in loaded.errors:
+        typer.echo(f"error: {error}", err=True)
+
+
+@app.command()
+def validate(paths: PathsArgument = None, config: ConfigOption = None) -> None:
+    """Parse and check specs; no network. Exit 0 valid, 1 invalid."""
+    settings = _settings(config)
+    loaded = _load(paths, settings)
+    _print_errors(loaded)
+    specs = len(loaded.specs)
+    typer.echo(
+        f"{specs} valid specs in {loaded.files} files; {len(loaded.errors)} errors",
+        err=True,
+    )
+    raise typer.Exit(EXIT_ERROR if loaded.errors else EXIT_OK)
+
+
+def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
+    async def go() -> RunReport:
+        async with Registries(
+            settings.registry_options(),
+            timeout=settings.timeout,
+            concurrency=settings.concurrency,
+        ) as registries:
+            progress = _terminal_progress() if apply else None
+            engine = Engine(settings, registries, progress)
+            try:
+                return await engine.run(loaded, apply=apply)
+            finally:
+                if progress is not None:
+                    progress.close()
+
+    return asyncio.run(go())
+
+
+@app.command()
+def diff(
+    paths: PathsArgument = None,
+    output: OutputOption = Output.TEXT,
+    config: ConfigOption = None,
+) -> None:
+    """Compare desired images with the registries. Exit 0 in sync, 2 changes, 1 error."""
+    settings = _settings(config)
+    loaded = _load(paths, settings)
+    report = _run(loaded, settings, apply=False)
+    typer.echo(render_json(report) if output is Output.JSON else render_text(report), nl=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(EXIT_CHANGES if report.count(SpecState.OUT_OF_SYNC) else EXIT_OK)
+
+
+@app.command()
+def apply(
+    paths: PathsArgument = None,
+    output: OutputOption = Output.TEXT,
+    config: ConfigOption = None,
+) -> None:
+    """Reconcile once: push missing blobs, manifests and tags. Exit 0 done, 1 any failure."""
+    settings = _settings(config)
+    loaded = _load(paths, settings)
+    report = _run(loaded, settings, apply=True)
+    typer.echo(render_json(report) if output is Output.JSON else render_text(report), nl=False)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of image specs (for editors and CI)."""
+    typer.echo(json_schema_text())
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"reconciler {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """GitOps reconciler for container images."""
+
+
+class _RichProgress:
+    """Transfer bars on a terminal (stderr); absent when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._tasks: dict[str, object] = {}
+        self._progress.start()
+
+    def start(self, key: str, label: str, total: int) -> None:
+        self._tasks[key] = self._progress.add_task(label, total=total)
+
+    def advance(self, key: str, amount: int) -> None:
+        task = self._tasks.get(key)
+        if task is not None:
+            self._progress.advance(task, amount)  # type: ignore[arg-type]
+
+    def finish(self, key: str) -> None:
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            self._progress.remove_task(task)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _terminal_progress() -> _RichProgress | None:
+    return _RichProgress() if sys.stderr.isatty() else None
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,134 @@
+"""Observe what the target registries hold, with as few HEAD requests as the answer allows.
+
+Per target tag: one HEAD. A tag that already names the desired digest is in sync and nothing
+else is asked. Otherwise, top-down per destination repository: the root manifest or index by
+digest; if absent, each child manifest; for an absent manifest, each of its blobs. A registry
+accepts a manifest only once its blobs (and an index only once its children) are present
+(distribution spec, "Pushing Manifests"), so a present manifest vouches for what is under it.
+Each (registry, repository, digest) is asked once per run, across specs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from reconciler.desired import DesiredImage, DesiredManifest
+from reconciler.oci.digest import Digest
+from reconciler.oci.reference import Reference
+from reconciler.registry.client import Registries
+
+
+@dataclass(frozen=True, order=True)
+class Destination:
+    """A target repository."""
+
+    registry: str
+    repository: str
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    @classmethod
+    def of(cls, reference: Reference) -> Destination:
+        return cls(reference.registry, reference.repository)
+
+
+@dataclass(frozen=True)
+class ObservedImage:
+    """What the registries hold for one desired image."""
+
+    tags: tuple[tuple[Reference, Digest | None], ...]
+    # Per destination that needs work: the digests (manifests and blobs) known present there.
+    present: tuple[tuple[Destination, frozenset[Digest]], ...]
+
+    def tag_digest(self, target: Reference) -> Digest | None:
+        return dict(self.tags)[target]
+
+    def present_in(self, destination: Destination) -> frozenset[Digest]:
+        return dict(self.present).get(destination, frozenset())
+
+
+class Observer:
+    """HEAD requests for one run, memoized so that specs sharing content share the answers."""
+
+    def __init__(self, registries: Registries) -> None:
+        self.registries = registries
+        self._answers: dict[tuple[str, ...], asyncio.Future[bool | Digest | None]] = {}
+
+    async def _once(
+        self, key: tuple[str, ...], host: str, ask: Callable[[], Awaitable[bool | Digest | None]]
+    ) -> bool | Digest | None:
+        future = self._answers.get(key)
+        if future is None:
+
+            async def limited() -> bool | Digest | None:
+                async with self.registries.slot(host):
+                    return await ask()
+
+            future = self._answers[key] = asyncio.ensure_future(limited())
+        return await asyncio.shield(future)
+
+    async def tag_digest(self, target: Reference) -> Digest | None:
+        async def head() -> Digest | None:
+            client = self.registries.client(target.registry)
+            found = await client.head_manifest(target.repository, target.identifier)
+            return None if found is None else found.digest
+
+        answer = await self._once(("tag", str(target)), target.registry, head)
+        assert answer is None or isinstance(answer, Digest)  # noqa: S101
+        return answer
+
+    async def has_manifest(self, destination: Destination, digest: Digest) -> bool:
+        async def head() -> bool:
+            client = self.registries.client(destination.registry)
+            return await client.head_manifest(destination.repository, str(digest)) is not None
+
+        key = ("manifest", destination.registry, destination.repository, str(digest))
+        return bool(await self._once(key, destination.registry, head))
+
+    async def has_blob(self, destination: Destination, digest: Digest) -> bool:
+        async def head() -> bool:
+            client = self.registries.client(destination.registry)
+            return await client.head_blob(destination.repository, digest) is not None
+
+        key = ("blob", destination.registry, destination.repository, str(digest))
+        return bool(await self._once(key, destination.registry, head))
+
+    async def observe(self, desired: DesiredImage) -> ObservedImage:
+        digests = await asyncio.gather(*(self.tag_digest(t) for t in desired.targets))
+        tags = tuple(zip(desired.targets, digests, strict=True))
+        stale = sorted(
+            {Destination.of(t) for t, d in tags if d != desired.root.digest}
+        )
+        present = await asyncio.gather(*(self._present(desired, dest) for dest in stale))
+        return ObservedImage(tags, tuple(zip(stale, present, strict=True)))
+
+    async def _present(self, desired: DesiredImage, destination: Destination) -> frozenset[Digest]:
+        if await self.has_manifest(destination, desired.root.digest):
+            return frozenset(_everything(desired))
+        # A single-manifest root was just checked; an index's children are checked one by one.
+        checked = desired.index is None
+        found = await asyncio.gather(
+            *(self._manifest_present(destination, m, checked) for m in desired.manifests)
+        )
+        return frozenset().union(*found)
+
+    async def _manifest_present(
+        self, destination: Destination, manifest: DesiredManifest, root_checked: bool
+    ) -> frozenset[Digest]:
+        digest = manifest.document.digest
+        if not root_checked and await self.has_manifest(destination, digest):
+            return frozenset({digest, *(b.digest for b in manifest.blobs)})
+        blobs = [b for b in manifest.blobs if not b.foreign]
+        found = await asyncio.gather(*(self.has_blob(destination, b.digest) for b in blobs))
+        return frozenset(b.digest for b, ok in zip(blobs, found, strict=True) if ok)
+
+
+def _everything(desired: DesiredImage) -> set[Digest]:
+    digests = {desired.root.digest}
+    for manifest in desired.manifests:
+        digests.add(manifest.document.digest)
+        digests.update(b.digest for b in manifest.blobs)
+    return digests

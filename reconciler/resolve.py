@@ -1,0 +1,312 @@
+"""Resolve a spec's sources: base manifests and configs, added layers' sizes and diff_ids.
+
+Everything named by digest is immutable, so it is read once and cached under the state
+directory; after that, resolving a base written with a tag costs one HEAD, and a base or layer
+written by digest costs nothing. Within one run, each (registry, repository, tag) is asked
+once, whatever the number of specs that share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from reconciler.cache import ContentCache, LayerFacts
+from reconciler.diffid import DEFAULT_MAX_UNCOMPRESSED, DiffIdComputer, sniff_compression
+from reconciler.errors import (
+    DocumentError,
+    NotFoundError,
+    ReconcilerError,
+    ResolveError,
+    VerificationError,
+)
+from reconciler.oci import mediatypes as mt
+from reconciler.oci.digest import Digest
+from reconciler.oci.document import (
+    CONFIG_SIZE_LIMIT,
+    ConfigDocument,
+    Document,
+    IndexDocument,
+    ManifestDocument,
+    parse_config,
+    parse_document,
+)
+from reconciler.oci.models import Descriptor
+from reconciler.oci.platform import PlatformKey
+from reconciler.oci.reference import Reference
+from reconciler.registry.client import Registries
+from reconciler.spec import LayerSpec, LoadedSpec
+
+T = TypeVar("T")
+
+# Index entries that describe no runnable image (buildx attestations and the like).
+_UNKNOWN_PLATFORM = PlatformKey("unknown", "unknown")
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """One platform of the base: its manifest and config, and its entry in the base index."""
+
+    manifest: ManifestDocument
+    config: ConfigDocument
+    entry: Descriptor | None
+
+    @property
+    def platform(self) -> PlatformKey:
+        if self.entry is not None and self.entry.platform is not None:
+            return self.entry.platform.key()
+        cfg = self.config.config
+        return PlatformKey(cfg.os, cfg.architecture, cfg.variant)
+
+
+@dataclass(frozen=True)
+class ResolvedBase:
+    reference: Reference
+    root: Document
+    images: tuple[ResolvedImage, ...]
+    # Index entries that are manifests but not runnable images (buildx attestations): a
+    # mirror carries them along, a changed image drops them (they attest the old children).
+    attachments: tuple[tuple[Descriptor, ManifestDocument], ...] = ()
+    # True when `platforms` left out some of the base's images.
+    filtered: bool = False
+
+
+@dataclass(frozen=True)
+class ResolvedLayer:
+    spec: LayerSpec
+    source: Reference
+    digest: Digest
+    size: int
+    compression: mt.Compression
+    diff_id: Digest
+
+
+class _Memo:
+    """One in-flight or finished lookup per key for the length of a run."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[object, asyncio.Future[Any]] = {}
+
+    async def get(self, key: object, make: Callable[[], Awaitable[T]]) -> T:
+        future = self._tasks.get(key)
+        if future is None:
+            future = self._tasks[key] = asyncio.ensure_future(make())
+        result: T = await asyncio.shield(future)
+        return result
+
+
+class Resolver:
+    """Reads sources through the cache. One per run; safe to share across specs."""
+
+    def __init__(
+        self,
+        registries: Registries,
+        cache: ContentCache,
+        max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
+    ) -> None:
+        self.registries = registries
+        self.cache = cache
+        self.max_uncompressed = max_uncompressed
+        self._memo = _Memo()
+
+    async def resolve_tag(self, reference: Reference) -> Digest:
+        """The digest a base tag names now: one HEAD per (registry, repository, tag) per run."""
+
+        async def head() -> Digest:
+            client = self.registries.client(reference.registry)
+            found = await client.head_manifest(reference.repository, reference.identifier)
+            if found is None:
+                raise NotFoundError(f"base image {reference} not found")
+            return found.digest
+
+        return await self._memo.get(("tag", str(reference)), head)
+
+    async def fetch_document(self, reference: Reference, digest: Digest) -> Document:
+        cached = self.cache.get_document(digest)
+        if cached is not None:
+            return parse_document(cached[0], cached[1], digest, what=f"cached manifest {digest}")
+
+        async def get() -> Document:
+            client = self.registries.client(reference.registry)
+            document = await client.get_manifest(reference.repository, str(digest))
+            self.cache.put_document(digest, document.raw, document.media_type)
+            return document
+
+        return await self._memo.get(("doc", reference.name, digest), get)
+
+    async def fetch_config(self, reference: Reference, descriptor: Descriptor) -> ConfigDocument:
+        digest = descriptor.digest
+        cached = self.cache.get_document(digest)
+        if cached is not None:
+            return parse_config(cached[0], descriptor.media_type, digest)
+
+        async def get() -> ConfigDocument:
+            client = self.registries.client(reference.registry)
+            raw = await client.get_blob(reference.repository, digest, CONFIG_SIZE_LIMIT)
+            config = parse_config(raw, descriptor.media_type, digest)
+            self.cache.put_document(digest, raw, descriptor.media_type)
+            return config
+
+        return await self._memo.get(("config", reference.name, digest), get)
+
+    async def resolve_base(self, spec: LoadedSpec) -> ResolvedBase | None:
+        reference = spec.body.base_reference
+        if reference is None:
+            return None
+        digest = reference.digest or await self.resolve_tag(reference)
+        root = await self.fetch_document(reference, digest)
+        wanted = spec.body.platforms
+        if isinstance(root, ManifestDocument):
+            image = await self._image(reference, root, None)
+            if wanted and not any(p.matches(image.platform) for p in wanted):
+                raise ResolveError(
+                    f"{spec.location(('platforms',))}: base {reference} is a single "
+                    f"{image.platform} image; it has none of {', '.join(map(str, wanted))}"
+                )
+            return ResolvedBase(reference, root, (image,))
+        return await self._resolve_index(spec, reference, root)
+
+    async def _resolve_index(
+        self, spec: LoadedSpec, reference: Reference, root: IndexDocument
+    ) -> ResolvedBase:
+        wanted = spec.body.platforms
+        selected: list[Descriptor] = []
+        attachments: list[Descriptor] = []
+        runnable = 0
+        for entry in root.index.manifests:
+            if entry.media_type not in mt.MANIFEST_TYPES:
+                raise ResolveError(
+                    f"base {reference}: index entry {entry.digest} is a {entry.media_type}; "
+                    "nested indexes are not supported"
+                )
+            key = entry.platform.key() if entry.platform else None
+            if key is None or key == _UNKNOWN_PLATFORM:
+                attachments.append(entry)
+                continue
+            runnable += 1
+            if wanted is None or any(p.matches(key) for p in wanted):
+                selected.append(entry)
+        if wanted:
+            for platform in wanted:
+                if not any(
+                    e.platform is not None and platform.matches(e.platform.key()) for e in selected
+                ):
+                    available = sorted(
+                        {str(e.platform) for e in root.index.manifests if e.platform}
+                    )
+                    raise ResolveError(
+                        f"{spec.location(('platforms',))}: base {reference} has no {platform} "
+                        f"(it has {', '.join(available) or 'no platforms'})"
+                    )
+        if not selected:
+            raise ResolveError(f"base {reference} is an index with no runnable image")
+        images = await asyncio.gather(
+            *(self._image_from_entry(reference, entry) for entry in selected)
+        )
+        attached = await asyncio.gather(
+            *(self._manifest_from_entry(reference, entry) for entry in attachments)
+        )
+        return ResolvedBase(
+            reference,
+            root,
+            tuple(images),
+            tuple(zip(attachments, attached, strict=True)),
+            filtered=len(selected) < runnable,
+        )
+
+    async def _manifest_from_entry(
+        self, reference: Reference, entry: Descriptor
+    ) -> ManifestDocument:
+        document = await self.fetch_document(reference, entry.digest)
+        if not isinstance(document, ManifestDocument):
+            raise DocumentError(f"index entry {entry.digest} of {reference} is not a manifest")
+        return document
+
+    async def _image_from_entry(self, reference: Reference, entry: Descriptor) -> ResolvedImage:
+        document = await self._manifest_from_entry(reference, entry)
+        return await self._image(reference, document, entry)
+
+    async def _image(
+        self, reference: Reference, document: ManifestDocument, entry: Descriptor | None
+    ) -> ResolvedImage:
+        config = await self.fetch_config(reference, document.manifest.config)
+        return ResolvedImage(document, config, entry)
+
+    async def resolve_layer(self, spec: LoadedSpec, index: int) -> ResolvedLayer:
+        layer = spec.body.layers[index]
+        source = layer.source
+        digest = layer.layer_digest
+        where = spec.location(("layers", index))
+        try:
+            facts = await self._memo.get(("layer", digest), lambda: self._layer_facts(layer))
+        except ReconcilerError as exc:
+            raise ResolveError(f"{where}: layer {source}: {exc}") from exc
+        declared = mt.compression_of(layer.media_type) if layer.media_type else None
+        compression = facts.compression or declared
+        if declared is not None and compression is not declared:
+            raise ResolveError(
+                f"{where}: mediaType says {declared} but the blob is {compression}"
+            )
+        diff_id = layer.diff_id or facts.diff_id
+        if compression is None or diff_id is None:  # pragma: no cover - _layer_facts fills both
+            raise ResolveError(f"{where}: could not determine the layer's compression and diffID")
+        if layer.diff_id and facts.diff_id and layer.diff_id != facts.diff_id:
+            raise ResolveError(
+                f"{where}: diffID {layer.diff_id} disagrees with the content ({facts.diff_id})"
+            )
+        return ResolvedLayer(layer, source, digest, facts.size, compression, diff_id)
+
+    async def _layer_facts(self, layer: LayerSpec) -> LayerFacts:
+        """Size from a HEAD; compression and diff_id from one streamed pass, unless known."""
+        digest = layer.layer_digest
+        cached = self.cache.get_layer(digest)
+        declared = mt.compression_of(layer.media_type) if layer.media_type else None
+        if cached is not None and (cached.diff_id or layer.diff_id) and (
+            cached.compression or declared
+        ):
+            return cached
+        source = layer.source
+        client = self.registries.client(source.registry)
+        size = await client.head_blob(source.repository, digest)
+        if size is None:
+            raise NotFoundError(f"blob {digest} not found in {source.name}")
+        if declared is mt.Compression.NONE:
+            facts = LayerFacts(size, declared, digest)
+        elif layer.diff_id is not None and declared is not None:
+            facts = LayerFacts(size, declared, None)
+        else:
+            facts = await self._stream_facts(layer, size)
+        self.cache.put_layer(digest, facts)
+        return facts
+
+    async def _stream_facts(self, layer: LayerSpec, size: int) -> LayerFacts:
+        source = layer.source
+        digest = layer.layer_digest
+        client = self.registries.client(source.registry)
+        computer: DiffIdComputer | None = None
+        compression: mt.Compression | None = None
+        head = b""
+        async with client.open_blob(source.repository, digest, size) as stream:
+            async for chunk in stream:
+                if computer is None:
+                    head += chunk
+                    if len(head) < 512 and len(head) < size:
+                        continue
+                    compression = sniff_compression(head)
+                    if compression is None:
+                        raise VerificationError("blob is not a tar, tar+gzip or tar+zstd layer")
+                    if compression is mt.Compression.ZSTD and layer.diff_id is not None:
+                        return LayerFacts(size, compression, None)
+                    computer = DiffIdComputer(compression, self.max_uncompressed)
+                    chunk, head = head, b""
+                await asyncio.to_thread(computer.feed, chunk)
+        if computer is None:
+            compression = sniff_compression(head)
+            if compression is None:
+                raise VerificationError("blob is not a tar, tar+gzip or tar+zstd layer")
+            computer = DiffIdComputer(compression, self.max_uncompressed)
+            computer.feed(head)
+        return LayerFacts(size, computer.compression, computer.finish())
+

@@ -1,0 +1,1 @@
+"""Test helpers: real registries, offline-built images, independent witnesses (skopeo)."""
