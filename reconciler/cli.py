@@ -44,13 +44,18 @@ class Output(StrEnum):
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="Settings file (YAML). Also RECONCILER_CONFIG.",
-                 envvar="RECONCILER_CONFIG", show_envvar=False),
+    typer.Option(
+        "--config",
+        help="Settings file (YAML). Also RECONCILER_CONFIG.",
+        envvar="RECONCILER_CONFIG",
+        show_envvar=False,
+    ),
 ]
 PathsArgument = Annotated[
     list[Path] | None,
-    typer.Argument(help="Spec files or directories. Default: the configured specs_dir.",
-                   show_default=False),
+    typer.Argument(
+        help="Spec files or directories. Default: the configured specs_dir.", show_default=False
+    ),
 ]
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
 

@@ -135,9 +135,8 @@ def build_desired(
 
 def _base_blobs(document: ManifestDocument, source: BlobSource) -> tuple[DesiredBlob, ...]:
     manifest = document.manifest
-    return (DesiredBlob(manifest.config, "config", source),) + tuple(
-        DesiredBlob(layer, "layer", source) for layer in manifest.layers
-    )
+    layers = (DesiredBlob(layer, "layer", source) for layer in manifest.layers)
+    return (DesiredBlob(manifest.config, "config", source), *layers)
 
 
 def _build_mirror(spec: LoadedSpec, base: ResolvedBase, source: BlobSource) -> DesiredImage:
@@ -195,9 +194,7 @@ def _build_image(
     platform = image.platform
     added = [layer for layer in layers if _applies(layer, platform)]
     base_manifest = image.manifest.manifest
-    annotations = _annotations(
-        base_manifest.annotations, body, base_ref, image.manifest.digest
-    )
+    annotations = _annotations(base_manifest.annotations, body, base_ref, image.manifest.digest)
     unchanged = (
         not added
         and body.config is None
@@ -251,9 +248,7 @@ def _annotations(
     base_ref: Reference,
     base_digest: Digest,
 ) -> dict[str, str]:
-    merged = {
-        k: v for k, v in (inherited or {}).items() if k not in (BASE_NAME, BASE_DIGEST)
-    }
+    merged = {k: v for k, v in (inherited or {}).items() if k not in (BASE_NAME, BASE_DIGEST)}
     merged.update(body.annotations)
     if body.base_annotations:
         merged[BASE_NAME] = str(base_ref)

@@ -16,7 +16,7 @@ from enum import StrEnum
 from reconciler.cache import ContentCache
 from reconciler.desired import DesiredImage, build_desired
 from reconciler.errors import ReconcilerError, SpecError
-from reconciler.execute import Executor, ExecResult, Progress
+from reconciler.execute import ExecResult, Executor, Progress
 from reconciler.observe import ObservedImage, Observer
 from reconciler.plan import SpecPlan, build_plan
 from reconciler.registry.client import Registries
@@ -104,12 +104,14 @@ class Engine:
                 return SpecReport(spec.file, state, spec.name, desired, observed, plan)
             result = await executor.execute(plan)
             log.info("%s: applied (%s)", spec.name, _summary(result))
-            return SpecReport(spec.file, SpecState.SYNCED, spec.name, desired, observed, plan,
-                              result)
+            return SpecReport(
+                spec.file, SpecState.SYNCED, spec.name, desired, observed, plan, result
+            )
         except (ReconcilerError, OSError) as exc:
             log.error("%s: %s", spec.name, exc)
-            return SpecReport(spec.file, SpecState.FAILED, spec.name, desired, observed, plan,
-                              error=str(exc))
+            return SpecReport(
+                spec.file, SpecState.FAILED, spec.name, desired, observed, plan, error=str(exc)
+            )
 
 
 def _invalid(error: SpecError) -> SpecReport:
@@ -121,4 +123,3 @@ def _summary(result: ExecResult) -> str:
         f"{result.mounted} mounted, {result.copied} copied, {result.uploaded} uploaded, "
         f"{result.manifests} manifests, {result.tags} tags"
     )
-

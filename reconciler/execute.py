@@ -141,8 +141,11 @@ class Executor:
             try:
                 async with reader.open_blob(source.repository, blob.digest, blob.size) as stream:
                     await client.upload_blob(
-                        dest.repository, blob.digest, blob.size,
-                        self._counted(key, stream), session=session,
+                        dest.repository,
+                        blob.digest,
+                        blob.size,
+                        self._counted(key, stream),
+                        session=session,
                     )
             finally:
                 if self.progress is not None:

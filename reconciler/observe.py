@@ -99,9 +99,7 @@ class Observer:
     async def observe(self, desired: DesiredImage) -> ObservedImage:
         digests = await asyncio.gather(*(self.tag_digest(t) for t in desired.targets))
         tags = tuple(zip(desired.targets, digests, strict=True))
-        stale = sorted(
-            {Destination.of(t) for t, d in tags if d != desired.root.digest}
-        )
+        stale = sorted({Destination.of(t) for t, d in tags if d != desired.root.digest})
         present = await asyncio.gather(*(self._present(desired, dest) for dest in stale))
         return ObservedImage(tags, tuple(zip(stale, present, strict=True)))
 

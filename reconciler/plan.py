@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from reconciler.desired import BlobSource, DesiredBlob, DesiredImage
+from reconciler.observe import Destination, ObservedImage
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import IndexDocument, ManifestDocument
 from reconciler.oci.platform import PlatformKey
 from reconciler.oci.reference import Reference
-from reconciler.observe import Destination, ObservedImage
 
 
 class BlobMethod(StrEnum):
@@ -89,9 +89,7 @@ def build_plan(desired: DesiredImage, observed: ObservedImage) -> SpecPlan:
     manifests: list[ManifestAction] = []
     skipped = 0
     for destination, present in observed.present:
-        needed_manifests = [
-            m for m in desired.manifests if m.document.digest not in present
-        ]
+        needed_manifests = [m for m in desired.manifests if m.document.digest not in present]
         seen: set[Digest] = set()
         for manifest in needed_manifests:
             for blob in manifest.blobs:

@@ -45,9 +45,7 @@ def _plan_lines(plan: SpecPlan) -> list[str]:
     for manifest in plan.manifests:
         kind = "index   " if manifest.is_index else "manifest"
         platform = f"  {manifest.platform}" if manifest.platform else ""
-        lines.append(
-            f"  + {kind} {manifest.document.digest}{platform} -> {manifest.destination}"
-        )
+        lines.append(f"  + {kind} {manifest.document.digest}{platform} -> {manifest.destination}")
     for tag in plan.tags:
         sign, old = ("~", str(tag.old)) if tag.old else ("+", "(none)")
         lines.append(f"  {sign} tag      {tag.target}  {old} -> {tag.new}")
@@ -141,8 +139,11 @@ def _spec_json(spec: SpecReport) -> dict[str, Any]:
     }
     if spec.observed is not None and spec.desired is not None:
         entry["targets"] = [
-            {"reference": str(ref), "observed": str(d) if d else None,
-             "desired": str(spec.desired.root.digest)}
+            {
+                "reference": str(ref),
+                "observed": str(d) if d else None,
+                "desired": str(spec.desired.root.digest),
+            }
             for ref, d in spec.observed.tags
         ]
     plan = spec.plan
@@ -177,9 +178,13 @@ def _spec_json(spec: SpecReport) -> dict[str, Any]:
     if spec.result is not None:
         r = spec.result
         entry["applied"] = {
-            "mounted": r.mounted, "copied": r.copied, "uploaded": r.uploaded,
-            "skipped": r.skipped, "bytesPushed": r.bytes_pushed,
-            "manifests": r.manifests, "tags": r.tags,
+            "mounted": r.mounted,
+            "copied": r.copied,
+            "uploaded": r.uploaded,
+            "skipped": r.skipped,
+            "bytesPushed": r.bytes_pushed,
+            "manifests": r.manifests,
+            "tags": r.tags,
         }
     return entry
 

@@ -41,6 +41,8 @@ from reconciler.spec import LayerSpec, LoadedSpec
 
 T = TypeVar("T")
 
+SNIFF_BYTES = 512
+
 # Index entries that describe no runnable image (buildx attestations and the like).
 _UNKNOWN_PLATFORM = PlatformKey("unknown", "unknown")
 
@@ -246,9 +248,7 @@ class Resolver:
         declared = mt.compression_of(layer.media_type) if layer.media_type else None
         compression = facts.compression or declared
         if declared is not None and compression is not declared:
-            raise ResolveError(
-                f"{where}: mediaType says {declared} but the blob is {compression}"
-            )
+            raise ResolveError(f"{where}: mediaType says {declared} but the blob is {compression}")
         diff_id = layer.diff_id or facts.diff_id
         if compression is None or diff_id is None:  # pragma: no cover - _layer_facts fills both
             raise ResolveError(f"{where}: could not determine the layer's compression and diffID")
@@ -263,8 +263,10 @@ class Resolver:
         digest = layer.layer_digest
         cached = self.cache.get_layer(digest)
         declared = mt.compression_of(layer.media_type) if layer.media_type else None
-        if cached is not None and (cached.diff_id or layer.diff_id) and (
-            cached.compression or declared
+        if (
+            cached is not None
+            and (cached.diff_id or layer.diff_id)
+            and (cached.compression or declared)
         ):
             return cached
         source = layer.source
@@ -282,31 +284,33 @@ class Resolver:
         return facts
 
     async def _stream_facts(self, layer: LayerSpec, size: int) -> LayerFacts:
+        """One pass over the blob: sniff the compression, then hash the uncompressed tar."""
         source = layer.source
-        digest = layer.layer_digest
         client = self.registries.client(source.registry)
         computer: DiffIdComputer | None = None
-        compression: mt.Compression | None = None
-        head = b""
-        async with client.open_blob(source.repository, digest, size) as stream:
+        head = bytearray()
+        async with client.open_blob(source.repository, layer.layer_digest, size) as stream:
             async for chunk in stream:
                 if computer is None:
                     head += chunk
-                    if len(head) < 512 and len(head) < size:
+                    if len(head) < SNIFF_BYTES and len(head) < size:
                         continue
-                    compression = sniff_compression(head)
-                    if compression is None:
-                        raise VerificationError("blob is not a tar, tar+gzip or tar+zstd layer")
-                    if compression is mt.Compression.ZSTD and layer.diff_id is not None:
-                        return LayerFacts(size, compression, None)
-                    computer = DiffIdComputer(compression, self.max_uncompressed)
-                    chunk, head = head, b""
-                await asyncio.to_thread(computer.feed, chunk)
+                    computer = self._computer(layer, bytes(head))
+                    if computer is None:
+                        return LayerFacts(size, mt.Compression.ZSTD, None)
+                    data, head = bytes(head), bytearray()
+                else:
+                    data = chunk
+                await asyncio.to_thread(computer.feed, data)
         if computer is None:
-            compression = sniff_compression(head)
-            if compression is None:
-                raise VerificationError("blob is not a tar, tar+gzip or tar+zstd layer")
-            computer = DiffIdComputer(compression, self.max_uncompressed)
-            computer.feed(head)
+            raise VerificationError("blob is empty: not a layer")
         return LayerFacts(size, computer.compression, computer.finish())
 
+    def _computer(self, layer: LayerSpec, head: bytes) -> DiffIdComputer | None:
+        """A diff_id computer for this layer; None for zstd whose diffID the spec gives."""
+        compression = sniff_compression(head)
+        if compression is None:
+            raise VerificationError("blob is not a tar, tar+gzip or tar+zstd layer")
+        if compression is mt.Compression.ZSTD and layer.diff_id is not None:
+            return None
+        return DiffIdComputer(compression, self.max_uncompressed)

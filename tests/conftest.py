@@ -54,12 +54,15 @@ class World:
 
 
 @pytest.fixture(scope="session")
-def world(registry_a: Registry, registry_b: Registry, tmp_path_factory: pytest.TempPathFactory) -> World:
+def world(
+    registry_a: Registry, registry_b: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> World:
     root = tmp_path_factory.mktemp("world")
     base_shared = make_layer({"etc/os-release": b"ID=testos\n", "bin/sh": b"#!fake shell\n"})
     amd = Image("linux", "amd64", [base_shared, make_layer({"lib/amd64.so": b"amd" * 1000})])
-    arm = Image("linux", "arm64", [base_shared, make_layer({"lib/arm64.so": b"arm" * 1000})],
-                variant="v8")
+    arm = Image(
+        "linux", "arm64", [base_shared, make_layer({"lib/arm64.so": b"arm" * 1000})], variant="v8"
+    )
     multi = write_layout(root / "multi", [amd, arm])
     push_layout(multi, f"{registry_a.host}/base/multi:1")
 
@@ -122,7 +125,11 @@ class Cli:
     def __call__(self, *args: str, timeout: float = 120) -> CliResult:
         result = subprocess.run(
             [sys.executable, "-m", "reconciler", *args],
-            capture_output=True, text=True, env=self.env(), timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            check=False,
         )
         return CliResult(result.returncode, result.stdout, result.stderr)
 

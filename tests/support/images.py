@@ -86,11 +86,16 @@ class Image:
             "created": "2023-11-14T22:13:20Z",
             "architecture": self.architecture,
             "os": self.os,
-            "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"],
-                       "Cmd": ["sh"], "WorkingDir": "/"},
+            "config": {
+                "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"],
+                "Cmd": ["sh"],
+                "WorkingDir": "/",
+            },
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in self.layers]},
-            "history": [{"created": "2023-11-14T22:13:20Z", "created_by": f"layer {i}"}
-                        for i in range(len(self.layers))],
+            "history": [
+                {"created": "2023-11-14T22:13:20Z", "created_by": f"layer {i}"}
+                for i in range(len(self.layers))
+            ],
         }
         if self.variant:
             config["variant"] = self.variant
@@ -99,10 +104,15 @@ class Image:
         manifest = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG,
-                       "digest": sha256(self.config), "size": len(self.config)},
-            "layers": [{"mediaType": OCI_LAYER_GZIP,
-                        "digest": layer.digest, "size": layer.size} for layer in self.layers],
+            "config": {
+                "mediaType": OCI_CONFIG,
+                "digest": sha256(self.config),
+                "size": len(self.config),
+            },
+            "layers": [
+                {"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
+                for layer in self.layers
+            ],
         }
         self.manifest = canonical(manifest)
 
@@ -138,8 +148,14 @@ def write_blob(layout: Path, data: bytes) -> str:
     return digest
 
 
-def write_layout(path: Path, images: list[Image], *, index: bool = True, tag: str = "latest",
-                 index_annotations: dict[str, str] | None = None) -> Layout:
+def write_layout(
+    path: Path,
+    images: list[Image],
+    *,
+    index: bool = True,
+    tag: str = "latest",
+    index_annotations: dict[str, str] | None = None,
+) -> Layout:
     """An OCI image layout holding one image (a single manifest) or an index of several."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
@@ -152,9 +168,15 @@ def write_layout(path: Path, images: list[Image], *, index: bool = True, tag: st
         body: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": OCI_MANIFEST,
-                           "digest": image.digest, "size": len(image.manifest),
-                           "platform": image.platform} for image in images],
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": image.digest,
+                    "size": len(image.manifest),
+                    "platform": image.platform,
+                }
+                for image in images
+            ],
         }
         if index_annotations:
             body["annotations"] = index_annotations
@@ -162,9 +184,18 @@ def write_layout(path: Path, images: list[Image], *, index: bool = True, tag: st
         write_blob(path, root)
     else:
         root, media_type = images[0].manifest, OCI_MANIFEST
-    top = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": media_type, "digest": sha256(root), "size": len(root),
-         "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+    top = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": media_type,
+                "digest": sha256(root),
+                "size": len(root),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
     (path / "index.json").write_text(json.dumps(top))
     return Layout(path, root, media_type, images)
 
@@ -178,18 +209,27 @@ def skopeo(*args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
-def push_layout(layout: Layout, reference: str, tag: str = "latest", *,
-                docker: bool = False) -> None:
+def push_layout(
+    layout: Layout, reference: str, tag: str = "latest", *, docker: bool = False
+) -> None:
     """Seed a registry with skopeo: as is (digests preserved), or converted to Docker v2s2."""
     how = ["--format", "v2s2"] if docker else ["--preserve-digests"]
-    skopeo("copy", "--all", *how, "--dest-tls-verify=false",
-           f"oci:{layout.path}:{tag}", f"docker://{reference}")
+    skopeo(
+        "copy",
+        "--all",
+        *how,
+        "--dest-tls-verify=false",
+        f"oci:{layout.path}:{tag}",
+        f"docker://{reference}",
+    )
 
 
 def inspect_raw(reference: str) -> bytes:
     result = subprocess.run(
         ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"],
-        capture_output=True, timeout=60, check=False,
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     if result.returncode != 0:
         raise AssertionError(f"skopeo inspect {reference} failed: {result.stderr.decode()}")
@@ -203,5 +243,10 @@ def push_blob_only(layout_dir: Path, registry: str, repository: str, layer: Laye
     """
     image = Image("linux", "amd64", [layer])
     write_layout(layout_dir, [image], index=False, tag="carrier")
-    skopeo("copy", "--preserve-digests", "--dest-tls-verify=false",
-           f"oci:{layout_dir}:carrier", f"docker://{registry}/{repository}:carrier")
+    skopeo(
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        f"oci:{layout_dir}:carrier",
+        f"docker://{registry}/{repository}:carrier",
+    )

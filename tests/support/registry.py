@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REGISTRY_BINARY = "docker-registry"
-_LISTENING = re.compile(r'listening on (?:\[?[0-9a-f.:]+\]?):([0-9]+)')
-_ACCESS = re.compile(r'^\S+ - \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3}) ')
+_LISTENING = re.compile(r"listening on (?:\[?[0-9a-f.:]+\]?):([0-9]+)")
+_ACCESS = re.compile(
+    r'^\S+ - \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3}) '
+)
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,7 @@ class Registry:
             "log:\n  level: info\n  accesslog:\n    disabled: false\n"
             f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
             "  delete:\n    enabled: true\n"
-            "http:\n  addr: 127.0.0.1:0\n  secret: reconciler-tests\n"
-            + extra_config
+            "http:\n  addr: 127.0.0.1:0\n  secret: reconciler-tests\n" + extra_config
         )
         self.log_path = root / "registry.log"
         self._log = self.log_path.open("wb")
