@@ -25,6 +25,10 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _blob_line(action: BlobAction) -> str:
     blob = action.blob
     what = f"{blob.role} {blob.descriptor.media_type.rsplit('.', 1)[-1]}"
@@ -59,7 +63,7 @@ def render_text(report: RunReport) -> str:
         header = f"{label} ({spec.file}): {spec.state}"
         if spec.state is SpecState.SYNCED and spec.plan is not None:
             tags = len(spec.plan.in_sync_tags) + len(spec.plan.tags)
-            header += f", {tags} tags at {spec.plan.root}"
+            header += f", {_plural(tags, 'tag')} at {spec.plan.root}"
             if spec.result is not None:
                 header += " (applied)"
         lines.append(header)
@@ -80,16 +84,18 @@ def _total_line(report: RunReport) -> str:
         parts.append(
             f"Applied: {summary['mounted']} blobs mounted, {summary['copied']} copied, "
             f"{summary['uploaded']} uploaded, {summary['skipped']} skipped "
-            f"({human_size(summary['bytesPushed'])} pushed); {summary['manifestsPushed']} "
-            f"manifests, {summary['tagsSet']} tags"
+            f"({human_size(summary['bytesPushed'])} pushed); "
+            f"{_plural(summary['manifestsPushed'], 'manifest')}, "
+            f"{_plural(summary['tagsSet'], 'tag')}"
         )
     elif not (summary["blobs"] or summary["manifests"] or summary["tags"]):
         parts.append("No changes")
     else:
         parts.append(
-            f"Plan: {summary['blobs']} blobs to push ({human_size(summary['bytes'])}: "
-            f"{summary['mounts']} mount, {summary['copies']} copy, {summary['uploads']} "
-            f"generated), {summary['manifests']} manifests, {summary['tags']} tags"
+            f"Plan: {_plural(summary['blobs'], 'blob')} to push "
+            f"({human_size(summary['bytes'])}: {summary['mounts']} mount, "
+            f"{summary['copies']} copy, {summary['uploads']} generated), "
+            f"{_plural(summary['manifests'], 'manifest')}, {_plural(summary['tags'], 'tag')}"
         )
     parts.append(f"{summary['inSync']} of {specs} specs in sync")
     for key, label in (("failed", "failed"), ("invalid", "invalid")):
