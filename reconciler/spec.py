@@ -167,7 +167,9 @@ class ImageSpecBody(SpecModel):
     created: str | None = Field(
         default=None, description="RFC 3339 time for the config; default: the base's."
     )
-    targets: tuple[Reference, ...] = Field(min_length=1, description="registry/repository:tag")
+    targets: tuple[Reference, ...] = Field(
+        description="At least one registry/repository:tag to publish the result under."
+    )
 
     @field_validator("base")
     @classmethod
@@ -182,6 +184,8 @@ class ImageSpecBody(SpecModel):
     @field_validator("targets")
     @classmethod
     def _targets(cls, value: tuple[Reference, ...]) -> tuple[Reference, ...]:
+        if not value:
+            raise ValueError("at least one target is needed")
         seen: set[str] = set()
         for target in value:
             if target.tag is None or target.digest is not None:
