@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.images import (  # noqa: E402 - path set up above
+from tests.support.images import (
     Image,
     make_layer,
     push_blob_only,
@@ -36,8 +36,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="reconciler-demo-seed-"))
     os_layer = make_layer({"etc/os-release": b"ID=demo\nNAME=Demo OS\n", "bin/sh": b"#!demo\n"})
     amd = Image("linux", "amd64", [os_layer, make_layer({"lib/libdemo.so": b"\x7fELF amd64"})])
-    arm = Image("linux", "arm64", [os_layer, make_layer({"lib/libdemo.so": b"\x7fELF arm64"})],
-                variant="v8")
+    arm = Image(
+        "linux", "arm64", [os_layer, make_layer({"lib/libdemo.so": b"\x7fELF arm64"})], variant="v8"
+    )
     push_layout(write_layout(work / "base", [amd, arm]), f"{main_host}/library/base:1")
     push_blob_only(work / "runtime", vendor_host, "vendor/runtime", RUNTIME)
     push_blob_only(work / "tools", main_host, "tools/extra", TOOLS)

@@ -22,7 +22,9 @@ def write(root: Path, name: str, text: str) -> Path:
 
 def spec(body: str, name: str | None = None) -> str:
     meta = f"metadata:\n  name: {name}\n" if name else ""
-    return HEADER + meta + "spec:\n" + textwrap.indent(textwrap.dedent(body).strip("\n"), "  ") + "\n"
+    return (
+        HEADER + meta + "spec:\n" + textwrap.indent(textwrap.dedent(body).strip("\n"), "  ") + "\n"
+    )
 
 
 GOOD = """
@@ -47,40 +49,69 @@ def test_good_spec_loads_with_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("base: r.io/b:1\ncolour: blue\ntargets: [r.io/a:1]",
-         "x.yaml:5: spec.colour: unknown field"),
-        ("base: r.io/b:1\ntargets: [r.io/a:1]\nlayers:\n  - registry: r.io\n"
-         "    repository: l\n    digest: sha256:../x",
-         "x.yaml:9: spec.layers[0].digest: invalid digest 'sha256:../x'"),
-        ("base: r.io/Base:1\ntargets: [r.io/a:1]",
-         "x.yaml:4: spec.base: invalid reference 'r.io/Base:1'"),
-        ("base: r.io/b:1\ntargets: [r.io/a:" + "t" * 129 + "]",
-         "x.yaml:5: spec.targets[0]: invalid reference"),
+        (
+            "base: r.io/b:1\ncolour: blue\ntargets: [r.io/a:1]",
+            "x.yaml:5: spec.colour: unknown field",
+        ),
+        (
+            "base: r.io/b:1\ntargets: [r.io/a:1]\nlayers:\n  - registry: r.io\n"
+            "    repository: l\n    digest: sha256:../x",
+            "x.yaml:9: spec.layers[0].digest: invalid digest 'sha256:../x'",
+        ),
+        (
+            "base: r.io/Base:1\ntargets: [r.io/a:1]",
+            "x.yaml:4: spec.base: invalid reference 'r.io/Base:1'",
+        ),
+        (
+            "base: r.io/b:1\ntargets: [r.io/a:" + "t" * 129 + "]",
+            "x.yaml:5: spec.targets[0]: invalid reference",
+        ),
         ("base: r.io/b:1\ntargets: [r.io/a]", "x.yaml:5: spec.targets: target r.io/a must be"),
         ("base: r.io/b:1\ntargets: [r.io/a@" + D + "]", "spec.targets: target"),
         ("base: r.io/b:1\ntargets: []", "x.yaml:5: spec.targets: at least one target is needed"),
         ("base: r.io/b:1", "x.yaml:3: spec.targets: required field is missing"),
-        ("base: r.io/b:1\nplatforms: [linux]\ntargets: [r.io/a:1]",
-         "x.yaml:5: spec.platforms[0]: invalid platform 'linux'"),
+        (
+            "base: r.io/b:1\nplatforms: [linux]\ntargets: [r.io/a:1]",
+            "x.yaml:5: spec.platforms[0]: invalid platform 'linux'",
+        ),
         ("base: r.io/b:1\nformat: zip\ntargets: [r.io/a:1]", "x.yaml:5: spec.format:"),
-        ("base: r.io/b:1\ncreated: yesterday\ntargets: [r.io/a:1]",
-         "x.yaml:5: spec.created: created 'yesterday' is not an RFC 3339 time"),
-        ("base: r.io/b:1\nconfig:\n  exposedPorts: ['80/tcp', '99999']\ntargets: [r.io/a:1]",
-         "spec.config.exposedPorts: invalid port '99999'"),
-        ("base: r.io/b:1\nconfig:\n  env: {'A=B': x}\ntargets: [r.io/a:1]",
-         "spec.config.env: invalid environment variable name 'A=B'"),
-        ("base: r.io/b:1\nconfig:\n  env: {PORT: 8080}\ntargets: [r.io/a:1]",
-         "x.yaml:6: spec.config.env.PORT: Input should be a valid string"),
-        (f"base: r.io/b:1\nlayers:\n  - ref: r.io/l:1@{D}\ntargets: [r.io/a:1]",
-         "x.yaml:6: spec.layers[0]: 'ref' names a layer by digest only"),
-        ("base: r.io/b:1\nlayers:\n  - ref: r.io/l:1\ntargets: [r.io/a:1]",
-         "'ref' must name the layer by digest"),
-        (f"base: r.io/b:1\nlayers:\n  - ref: r.io/l@{D}\n    digest: {D}\ntargets: [r.io/a:1]",
-         "give either 'ref' or 'registry'/'repository'/'digest', not both"),
-        (f"base: r.io/b:1\nlayers:\n  - registry: r.io\n    digest: {D}\ntargets: [r.io/a:1]",
-         "(missing: repository)"),
-        (f"base: r.io/b:1\nlayers:\n  - ref: r.io/l@{D}\n    mediaType: text/plain\n"
-         "targets: [r.io/a:1]", "mediaType 'text/plain' is not a known layer media type"),
+        (
+            "base: r.io/b:1\ncreated: yesterday\ntargets: [r.io/a:1]",
+            "x.yaml:5: spec.created: created 'yesterday' is not an RFC 3339 time",
+        ),
+        (
+            "base: r.io/b:1\nconfig:\n  exposedPorts: ['80/tcp', '99999']\ntargets: [r.io/a:1]",
+            "spec.config.exposedPorts: invalid port '99999'",
+        ),
+        (
+            "base: r.io/b:1\nconfig:\n  env: {'A=B': x}\ntargets: [r.io/a:1]",
+            "spec.config.env: invalid environment variable name 'A=B'",
+        ),
+        (
+            "base: r.io/b:1\nconfig:\n  env: {PORT: 8080}\ntargets: [r.io/a:1]",
+            "x.yaml:6: spec.config.env.PORT: Input should be a valid string",
+        ),
+        (
+            f"base: r.io/b:1\nlayers:\n  - ref: r.io/l:1@{D}\ntargets: [r.io/a:1]",
+            "x.yaml:6: spec.layers[0]: 'ref' names a layer by digest only",
+        ),
+        (
+            "base: r.io/b:1\nlayers:\n  - ref: r.io/l:1\ntargets: [r.io/a:1]",
+            "'ref' must name the layer by digest",
+        ),
+        (
+            f"base: r.io/b:1\nlayers:\n  - ref: r.io/l@{D}\n    digest: {D}\ntargets: [r.io/a:1]",
+            "give either 'ref' or 'registry'/'repository'/'digest', not both",
+        ),
+        (
+            f"base: r.io/b:1\nlayers:\n  - registry: r.io\n    digest: {D}\ntargets: [r.io/a:1]",
+            "(missing: repository)",
+        ),
+        (
+            f"base: r.io/b:1\nlayers:\n  - ref: r.io/l@{D}\n    mediaType: text/plain\n"
+            "targets: [r.io/a:1]",
+            "mediaType 'text/plain' is not a known layer media type",
+        ),
         ("base: scratch\ntargets: [r.io/a:1]", "a spec on 'scratch' needs at least one layer"),
         ("base: r.io/b:1\ntargets: [r.io/a:1, r.io/a:1]", "listed twice"),
     ],
@@ -95,14 +126,18 @@ def test_field_errors_name_file_line_and_field(tmp_path: Path, body: str, expect
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (HEADER + "spec:\n  base: r.io/b:1\n  base: r.io/c:1\n  targets: [r.io/a:1]\n",
-         "x.yaml:5: spec.base: duplicate key 'base' (first on line 4)"),
+        (
+            HEADER + "spec:\n  base: r.io/b:1\n  base: r.io/c:1\n  targets: [r.io/a:1]\n",
+            "x.yaml:5: spec.base: duplicate key 'base' (first on line 4)",
+        ),
         ("!!python/object/apply:os.system ['true']\n", "x.yaml:1: YAML tag"),
         (HEADER + "spec: !!python/name:os.system\n", "x.yaml:3: spec: YAML tag"),
         (HEADER + "spec: !custom {}\n", "YAML tag '!custom' is not allowed"),
         (HEADER + "spec:\n  base: [unclosed\n", "x.yaml:5: invalid YAML"),
-        ("apiVersion: v1\nkind: ImageSpec\nspec: {base: r.io/b:1, targets: [r.io/a:1]}\n",
-         "x.yaml:1: apiVersion: Input should be 'reconciler.dev/v1alpha1' (got 'v1')"),
+        (
+            "apiVersion: v1\nkind: ImageSpec\nspec: {base: r.io/b:1, targets: [r.io/a:1]}\n",
+            "x.yaml:1: apiVersion: Input should be 'reconciler.dev/v1alpha1' (got 'v1')",
+        ),
         ("- a\n- b\n", "x.yaml:1: a spec document must be a mapping"),
         (HEADER + "spec:\n  <<: {base: r.io/b:1}\n  targets: [r.io/a:1]\n", "merge keys"),
         (HEADER + "spec:\n  base: r.io/b:1\n  targets: [r.io/a:1]\n  1: x\n", "plain strings"),
@@ -126,8 +161,15 @@ def test_alias_bomb_is_refused_in_bounded_time(tmp_path: Path) -> None:
 
 
 def test_bad_documents_do_not_hide_good_ones(tmp_path: Path) -> None:
-    write(tmp_path, "multi.yaml", spec(GOOD, "one") + "---\n" + spec("base: r.io/B\ntargets: [r.io/x:1]", "two")
-          + "---\n" + spec("base: r.io/b:1\ntargets: [r.io/app:2]", "three"))
+    write(
+        tmp_path,
+        "multi.yaml",
+        spec(GOOD, "one")
+        + "---\n"
+        + spec("base: r.io/B\ntargets: [r.io/x:1]", "two")
+        + "---\n"
+        + spec("base: r.io/b:1\ntargets: [r.io/app:2]", "three"),
+    )
     result = load_specs([tmp_path])
     assert [s.name for s in result.specs] == ["one", "three"]
     assert len(result.errors) == 1 and "multi.yaml:14: spec.base" in str(result.errors[0])
@@ -141,8 +183,10 @@ def test_duplicate_targets_and_names_hold_back_every_spec_involved(tmp_path: Pat
     result = load_specs([tmp_path])
     assert [s.name for s in result.specs] == ["d"]
     messages = [str(e) for e in result.errors]
-    assert any("b.yaml:7: spec.targets[0]: target r.io/app:1 is also written by spec 'a'" in m
-               for m in messages), messages
+    assert any(
+        "b.yaml:7: spec.targets[0]: target r.io/app:1 is also written by spec 'a'" in m
+        for m in messages
+    ), messages
     assert any("c.yaml:1: metadata.name: name 'a' is already used" in m for m in messages)
 
 
@@ -182,7 +226,14 @@ def test_missing_paths_and_non_utf8_files(tmp_path: Path) -> None:
 def test_schema_is_json_schema_with_every_field() -> None:
     schema = json_schema()
     text = json.dumps(schema)
-    for field in ("baseAnnotations", "diffID", "mediaType", "exposedPorts", "workingDir",
-                  "targets", "platforms"):
+    for field in (
+        "baseAnnotations",
+        "diffID",
+        "mediaType",
+        "exposedPorts",
+        "workingDir",
+        "targets",
+        "platforms",
+    ):
         assert field in text
     assert schema["additionalProperties"] is False

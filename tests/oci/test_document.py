@@ -20,11 +20,24 @@ from reconciler.oci.models import Manifest
 
 D = "sha256:" + "d" * 64
 DESC = {"mediaType": mt.OCI_CONFIG, "digest": D, "size": 2}
-MANIFEST: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": DESC,
-                            "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": D, "size": 3}]}
-INDEX: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-    {"mediaType": mt.OCI_MANIFEST, "digest": D, "size": 5,
-     "platform": {"os": "linux", "architecture": "amd64"}}]}
+MANIFEST: dict[str, Any] = {
+    "schemaVersion": 2,
+    "mediaType": mt.OCI_MANIFEST,
+    "config": DESC,
+    "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": D, "size": 3}],
+}
+INDEX: dict[str, Any] = {
+    "schemaVersion": 2,
+    "mediaType": mt.OCI_INDEX,
+    "manifests": [
+        {
+            "mediaType": mt.OCI_MANIFEST,
+            "digest": D,
+            "size": 5,
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }
+    ],
+}
 
 
 def raw(value: dict[str, Any]) -> bytes:
@@ -48,8 +61,11 @@ def test_parse_keeps_exact_bytes_and_their_digest() -> None:
         ({k: v for k, v in INDEX.items() if k != "mediaType"}, "application/json", IndexDocument),
         ({**MANIFEST, "mediaType": mt.DOCKER_MANIFEST}, mt.DOCKER_MANIFEST, ManifestDocument),
         ({**INDEX, "mediaType": mt.DOCKER_MANIFEST_LIST}, None, IndexDocument),
-        ({k: v for k, v in MANIFEST.items() if k != "mediaType"}, mt.DOCKER_MANIFEST,
-         ManifestDocument),
+        (
+            {k: v for k, v in MANIFEST.items() if k != "mediaType"},
+            mt.DOCKER_MANIFEST,
+            ManifestDocument,
+        ),
     ],
 )
 def test_parse_accepts(value: dict[str, Any], content_type: str | None, kind: type) -> None:
@@ -104,8 +120,13 @@ def test_unknown_fields_survive_a_round_trip() -> None:
 
 
 def test_config_parse() -> None:
-    config = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
-              "diff_ids": [D]}, "config": {"Env": ["A=1"]}, "unknown": 1}
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [D]},
+        "config": {"Env": ["A=1"]},
+        "unknown": 1,
+    }
     document = parse_config(raw(config), mt.OCI_CONFIG)
     assert document.config.rootfs.diff_ids == (Digest.parse(D),)
     with pytest.raises(DocumentError):

@@ -21,8 +21,9 @@ def test_matches(wanted: str, image: str, match: bool) -> None:
     assert PlatformKey.parse(wanted).matches(PlatformKey.parse(image)) is match
 
 
-@pytest.mark.parametrize("text", ["linux", "linux/", "/amd64", "linux/amd64/v8/x", "Linux/AMD64",
-                                  "linux/amd 64"])
+@pytest.mark.parametrize(
+    "text", ["linux", "linux/", "/amd64", "linux/amd64/v8/x", "Linux/AMD64", "linux/amd 64"]
+)
 def test_parse_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="platform"):
         PlatformKey.parse(text)

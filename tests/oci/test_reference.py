@@ -27,7 +27,9 @@ D = "sha256:" + "c" * 64
         ("r.io/a:" + "t" * 128, "r.io", "a", "t" * 128, None),
     ],
 )
-def test_parse(text: str, registry: str, repository: str, tag: str | None, digest: str | None) -> None:
+def test_parse(
+    text: str, registry: str, repository: str, tag: str | None, digest: str | None
+) -> None:
     ref = Reference.parse(text)
     assert (ref.registry, ref.repository, ref.tag) == (registry, repository, tag)
     assert (str(ref.digest) if ref.digest else None) == digest
@@ -66,9 +68,14 @@ def test_identifier_prefers_digest() -> None:
 
 @pytest.mark.parametrize(
     ("registry", "repository", "ok"),
-    [("mcr.microsoft.com", "dotnet/aspnet", True), ("localhost", "x", True),
-     ("r:5000", "x", True), ("nodots", "x", False), ("r.io/x", "y", False),
-     ("r.io", "Bad", False)],
+    [
+        ("mcr.microsoft.com", "dotnet/aspnet", True),
+        ("localhost", "x", True),
+        ("r:5000", "x", True),
+        ("nodots", "x", False),
+        ("r.io/x", "y", False),
+        ("r.io", "Bad", False),
+    ],
 )
 def test_parse_repository(registry: str, repository: str, ok: bool) -> None:
     if ok:

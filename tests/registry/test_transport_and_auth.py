@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import AuthError
+from reconciler.registry.auth import load_credentials, parse_challenge
+from reconciler.registry.transport import RegistryOptions, is_loopback, policy_for
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("localhost:5000", True),
+        ("127.0.0.1:5000", True),
+        ("127.9.9.9", True),
+        ("[::1]:5000", True),
+        ("::1", True),
+        ("registry.example.com", False),
+        ("10.0.0.1:5000", False),
+        ("localhost.example.com", False),
+    ],
+)
+def test_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "options", "scheme"),
+    [
+        ("127.0.0.1:5000", None, "http"),
+        ("127.0.0.1:5000", RegistryOptions(insecure=False), "https"),
+        ("127.0.0.1:5000", RegistryOptions(ca_file=Path("/ca.pem")), "https"),
+        ("r.example.com", None, "https"),
+        ("r.example.com", RegistryOptions(insecure=True), "http"),
+    ],
+)
+def test_policy(host: str, options: RegistryOptions | None, scheme: str) -> None:
+    assert policy_for(host, options).scheme == scheme
+
+
+def test_docker_hub_api_host() -> None:
+    assert policy_for("docker.io").base_url == "https://registry-1.docker.io"
+
+
+def write_config(path: Path, auths: dict[str, object]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"auths": auths}))
+    return path
+
+
+def test_credentials_by_exact_host(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "d",
+        {
+            "r.io": {"auth": base64.b64encode(b"u:p:with:colons").decode()},
+            "https://index.docker.io/v1/": {"username": "hub", "password": "pw"},
+        },
+    )
+    env = {"DOCKER_CONFIG": str(config)}
+    creds = load_credentials("r.io", env)
+    assert creds is not None and (creds.username, creds.password) == ("u", "p:with:colons")
+    assert "p:with" not in repr(creds)
+    assert load_credentials("r.io:5000", env) is None
+    assert load_credentials("other.io", env) is None
+    hub = load_credentials("docker.io", env)
+    assert hub is not None and hub.username == "hub"
+
+
+def test_registry_auth_file_comes_first(tmp_path: Path) -> None:
+    first = write_config(tmp_path / "a", {"r.io": {"username": "first", "password": "1"}})
+    second = write_config(tmp_path / "b", {"r.io": {"username": "second", "password": "2"}})
+    env = {"REGISTRY_AUTH_FILE": str(first / "config.json"), "DOCKER_CONFIG": str(second)}
+    creds = load_credentials("r.io", env)
+    assert creds is not None and creds.username == "first"
+
+
+def test_broken_config_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(AuthError, match="cannot read docker config"):
+        load_credentials("r.io", {"DOCKER_CONFIG": str(tmp_path)})
+    write_config(tmp_path, {"r.io": {"auth": "bm9jb2xvbg=="}})  # "nocolon"
+    with pytest.raises(AuthError, match="not base64 'user:password'"):
+        load_credentials("r.io", {"DOCKER_CONFIG": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    ("header", "scheme", "params"),
+    [
+        (
+            'Bearer realm="https://auth.io/token",service="reg",scope="repository:a/b:pull"',
+            "bearer",
+            {"realm": "https://auth.io/token", "service": "reg", "scope": "repository:a/b:pull"},
+        ),
+        ('Basic realm="Registry Realm"', "basic", {"realm": "Registry Realm"}),
+        (
+            'Bearer realm="x", error="insufficient_scope"',
+            "bearer",
+            {"realm": "x", "error": "insufficient_scope"},
+        ),
+        ("Basic realm=plain", "basic", {"realm": "plain"}),
+        ("", "", {}),
+    ],
+)
+def test_parse_challenge(header: str, scheme: str, params: dict[str, str]) -> None:
+    assert parse_challenge(header) == (scheme, params)

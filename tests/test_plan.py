@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from reconciler.desired import build_desired
+from reconciler.observe import Destination, ObservedImage
+from reconciler.oci.digest import Digest
+from reconciler.oci.reference import Reference
+from reconciler.plan import BlobMethod, build_plan
+from tests.factories import digest, make_base, make_image, make_layer, make_spec
+
+
+def desired_two_targets() -> tuple:  # type: ignore[type-arg]
+    spec = make_spec(
+        layers=[{"ref": f"l.io/vendor/runtime@{digest(7)}"}, {"ref": f"r.io/tools/x@{digest(8)}"}],
+        targets=["r.io/team/app:1", "r.io/team/app:2"],
+    )
+    base = make_base([make_image("amd64", [1, 2]), make_image("arm64", [1, 3], variant="v8")])
+    return spec, build_desired(spec, base, [make_layer(70, spec, 0), make_layer(80, spec, 1)])
+
+
+def test_everything_missing_gives_the_full_push_in_order() -> None:
+    _, desired = desired_two_targets()
+    dest = Destination("r.io", "team/app")
+    observed = ObservedImage(tuple((t, None) for t in desired.targets), ((dest, frozenset()),))
+    plan = build_plan(desired, observed)
+    methods = {str(a.blob.digest): a.method for a in plan.blobs}
+    assert methods[digest(1)] is BlobMethod.MOUNT  # base repository, same registry
+    assert methods[digest(7)] is BlobMethod.COPY  # another registry
+    assert methods[digest(8)] is BlobMethod.MOUNT  # another repository, same registry
+    configs = [a for a in plan.blobs if a.blob.role == "config"]
+    assert len(configs) == 2 and all(a.method is BlobMethod.UPLOAD for a in configs)
+    # Each blob once per destination even when both platforms use it.
+    assert len(plan.blobs) == len({a.blob.digest for a in plan.blobs}) == 7
+    assert [m.is_index for m in plan.manifests] == [False, False, True]
+    assert [str(t.target) for t in plan.tags] == ["r.io/team/app:1", "r.io/team/app:2"]
+    assert plan.bytes_to_push == 70 + sum(a.blob.size for a in configs)
+    assert not plan.in_sync
+
+
+def test_in_sync_tags_need_nothing() -> None:
+    _, desired = desired_two_targets()
+    observed = ObservedImage(tuple((t, desired.root.digest) for t in desired.targets), ())
+    plan = build_plan(desired, observed)
+    assert plan.in_sync and len(plan.in_sync_tags) == 2
+
+
+def test_moved_tag_with_content_present_only_retags() -> None:
+    _, desired = desired_two_targets()
+    old = Digest.parse(digest(999))
+    first, second = desired.targets
+    dest = Destination("r.io", "team/app")
+    everything = frozenset({desired.root.digest} | {m.document.digest for m in desired.manifests})
+    observed = ObservedImage(((first, desired.root.digest), (second, old)), ((dest, everything),))
+    plan = build_plan(desired, observed)
+    assert plan.blobs == () and plan.manifests == ()
+    assert [(t.target, t.old, t.new) for t in plan.tags] == [(second, old, desired.root.digest)]
+
+
+def test_partial_presence_pushes_only_the_rest() -> None:
+    _, desired = desired_two_targets()
+    dest = Destination("r.io", "team/app")
+    amd = desired.manifests[0]
+    arm_blobs = {b.digest for b in desired.manifests[1].blobs}
+    present = frozenset({amd.document.digest, *[b.digest for b in amd.blobs], *list(arm_blobs)[:2]})
+    observed = ObservedImage(tuple((t, None) for t in desired.targets), ((dest, present),))
+    plan = build_plan(desired, observed)
+    assert [m.platform is not None and str(m.platform) for m in plan.manifests] == [
+        "linux/arm64/v8",
+        False,
+    ]
+    assert {a.blob.digest for a in plan.blobs} == arm_blobs - present
+    assert plan.skipped_blobs == len(arm_blobs & present) > 0
+
+
+def test_each_destination_is_planned_on_its_own() -> None:
+    spec = make_spec(targets=["r.io/team/app:1", "other.io/team/app:1"], annotations={"a": "b"})
+    desired = build_desired(spec, make_base([make_image("amd64", [1])], index=False), [])
+    here, there = Destination("r.io", "team/app"), Destination("other.io", "team/app")
+    observed = ObservedImage(
+        tuple((t, None) for t in desired.targets), ((here, frozenset()), (there, frozenset()))
+    )
+    plan = build_plan(desired, observed)
+    by_dest = {(str(a.destination), str(a.blob.digest)): a.method for a in plan.blobs}
+    assert by_dest[("r.io/team/app", digest(1))] is BlobMethod.MOUNT
+    assert by_dest[("other.io/team/app", digest(1))] is BlobMethod.COPY
+    assert len(plan.manifests) == 2 and {str(t.target.registry) for t in plan.tags} == {
+        "r.io",
+        "other.io",
+    }
+    assert Reference.parse("r.io/team/app:1") in desired.targets
