@@ -3,7 +3,8 @@
 Blobs first (concurrently, bounded per registry), then per-platform manifests, then the index,
 then tags. Any failure stops the spec before its next stage, so whatever moment the process
 dies, no tag points at a manifest whose blobs or children are missing. A blob wanted by several
-specs in one run is pushed once. Copies stream source to destination, verifying digest and size
+specs in one run is pushed once per repository, and copied across registries once per
+destination registry (then mounted). Copies stream source to destination, verifying digest and size
 on the way; a mismatch ends the upload one chunk short, so it is never committed.
 """
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import httpx
 
+from reconciler.desired import BlobSource
 from reconciler.errors import PushError, ReconcilerError
 from reconciler.oci.digest import Digest
 from reconciler.plan import BlobAction, BlobMethod, SpecPlan
@@ -54,6 +56,7 @@ class Executor:
         self.registries = registries
         self.progress = progress
         self._blobs: dict[tuple[str, str, Digest], asyncio.Future[BlobMethod]] = {}
+        self._copies: dict[tuple[str, Digest], tuple[str, asyncio.Future[BlobMethod]]] = {}
 
     async def execute(self, plan: SpecPlan) -> ExecResult:
         result = ExecResult(skipped=plan.skipped_blobs)
@@ -106,15 +109,38 @@ class Executor:
         return result
 
     async def _blob_once(self, action: BlobAction) -> BlobMethod | None:
-        """Push a blob unless another spec of this run already is; None when shared."""
+        """Push a blob unless another spec of this run already is; None when shared.
+
+        A blob copied from another registry crosses the network once per destination
+        registry: later copies into other repositories of that registry wait for the first
+        and mount from it.
+        """
         dest = action.destination
         key = (dest.registry, dest.repository, action.blob.digest)
         future = self._blobs.get(key)
         if future is not None:
             await asyncio.shield(future)
             return None
-        future = self._blobs[key] = asyncio.ensure_future(self._push_blob(action))
+        first_copy = self._copies.get((dest.registry, action.blob.digest))
+        if action.method is BlobMethod.COPY and first_copy is not None:
+            future = asyncio.ensure_future(self._mount_after(action, *first_copy))
+        else:
+            future = asyncio.ensure_future(self._push_blob(action))
+            if action.method is BlobMethod.COPY:
+                self._copies[(dest.registry, action.blob.digest)] = (dest.repository, future)
+        self._blobs[key] = future
         return await asyncio.shield(future)
+
+    async def _mount_after(
+        self, action: BlobAction, repository: str, first: asyncio.Future[BlobMethod]
+    ) -> BlobMethod:
+        try:
+            await asyncio.shield(first)
+        except ReconcilerError:
+            return await self._push_blob(action)  # the first copy failed: try on our own
+        local = BlobSource(action.destination.registry, repository)
+        mount = BlobAction(BlobMethod.MOUNT, action.destination, replace(action.blob, source=local))
+        return await self._push_blob(mount)
 
     async def _push_blob(self, action: BlobAction) -> BlobMethod:
         dest = action.destination

@@ -452,3 +452,65 @@ def test_diff_exit_codes_and_streams(world: World, cli: Cli, output: str) -> Non
     assert "INFO" not in result.stdout
     assert cli("apply", "-o", output).code == 0
     assert cli("diff", "-o", output).code == 0
+
+
+def test_specs_sharing_a_base_and_a_layer_share_the_work(world: World, cli: Cli) -> None:
+    a, b = world.a, world.b
+    for i in range(4):
+        cli.write(
+            f"shared-{i}.yaml",
+            f"""
+        apiVersion: reconciler.dev/v1alpha1
+        kind: ImageSpec
+        spec:
+          base: {a.host}/base/multi:1
+          layers:
+            - ref: {b.host}/vendor/runtime@{world.vendor_layer.digest}
+          annotations: {{copy: "{i % 2}"}}
+          targets: [{a.host}/shared/n{i}:1]
+        """,
+        )
+    mark_a, mark_b = a.mark(), b.mark()
+    result = cli("apply", "-o", "json")
+    assert result.code == 0, result.stdout + result.stderr
+    seen_a, seen_b = a.requests(mark_a), b.requests(mark_b)
+    # The base tag is resolved once for all four specs.
+    assert [r.method for r in seen_a if r.path == "/v2/base/multi/manifests/1"] == ["HEAD"]
+    # Every (repository, digest) is asked at most once.
+    heads = [r.path for r in seen_a if r.method == "HEAD"]
+    assert len(heads) == len(set(heads))
+    # The vendor layer leaves registry b twice: once to compute its diff_id, once to copy it;
+    # the other three repositories mount it from the first.
+    layer_gets = [r for r in seen_b if r.method == "GET" and world.vendor_layer.digest in r.path]
+    assert len(layer_gets) == 2
+    summary = result.json()["summary"]
+    assert isinstance(summary, dict) and summary["copied"] == 1
+    for i in range(4):
+        index = json.loads(inspect_raw(f"{a.host}/shared/n{i}:1"))
+        assert index["annotations"]["copy"] == str(i % 2)
+
+
+def test_diff_ids_are_computed_once_and_cached(world: World, cli: Cli) -> None:
+    a, b = world.a.host, world.b
+    spec = f"""
+    apiVersion: reconciler.dev/v1alpha1
+    kind: ImageSpec
+    spec:
+      base: {a}/base/single:1
+      layers:
+        - ref: {b.host}/vendor/armtools@{world.arm_layer.digest}
+      targets: [{a}/cache/TARGET:1]
+    """
+    cli.write("one.yaml", spec.replace("TARGET", "one"))
+    mark = b.mark()
+    assert cli("diff").code == 2
+    first = [(r.method, r.path.split("/")[-1]) for r in b.requests(mark)]
+    assert first == [("HEAD", world.arm_layer.digest), ("GET", world.arm_layer.digest)]
+    layer_facts = list((cli.state / "layers").rglob("*.json"))
+    assert len(layer_facts) == 1
+    assert json.loads(layer_facts[0].read_text())["diffID"] == world.arm_layer.diff_id
+    # Another spec with the same layer, same state directory: nothing asked of registry b.
+    cli.write("two.yaml", spec.replace("TARGET", "two"))
+    mark = b.mark()
+    assert cli("diff").code == 2
+    assert b.requests(mark) == []

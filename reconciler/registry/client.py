@@ -196,7 +196,7 @@ class RegistryClient:
                     url=url,
                 )
             yield verified(
-                response.aiter_bytes(STREAM_CHUNK),
+                _body(response, STREAM_CHUNK),
                 digest,
                 size if size is not None else announced,
                 f"blob {self.host}/{repository}@{digest}",
@@ -381,11 +381,26 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
             f"{response.request.url.path}: {declared} bytes, over the {limit}-byte limit"
         )
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in _body(response):
         body += chunk
         if len(body) > limit:
             raise DocumentError(f"{response.request.url.path}: body over the {limit}-byte limit")
     return bytes(body)
+
+
+async def _body(response: httpx.Response, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+    """A response body as chunks; a transport failure mid-body becomes a RegistryError."""
+    try:
+        async for chunk in response.aiter_bytes(chunk_size):
+            yield chunk
+    except httpx.HTTPError as exc:
+        request = response.request
+        raise RegistryError(
+            f"{type(exc).__name__} while reading the body: {exc}",
+            method=request.method,
+            url=_safe(request.url),
+            status=response.status_code,
+        ) from exc
 
 
 async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:

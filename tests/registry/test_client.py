@@ -242,3 +242,18 @@ def test_head_without_digest_falls_back_to_the_bytes() -> None:
 
         head = run(go)
     assert head.digest == Digest.of(MANIFEST) and head.size == len(MANIFEST)
+
+
+def test_a_body_cut_short_is_a_registry_error() -> None:
+    data = b"x" * 1000
+    digest = Digest.of(data)
+    routes = {f"/v2/x/blobs/{digest}": Answer(200, {"Content-Length": "1000"}, data[:10])}
+    with canned_server(routes) as host:
+
+        async def go(registries: Registries) -> None:
+            async with registries.client(host).open_blob("x", digest, 1000) as stream:
+                async for _ in stream:
+                    pass
+
+        with pytest.raises(RegistryError, match="while reading the body"):
+            run(go)
