@@ -122,6 +122,16 @@ def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
     return asyncio.run(go())
 
 
+def _reconcile(
+    paths: list[Path] | None, output: Output, config: Path | None, *, apply: bool
+) -> RunReport:
+    """The shared body of diff and apply: load, run one pass, print the report on stdout."""
+    settings = _settings(config)
+    report = _run(_load(paths, settings), settings, apply=apply)
+    typer.echo(render_json(report) if output is Output.JSON else render_text(report), nl=False)
+    return report
+
+
 @app.command()
 def diff(
     paths: PathsArgument = None,
@@ -129,10 +139,7 @@ def diff(
     config: ConfigOption = None,
 ) -> None:
     """Compare desired images with the registries. Exit 0 in sync, 2 changes, 1 error."""
-    settings = _settings(config)
-    loaded = _load(paths, settings)
-    report = _run(loaded, settings, apply=False)
-    typer.echo(render_json(report) if output is Output.JSON else render_text(report), nl=False)
+    report = _reconcile(paths, output, config, apply=False)
     if not report.ok:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_CHANGES if report.count(SpecState.OUT_OF_SYNC) else EXIT_OK)
@@ -145,10 +152,7 @@ def apply(
     config: ConfigOption = None,
 ) -> None:
     """Reconcile once: push missing blobs, manifests and tags. Exit 0 done, 1 any failure."""
-    settings = _settings(config)
-    loaded = _load(paths, settings)
-    report = _run(loaded, settings, apply=True)
-    typer.echo(render_json(report) if output is Output.JSON else render_text(report), nl=False)
+    report = _reconcile(paths, output, config, apply=True)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
 
 

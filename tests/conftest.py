@@ -112,6 +112,15 @@ class Cli:
         path.write_text(textwrap.dedent(text))
         return path
 
+    def write_spec(self, name: str, body: str, spec_name: str | None = None) -> Path:
+        """Write one ImageSpec document whose `spec:` section is `body`."""
+        metadata = f"metadata:\n  name: {spec_name}\n" if spec_name else ""
+        spec = textwrap.indent(textwrap.dedent(body).strip("\n"), "  ")
+        return self.write(
+            name,
+            f"apiVersion: reconciler.dev/v1alpha1\nkind: ImageSpec\n{metadata}spec:\n{spec}\n",
+        )
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
         env.update(

@@ -19,14 +19,10 @@ BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"
 
 
-def app_spec(world: World, repo: str, name: str = "app") -> str:
+def app_spec(world: World, repo: str) -> str:
+    """The `spec:` section of the main multi-arch scenario."""
     a, b = world.a.host, world.b.host
     return f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    metadata:
-      name: {name}
-    spec:
       base: {a}/base/multi:1
       layers:
         - registry: {b}
@@ -78,7 +74,7 @@ def manifest_requests(requests: list[Request]) -> list[Request]:
 
 def test_multiarch_apply_then_noop(world: World, cli: Cli, tmp_path: Path) -> None:
     a = world.a
-    cli.write("app.yaml", app_spec(world, "team/app"))
+    cli.write_spec("app.yaml", app_spec(world, "team/app"), "app")
 
     first = cli("diff")
     assert first.code == 2, first.stderr
@@ -173,12 +169,9 @@ def test_multiarch_apply_then_noop(world: World, cli: Cli, tmp_path: Path) -> No
 
 def test_same_registry_layers_are_mounted(world: World, cli: Cli) -> None:
     a = world.a
-    cli.write(
+    cli.write_spec(
         "mount.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a.host}/base/single:1
       layers:
         - ref: {a.host}/tools/extra@{world.tools_layer.digest}
@@ -205,23 +198,17 @@ def test_same_registry_layers_are_mounted(world: World, cli: Cli) -> None:
 
 def test_mirror_gives_the_base_digest(world: World, cli: Cli) -> None:
     a = world.a
-    cli.write(
+    cli.write_spec(
         "mirror.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a.host}/base/multi:1
       baseAnnotations: false
       targets: [{a.host}/mirror/multi:1]
     """,
     )
-    cli.write(
+    cli.write_spec(
         "mirror-docker.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a.host}/base/docker:1
       baseAnnotations: false
       targets: [{world.b.host}/mirror/docker:1]
@@ -235,12 +222,9 @@ def test_mirror_gives_the_base_digest(world: World, cli: Cli) -> None:
 
 def test_platform_filter_on_mirror(world: World, cli: Cli) -> None:
     a = world.a
-    cli.write(
+    cli.write_spec(
         "arm.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a.host}/base/multi:1
       platforms: [linux/arm64]
       baseAnnotations: false
@@ -254,12 +238,9 @@ def test_platform_filter_on_mirror(world: World, cli: Cli) -> None:
 
 def test_docker_format(world: World, cli: Cli, tmp_path: Path) -> None:
     a = world.a
-    cli.write(
+    cli.write_spec(
         "docker.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a.host}/base/multi:1
       format: docker
       layers:
@@ -301,12 +282,9 @@ def test_docker_format(world: World, cli: Cli, tmp_path: Path) -> None:
 
 def test_oci_spec_over_docker_base_converts(world: World, cli: Cli) -> None:
     a = world.a
-    cli.write(
+    cli.write_spec(
         "conv.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a.host}/base/docker:1
       annotations: {{purpose: conversion}}
       targets: [{a.host}/team/converted:1]
@@ -324,7 +302,7 @@ def test_determinism_across_state_dirs(world: World, tmp_path: Path) -> None:
     digests = []
     for run in ("one", "two"):
         cli = Cli(tmp_path / run)
-        cli.write("app.yaml", app_spec(world, "team/determinism"))
+        cli.write_spec("app.yaml", app_spec(world, "team/determinism"), "app")
         result = cli("diff", "-o", "json")
         assert result.code in (0, 2), result.stderr
         spec = result.json()["specs"][0]  # type: ignore[index]
@@ -337,31 +315,22 @@ def test_determinism_across_state_dirs(world: World, tmp_path: Path) -> None:
 def test_bad_specs_do_not_stop_good_ones(world: World, cli: Cli) -> None:
     a = world.a.host
     good = f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a}/base/single:1
       annotations: {{ok: "yes"}}
       targets: [{a}/team/good:1]
     """
-    cli.write("good.yaml", good)
-    cli.write(
+    cli.write_spec("good.yaml", good)
+    cli.write_spec(
         "unknown-field.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a}/base/single:1
       colour: blue
       targets: [{a}/team/bad1:1]
     """,
     )
-    cli.write(
+    cli.write_spec(
         "bad-digest.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a}/base/single:1
       layers:
         - registry: {a}
@@ -370,32 +339,23 @@ def test_bad_specs_do_not_stop_good_ones(world: World, cli: Cli) -> None:
       targets: [{a}/team/bad2:1]
     """,
     )
-    cli.write(
+    cli.write_spec(
         "bad-ref.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a}/Base/Single:1
       targets: [{a}/team/bad3:1]
     """,
     )
-    cli.write(
+    cli.write_spec(
         "dup-1.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a}/base/single:1
       targets: [{a}/team/dup:1]
     """,
     )
-    cli.write(
+    cli.write_spec(
         "dup-2.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a}/base/single:1
       targets: [{a}/team/dup:1]
     """,
@@ -406,10 +366,10 @@ def test_bad_specs_do_not_stop_good_ones(world: World, cli: Cli) -> None:
     assert result.code == 1
     errors = [line for line in result.stdout.splitlines() if line.startswith("  ! ")]
     expect = {
-        "unknown-field.yaml:6: spec.colour: unknown field",
-        "bad-digest.yaml:9: spec.layers[0].digest: invalid digest",
-        "bad-ref.yaml:5: spec.base: invalid reference",
-        "dup-2.yaml:6: spec.targets[0]: target",
+        "unknown-field.yaml:5: spec.colour: unknown field",
+        "bad-digest.yaml:8: spec.layers[0].digest: invalid digest",
+        "bad-ref.yaml:4: spec.base: invalid reference",
+        "dup-2.yaml:5: spec.targets[0]: target",
         "broken.yaml:4: invalid YAML",
     }
     for fragment in expect:
@@ -433,12 +393,9 @@ def test_bad_specs_do_not_stop_good_ones(world: World, cli: Cli) -> None:
 @pytest.mark.parametrize("output", ["text", "json"])
 def test_diff_exit_codes_and_streams(world: World, cli: Cli, output: str) -> None:
     a = world.a.host
-    cli.write(
+    cli.write_spec(
         "x.yaml",
         f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a}/base/single:1
       annotations: {{run: "{output}"}}
       targets: [{a}/team/exit-{output}:1]
@@ -457,12 +414,9 @@ def test_diff_exit_codes_and_streams(world: World, cli: Cli, output: str) -> Non
 def test_specs_sharing_a_base_and_a_layer_share_the_work(world: World, cli: Cli) -> None:
     a, b = world.a, world.b
     for i in range(4):
-        cli.write(
+        cli.write_spec(
             f"shared-{i}.yaml",
             f"""
-        apiVersion: reconciler.dev/v1alpha1
-        kind: ImageSpec
-        spec:
           base: {a.host}/base/multi:1
           layers:
             - ref: {b.host}/vendor/runtime@{world.vendor_layer.digest}
@@ -493,15 +447,12 @@ def test_specs_sharing_a_base_and_a_layer_share_the_work(world: World, cli: Cli)
 def test_diff_ids_are_computed_once_and_cached(world: World, cli: Cli) -> None:
     a, b = world.a.host, world.b
     spec = f"""
-    apiVersion: reconciler.dev/v1alpha1
-    kind: ImageSpec
-    spec:
       base: {a}/base/single:1
       layers:
         - ref: {b.host}/vendor/armtools@{world.arm_layer.digest}
       targets: [{a}/cache/TARGET:1]
     """
-    cli.write("one.yaml", spec.replace("TARGET", "one"))
+    cli.write_spec("one.yaml", spec.replace("TARGET", "one"))
     mark = b.mark()
     assert cli("diff").code == 2
     first = [(r.method, r.path.split("/")[-1]) for r in b.requests(mark)]
@@ -510,7 +461,7 @@ def test_diff_ids_are_computed_once_and_cached(world: World, cli: Cli) -> None:
     assert len(layer_facts) == 1
     assert json.loads(layer_facts[0].read_text())["diffID"] == world.arm_layer.diff_id
     # Another spec with the same layer, same state directory: nothing asked of registry b.
-    cli.write("two.yaml", spec.replace("TARGET", "two"))
+    cli.write_spec("two.yaml", spec.replace("TARGET", "two"))
     mark = b.mark()
     assert cli("diff").code == 2
     assert b.requests(mark) == []
