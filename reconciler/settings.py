@@ -42,9 +42,18 @@ class RegistrySettings(BaseModel):
     ca_file: Path | None = Field(
         default=None, description="PEM bundle of CAs to trust for this host (implies HTTPS)."
     )
+    chunk_size: int | None = Field(
+        default=None,
+        ge=1024 * 1024,
+        le=5 * 1024**3,
+        description="Bytes per PATCH when uploading blobs in chunks (for proxies that cap "
+        "request bodies). Default: one streamed PUT per blob.",
+    )
 
     def options(self) -> RegistryOptions:
-        return RegistryOptions(insecure=self.insecure, ca_file=self.ca_file)
+        return RegistryOptions(
+            insecure=self.insecure, ca_file=self.ca_file, chunk_size=self.chunk_size
+        )
 
 
 class Settings(BaseSettings):

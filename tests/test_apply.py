@@ -465,3 +465,26 @@ def test_diff_ids_are_computed_once_and_cached(world: World, cli: Cli) -> None:
     mark = b.mark()
     assert cli("diff").code == 2
     assert b.requests(mark) == []
+
+
+def test_chunked_uploads_from_registry_options(world: World, cli: Cli) -> None:
+    a = world.a
+    config = cli.root / "settings.yaml"
+    config.write_text(f"registries:\n  '{a.host}': {{chunk_size: 1048576}}\n")
+    cli.write_spec(
+        "chunks.yaml",
+        f"""
+      base: {a.host}/base/single:1
+      layers:
+        - ref: {world.b.host}/vendor/runtime@{world.vendor_layer.digest}
+      targets: [{a.host}/team/chunked:1]
+    """,
+    )
+    mark = a.mark()
+    result = cli("apply", "--config", str(config))
+    assert result.code == 0, result.stdout + result.stderr
+    patches = [r for r in a.requests(mark) if r.method == "PATCH"]
+    # The config (1 chunk) and the 293 KiB layer (1 chunk under 1 MiB): PATCH, then PUT.
+    assert len(patches) == 2 and all(r.status == 202 for r in patches)
+    manifest = json.loads(inspect_raw(f"{a.host}/team/chunked:1"))
+    assert manifest["layers"][-1]["digest"] == world.vendor_layer.digest

@@ -250,8 +250,10 @@ class RegistryClient:
         session: httpx.URL | None = None,
         chunk_size: int | None = None,
     ) -> None:
-        """Upload a blob: one streamed PUT, or PATCH chunks then PUT when `chunk_size` is set."""
+        """Upload a blob: one streamed PUT, or PATCH chunks then PUT when a chunk size is set
+        (here or in the registry's options)."""
         location = session or await self.start_upload(repository)
+        chunk_size = chunk_size or self.policy.chunk_size
         if chunk_size is None:
             response = await self._send(
                 "PUT",
@@ -283,7 +285,15 @@ class RegistryClient:
             )
         if response.status_code != 201:
             raise await self._fail(response, f"PUT blob {digest.short} to {repository}")
+        stored = response.headers.get("Docker-Content-Digest")
         await response.aclose()
+        if stored is not None and stored != str(digest):
+            raise RegistryError(
+                f"registry stored blob as {stored}, expected {digest}",
+                method="PUT",
+                url=_safe(response.request.url),
+                status=201,
+            )
 
     async def put_manifest(
         self, repository: str, identifier: str, raw: bytes, media_type: str, digest: Digest

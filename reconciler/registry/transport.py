@@ -20,6 +20,8 @@ _API_HOSTS = {"docker.io": "registry-1.docker.io"}
 class RegistryOptions:
     insecure: bool | None = None
     ca_file: Path | None = None
+    # Upload blobs in PATCH chunks of this many bytes (for proxies that cap request bodies).
+    chunk_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class TransportPolicy:
     host: str
     scheme: str
     ca_file: Path | None
+    chunk_size: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -57,7 +60,7 @@ def is_loopback(host: str) -> bool:
 def policy_for(host: str, options: RegistryOptions | None = None) -> TransportPolicy:
     options = options or RegistryOptions()
     if options.insecure is True:
-        return TransportPolicy(host, "http", None)
+        return TransportPolicy(host, "http", None, options.chunk_size)
     if options.insecure is None and options.ca_file is None and is_loopback(host):
-        return TransportPolicy(host, "http", None)
-    return TransportPolicy(host, "https", options.ca_file)
+        return TransportPolicy(host, "http", None, options.chunk_size)
+    return TransportPolicy(host, "https", options.ca_file, options.chunk_size)
