@@ -103,14 +103,6 @@ class DesiredImage:
     def index(self) -> IndexDocument | None:
         return self.root if isinstance(self.root, IndexDocument) else None
 
-    def blobs(self) -> tuple[DesiredBlob, ...]:
-        """Every distinct blob, in first-use order."""
-        seen: dict[Digest, DesiredBlob] = {}
-        for manifest in self.manifests:
-            for blob in manifest.blobs:
-                seen.setdefault(blob.digest, blob)
-        return tuple(seen.values())
-
 
 def build_desired(
     spec: LoadedSpec, base: ResolvedBase | None, layers: Sequence[ResolvedLayer]
@@ -124,7 +116,7 @@ def build_desired(
         return _build_mirror(spec, base, source)
     fmt = body.format or mt.Format.OCI
     manifests = tuple(
-        _build_image(body, image, layers, fmt, base.reference, source, spec.location(()).file)
+        _build_image(body, image, layers, fmt, base.reference, source, spec.file)
         for image in base.images
     )
     if isinstance(base.root, ManifestDocument):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import httpx
@@ -46,9 +46,6 @@ class ExecResult:
     bytes_pushed: int = 0
     manifests: int = 0
     tags: int = 0
-    # Blobs another spec of this run pushed first (counted there).
-    shared: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 class Executor:
@@ -67,8 +64,8 @@ class Executor:
         for outcome, action in zip(outcomes, plan.blobs, strict=True):
             if isinstance(outcome, BaseException):
                 continue
-            if outcome is None:
-                result.shared += 1
+            if outcome is None:  # another spec of this run pushed it (and counts it)
+                result.skipped += 1
                 continue
             setattr(result, _COUNTER[outcome], getattr(result, _COUNTER[outcome]) + 1)
             if outcome is not BlobMethod.MOUNT:

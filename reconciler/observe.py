@@ -43,12 +43,6 @@ class ObservedImage:
     # Per destination that needs work: the digests (manifests and blobs) known present there.
     present: tuple[tuple[Destination, frozenset[Digest]], ...]
 
-    def tag_digest(self, target: Reference) -> Digest | None:
-        return dict(self.tags)[target]
-
-    def present_in(self, destination: Destination) -> frozenset[Digest]:
-        return dict(self.present).get(destination, frozenset())
-
 
 class Observer:
     """HEAD requests for one run, memoized so that specs sharing content share the answers."""

@@ -138,6 +138,7 @@ def _spec_json(spec: SpecReport) -> dict[str, Any]:
         "state": str(spec.state),
         "error": spec.error,
         "desired": str(spec.desired.root.digest) if spec.desired else None,
+        "mirror": spec.desired.mirror if spec.desired else None,
         "targets": [],
         "blobs": [],
         "manifests": [],

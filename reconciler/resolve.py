@@ -126,32 +126,34 @@ class Resolver:
         return await self._memo.get(("tag", str(reference)), head)
 
     async def fetch_document(self, reference: Reference, digest: Digest) -> Document:
-        cached = self.cache.get_document(digest)
-        if cached is not None:
-            return parse_document(cached[0], cached[1], digest, what=f"cached manifest {digest}")
+        """A manifest or index by digest: from this run, else the cache, else the registry."""
 
-        async def get() -> Document:
+        async def load() -> Document:
+            cached = self.cache.get_document(digest)
+            if cached is not None:
+                return parse_document(cached[0], cached[1], digest, what=f"cached {digest}")
             client = self.registries.client(reference.registry)
             document = await client.get_manifest(reference.repository, str(digest))
             self.cache.put_document(digest, document.raw, document.media_type)
             return document
 
-        return await self._memo.get(("doc", reference.name, digest), get)
+        return await self._memo.get(("document", digest), load)
 
     async def fetch_config(self, reference: Reference, descriptor: Descriptor) -> ConfigDocument:
+        """An image config by digest: from this run, else the cache, else the registry."""
         digest = descriptor.digest
-        cached = self.cache.get_document(digest)
-        if cached is not None:
-            return parse_config(cached[0], descriptor.media_type, digest)
 
-        async def get() -> ConfigDocument:
+        async def load() -> ConfigDocument:
+            cached = self.cache.get_document(digest)
+            if cached is not None:
+                return parse_config(cached[0], descriptor.media_type, digest)
             client = self.registries.client(reference.registry)
             raw = await client.get_blob(reference.repository, digest, CONFIG_SIZE_LIMIT)
             config = parse_config(raw, descriptor.media_type, digest)
             self.cache.put_document(digest, raw, descriptor.media_type)
             return config
 
-        return await self._memo.get(("config", reference.name, digest), get)
+        return await self._memo.get(("config", digest), load)
 
     async def resolve_base(self, spec: LoadedSpec) -> ResolvedBase | None:
         reference = spec.body.base_reference

@@ -278,10 +278,6 @@ class LoadResult:
     errors: tuple[SpecError, ...]
     files: int
 
-    @property
-    def invalid_files(self) -> frozenset[str]:
-        return frozenset(e.location.file for e in self.errors)
-
 
 def json_schema() -> dict[str, Any]:
     schema = ImageSpecDocument.model_json_schema(by_alias=True)

@@ -58,11 +58,6 @@ class Digest:
     def hasher(self) -> Hasher:
         return Hasher(self.algorithm)
 
-    def verify(self, data: bytes, what: str = "content") -> None:
-        actual = Digest.of(data, self.algorithm)
-        if actual != self:
-            raise VerificationError(f"{what}: digest mismatch: expected {self}, got {actual}")
-
     @property
     def short(self) -> str:
         return f"{self.algorithm}:{self.hex[:12]}"

@@ -90,9 +90,6 @@ class Reference:
             raise ReferenceError_(f"reference {self} has neither a tag nor a digest")
         return self.tag
 
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(self.registry, self.repository, tag, None)
-
     def with_digest(self, digest: Digest) -> Reference:
         return Reference(self.registry, self.repository, None, digest)
 
