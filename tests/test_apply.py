@@ -488,3 +488,38 @@ def test_chunked_uploads_from_registry_options(world: World, cli: Cli) -> None:
     assert len(patches) == 2 and all(r.status == 202 for r in patches)
     manifest = json.loads(inspect_raw(f"{a.host}/team/chunked:1"))
     assert manifest["layers"][-1]["digest"] == world.vendor_layer.digest
+
+
+def test_source_errors_name_the_spec_and_field(world: World, cli: Cli) -> None:
+    a, b = world.a.host, world.b.host
+    config_digest = json.loads(world.single.images[0].manifest)["config"]["digest"]
+    missing = "sha256:" + "4" * 64
+    cli.write_spec("no-base.yaml", f"base: {a}/base/absent:1\ntargets: [{a}/err/a:1]")
+    cli.write_spec(
+        "no-layer.yaml",
+        f"base: {a}/base/single:1\nlayers:\n  - ref: {b}/vendor/runtime@{missing}\n"
+        f"targets: [{a}/err/b:1]",
+    )
+    cli.write_spec(
+        "not-a-layer.yaml",
+        f"base: {a}/base/single:1\nlayers:\n  - ref: {a}/base/single@{config_digest}\n"
+        f"targets: [{a}/err/c:1]",
+    )
+    cli.write_spec(
+        "no-platform.yaml",
+        f"base: {a}/base/multi:1\nplatforms: [linux/s390x]\ntargets: [{a}/err/d:1]",
+    )
+    cli.write_spec("fine.yaml", f"base: {a}/base/single:1\ntargets: [{a}/err/fine:1]")
+    result = cli("diff", "-o", "json")
+    assert result.code == 1
+    specs = {s["name"]: s for s in result.json()["specs"]}  # type: ignore[attr-defined]
+    assert specs["fine"]["state"] == "OutOfSync"
+    assert "base image" in specs["no-base"]["error"] and "not found" in specs["no-base"]["error"]
+    assert "no-layer.yaml:6: spec.layers[0]" in specs["no-layer"]["error"]
+    assert f"blob {missing} not found in {b}/vendor/runtime" in specs["no-layer"]["error"]
+    assert "not-a-layer.yaml:6: spec.layers[0]" in specs["not-a-layer"]["error"]
+    assert "not a tar, tar+gzip or tar+zstd layer" in specs["not-a-layer"]["error"]
+    assert "no-platform.yaml:5: spec.platforms" in specs["no-platform"]["error"]
+    assert (
+        "has no linux/s390x (it has linux/amd64, linux/arm64/v8)" in specs["no-platform"]["error"]
+    )
