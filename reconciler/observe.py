@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from reconciler.desired import DesiredImage, DesiredManifest
+from reconciler.memo import Memo
 from reconciler.oci.digest import Digest
 from reconciler.oci.reference import Reference
 from reconciler.registry.client import Registries
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, order=True)
@@ -49,20 +53,11 @@ class Observer:
 
     def __init__(self, registries: Registries) -> None:
         self.registries = registries
-        self._answers: dict[tuple[str, ...], asyncio.Future[bool | Digest | None]] = {}
+        self._memo = Memo()
 
-    async def _once(
-        self, key: tuple[str, ...], host: str, ask: Callable[[], Awaitable[bool | Digest | None]]
-    ) -> bool | Digest | None:
-        future = self._answers.get(key)
-        if future is None:
-
-            async def limited() -> bool | Digest | None:
-                async with self.registries.slot(host):
-                    return await ask()
-
-            future = self._answers[key] = asyncio.ensure_future(limited())
-        return await asyncio.shield(future)
+    async def _head(self, host: str, ask: Callable[[], Awaitable[T]]) -> T:
+        async with self.registries.slot(host):
+            return await ask()
 
     async def tag_digest(self, target: Reference) -> Digest | None:
         async def head() -> Digest | None:
@@ -70,25 +65,23 @@ class Observer:
             found = await client.head_manifest(target.repository, target.identifier)
             return None if found is None else found.digest
 
-        answer = await self._once(("tag", str(target)), target.registry, head)
-        assert answer is None or isinstance(answer, Digest)  # noqa: S101
-        return answer
+        return await self._memo.get(("tag", str(target)), lambda: self._head(target.registry, head))
 
     async def has_manifest(self, destination: Destination, digest: Digest) -> bool:
         async def head() -> bool:
             client = self.registries.client(destination.registry)
             return await client.head_manifest(destination.repository, str(digest)) is not None
 
-        key = ("manifest", destination.registry, destination.repository, str(digest))
-        return bool(await self._once(key, destination.registry, head))
+        key = ("manifest", destination, digest)
+        return await self._memo.get(key, lambda: self._head(destination.registry, head))
 
     async def has_blob(self, destination: Destination, digest: Digest) -> bool:
         async def head() -> bool:
             client = self.registries.client(destination.registry)
             return await client.head_blob(destination.repository, digest) is not None
 
-        key = ("blob", destination.registry, destination.repository, str(digest))
-        return bool(await self._once(key, destination.registry, head))
+        key = ("blob", destination, digest)
+        return await self._memo.get(key, lambda: self._head(destination.registry, head))
 
     async def observe(self, desired: DesiredImage) -> ObservedImage:
         digests = await asyncio.gather(*(self.tag_digest(t) for t in desired.targets))

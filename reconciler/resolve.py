@@ -9,9 +9,7 @@ once, whatever the number of specs that share it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from reconciler.cache import ContentCache, LayerFacts
 from reconciler.diffid import DEFAULT_MAX_UNCOMPRESSED, DiffIdComputer, sniff_compression
@@ -22,6 +20,7 @@ from reconciler.errors import (
     ResolveError,
     VerificationError,
 )
+from reconciler.memo import Memo
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import (
@@ -38,8 +37,6 @@ from reconciler.oci.platform import PlatformKey
 from reconciler.oci.reference import Reference
 from reconciler.registry.client import Registries
 from reconciler.spec import LayerSpec, LoadedSpec
-
-T = TypeVar("T")
 
 SNIFF_BYTES = 512
 
@@ -85,20 +82,6 @@ class ResolvedLayer:
     diff_id: Digest
 
 
-class _Memo:
-    """One in-flight or finished lookup per key for the length of a run."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[object, asyncio.Future[Any]] = {}
-
-    async def get(self, key: object, make: Callable[[], Awaitable[T]]) -> T:
-        future = self._tasks.get(key)
-        if future is None:
-            future = self._tasks[key] = asyncio.ensure_future(make())
-        result: T = await asyncio.shield(future)
-        return result
-
-
 class Resolver:
     """Reads sources through the cache. One per run; safe to share across specs."""
 
@@ -111,7 +94,7 @@ class Resolver:
         self.registries = registries
         self.cache = cache
         self.max_uncompressed = max_uncompressed
-        self._memo = _Memo()
+        self._memo = Memo()
 
     async def resolve_tag(self, reference: Reference) -> Digest:
         """The digest a base tag names now: one HEAD per (registry, repository, tag) per run."""
