@@ -66,9 +66,11 @@ class Executor:
                 continue
             if outcome is None:  # another spec of this run pushed it (and counts it)
                 result.skipped += 1
-                continue
-            setattr(result, _COUNTER[outcome], getattr(result, _COUNTER[outcome]) + 1)
-            if outcome is not BlobMethod.MOUNT:
+            elif outcome is BlobMethod.MOUNT:
+                result.mounted += 1
+            else:
+                result.copied += outcome is BlobMethod.COPY
+                result.uploaded += outcome is BlobMethod.UPLOAD
                 result.bytes_pushed += action.blob.size
         if failures:
             _raise_first(failures, f"{len(failures)} of {len(plan.blobs)} blobs failed")
@@ -180,9 +182,6 @@ class Executor:
             if self.progress is not None:
                 self.progress.advance(key, len(chunk))
             yield chunk
-
-
-_COUNTER = {BlobMethod.MOUNT: "mounted", BlobMethod.COPY: "copied", BlobMethod.UPLOAD: "uploaded"}
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
