@@ -227,7 +227,10 @@ class Resolver:
         digest = layer.layer_digest
         where = spec.location(("layers", index))
         try:
-            facts = await self._memo.get(("layer", digest), lambda: self._layer_facts(layer))
+            # What a lookup learns depends on what the spec declares (a given diffID skips
+            # the streamed pass), so specs that declare differently do not share one answer.
+            key = ("layer", digest, layer.media_type, layer.diff_id)
+            facts = await self._memo.get(key, lambda: self._layer_facts(layer))
         except ReconcilerError as exc:
             raise ResolveError(f"{where}: layer {source}: {exc}") from exc
         declared = mt.compression_of(layer.media_type) if layer.media_type else None
@@ -235,7 +238,7 @@ class Resolver:
         if declared is not None and compression is not declared:
             raise ResolveError(f"{where}: mediaType says {declared} but the blob is {compression}")
         diff_id = layer.diff_id or facts.diff_id
-        if compression is None or diff_id is None:  # pragma: no cover - _layer_facts fills both
+        if compression is None or diff_id is None:
             raise ResolveError(f"{where}: could not determine the layer's compression and diffID")
         if layer.diff_id and facts.diff_id and layer.diff_id != facts.diff_id:
             raise ResolveError(

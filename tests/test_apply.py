@@ -523,3 +523,33 @@ def test_source_errors_name_the_spec_and_field(world: World, cli: Cli) -> None:
     assert (
         "has no linux/s390x (it has linux/amd64, linux/arm64/v8)" in specs["no-platform"]["error"]
     )
+
+
+def test_specs_declaring_a_layer_differently_each_get_complete_facts(
+    world: World, cli: Cli
+) -> None:
+    a, b = world.a.host, world.b.host
+    ref = f"{b}/vendor/runtime@{world.vendor_layer.digest}"
+    cli.write_spec(
+        "declared.yaml",
+        f"""
+      base: {a}/base/single:1
+      layers:
+        - ref: {ref}
+          mediaType: application/vnd.oci.image.layer.v1.tar+gzip
+          diffID: {world.vendor_layer.diff_id}
+      targets: [{a}/facts/declared:1]
+    """,
+    )
+    cli.write_spec(
+        "sniffed.yaml",
+        f"""
+      base: {a}/base/single:1
+      layers: [{{ref: {ref}}}]
+      annotations: {{differs: "yes"}}
+      targets: [{a}/facts/sniffed:1]
+    """,
+    )
+    result = cli("diff", "-o", "json")
+    assert result.code == 2, result.stdout + result.stderr
+    assert {s["state"] for s in result.json()["specs"]} == {"OutOfSync"}  # type: ignore[attr-defined]
