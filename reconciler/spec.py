@@ -167,8 +167,11 @@ class ImageSpecBody(SpecModel):
     created: str | None = Field(
         default=None, description="RFC 3339 time for the config; default: the base's."
     )
+    # minItems stays in the JSON Schema for editors; the validator below gives the message
+    # (a Field min_length would also report an emptied list when one target is malformed).
     targets: tuple[Reference, ...] = Field(
-        description="At least one registry/repository:tag to publish the result under."
+        description="At least one registry/repository:tag to publish the result under.",
+        json_schema_extra={"minItems": 1},
     )
 
     @field_validator("base")

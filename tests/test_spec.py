@@ -237,3 +237,4 @@ def test_schema_is_json_schema_with_every_field() -> None:
     ):
         assert field in text
     assert schema["additionalProperties"] is False
+    assert schema["$defs"]["ImageSpecBody"]["properties"]["targets"]["minItems"] == 1

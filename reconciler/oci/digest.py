@@ -55,9 +55,6 @@ class Digest:
         """The digest of exactly these bytes."""
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
-    def hasher(self) -> Hasher:
-        return Hasher(self.algorithm)
-
     @property
     def short(self) -> str:
         return f"{self.algorithm}:{self.hex[:12]}"
