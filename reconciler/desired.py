@@ -60,6 +60,10 @@ class BlobSource:
     def __str__(self) -> str:
         return f"{self.registry}/{self.repository}"
 
+    @classmethod
+    def of(cls, reference: Reference) -> BlobSource:
+        return cls(reference.registry, reference.repository)
+
 
 @dataclass(frozen=True)
 class DesiredBlob:
@@ -110,7 +114,7 @@ def build_desired(
     body = spec.body
     if base is None:
         return _build_scratch(spec, layers)
-    source = BlobSource(base.reference.registry, base.reference.repository)
+    source = BlobSource.of(base.reference)
     base_format = mt.format_of(base.root.media_type)
     if body.adds_nothing and body.format in (None, base_format):
         return _build_mirror(spec, base, source)
@@ -164,14 +168,48 @@ def _applies(layer: ResolvedLayer, platform: PlatformKey) -> bool:
     return wanted is None or any(p.matches(platform) for p in wanted)
 
 
-def _layer_descriptor(layer: ResolvedLayer, fmt: mt.Format, file: str) -> Descriptor:
+def _added_blob(layer: ResolvedLayer, fmt: mt.Format, file: str) -> DesiredBlob:
+    """An added layer as a blob of `fmt`, read from where the spec says it lives."""
     media_type = layer.spec.media_type
     try:
         if media_type is None or mt.format_of_layer(media_type) is not fmt:
             media_type = mt.layer_media_type(fmt, layer.compression)
     except ValueError as exc:
         raise ResolveError(f"{file}: layer {layer.source}: {exc}") from None
-    return Descriptor(media_type=media_type, digest=layer.digest, size=layer.size)
+    descriptor = Descriptor(media_type=media_type, digest=layer.digest, size=layer.size)
+    return DesiredBlob(descriptor, "layer", BlobSource.of(layer.source))
+
+
+def _history_entry(layer: ResolvedLayer, created: str | None) -> History:
+    return History(created=created, created_by=layer.spec.comment or f"layer {layer.digest}")
+
+
+def _make_manifest(
+    fmt: mt.Format, blobs: Sequence[DesiredBlob], annotations: dict[str, str]
+) -> ManifestDocument:
+    """The manifest of `blobs` (config first), serialized once."""
+    fields: dict[str, Any] = {
+        "schema_version": 2,
+        "media_type": fmt.manifest_type,
+        "config": blobs[0].descriptor,
+        "layers": tuple(blob.descriptor for blob in blobs[1:]),
+    }
+    if annotations:
+        fields["annotations"] = annotations
+    return make_manifest_document(Manifest(**fields))
+
+
+def _make_index(
+    fmt: mt.Format, entries: Sequence[Descriptor], annotations: dict[str, str]
+) -> IndexDocument:
+    fields: dict[str, Any] = {
+        "schema_version": 2,
+        "media_type": fmt.index_type,
+        "manifests": tuple(entries),
+    }
+    if annotations:
+        fields["annotations"] = annotations
+    return make_index_document(Index(**fields))
 
 
 def _build_image(
@@ -198,39 +236,21 @@ def _build_image(
         return DesiredManifest(image.manifest, platform, _base_blobs(image.manifest, source))
 
     config_doc = _build_config(image.config, body, added, fmt)
-    config_blob = DesiredBlob(
-        config_doc.descriptor(),
-        "config",
-        source if config_doc.raw == image.config.raw else None,
-        None if config_doc.raw == image.config.raw else config_doc.raw,
-    )
+    if config_doc.raw == image.config.raw:  # only the media type may differ: same bytes
+        config_blob = DesiredBlob(config_doc.descriptor(), "config", source)
+    else:
+        config_blob = DesiredBlob(config_doc.descriptor(), "config", None, config_doc.raw)
     blobs = [config_blob]
-    layer_descriptors = []
     for base_layer in base_manifest.layers:
         try:
             converted = mt.convert_layer_media_type(base_layer.media_type, fmt)
         except ValueError as exc:
             raise ResolveError(f"{file}: base {base_ref}: {exc}") from None
-        descriptor = base_layer.model_copy(update={"media_type": converted})
-        layer_descriptors.append(descriptor)
-        blobs.append(DesiredBlob(descriptor, "layer", source))
-    for layer in added:
-        descriptor = _layer_descriptor(layer, fmt, file)
-        layer_descriptors.append(descriptor)
         blobs.append(
-            DesiredBlob(
-                descriptor, "layer", BlobSource(layer.source.registry, layer.source.repository)
-            )
+            DesiredBlob(base_layer.model_copy(update={"media_type": converted}), "layer", source)
         )
-    fields: dict[str, Any] = {
-        "schema_version": 2,
-        "media_type": fmt.manifest_type,
-        "config": config_blob.descriptor,
-        "layers": tuple(layer_descriptors),
-    }
-    if annotations:
-        fields["annotations"] = annotations
-    document = make_manifest_document(Manifest(**fields))
+    blobs.extend(_added_blob(layer, fmt, file) for layer in added)
+    document = _make_manifest(fmt, blobs, annotations)
     return DesiredManifest(document, platform, tuple(blobs))
 
 
@@ -261,11 +281,7 @@ def _build_config(
         history = [History(created=created, created_by="(base layer)")] * len(
             base.config.rootfs.diff_ids
         )
-    for layer in added:
-        entry: dict[str, Any] = {"created_by": layer.spec.comment or f"layer {layer.digest}"}
-        if created is not None:
-            entry["created"] = created
-        history.append(History(**entry))
+    history.extend(_history_entry(layer, created) for layer in added)
     update: dict[str, Any] = {
         "rootfs": RootFS(
             type=config.rootfs.type,
@@ -313,8 +329,6 @@ def merge_container_config(base: ContainerConfig | None, spec: ConfigSpec) -> Co
         update["exposed_ports"] = ports
     if spec.labels:
         update["labels"] = {**(current.labels or {}), **spec.labels}
-    if not base:
-        return ContainerConfig(**{k: v for k, v in update.items() if v is not None})
     return current.model_copy(update=update)
 
 
@@ -338,78 +352,42 @@ def _build_index(
                 }
             )
         )
-    annotations = _annotations(base.index.annotations, body, base_ref, base.digest)
-    fields: dict[str, Any] = {
-        "schema_version": 2,
-        "media_type": fmt.index_type,
-        "manifests": tuple(entries),
-    }
-    if annotations:
-        fields["annotations"] = annotations
-    return make_index_document(Index(**fields))
+    return _make_index(
+        fmt, entries, _annotations(base.index.annotations, body, base_ref, base.digest)
+    )
 
 
 def _build_scratch(spec: LoadedSpec, layers: Sequence[ResolvedLayer]) -> DesiredImage:
     body = spec.body
     fmt = body.format or mt.Format.OCI
-    platforms = body.platforms or (SCRATCH_PLATFORM,)
     created = body.created or SCRATCH_CREATED
-    file = spec.file
     manifests = []
-    for platform in platforms:
+    for platform in body.platforms or (SCRATCH_PLATFORM,):
         added = [layer for layer in layers if _applies(layer, platform)]
         config_fields: dict[str, Any] = {
             "created": created,
             "architecture": platform.architecture,
             "os": platform.os,
+            "variant": platform.variant,
             "rootfs": RootFS(diff_ids=tuple(layer.diff_id for layer in added)),
-            "history": tuple(
-                History(created=created, created_by=layer.spec.comment or f"layer {layer.digest}")
-                for layer in added
-            ),
+            "history": tuple(_history_entry(layer, created) for layer in added),
         }
-        if platform.variant:
-            config_fields["variant"] = platform.variant
         if body.config is not None:
             config_fields["config"] = merge_container_config(None, body.config)
         config_doc = make_config_document(ImageConfig(**config_fields), fmt.config_type)
-        config_blob = DesiredBlob(config_doc.descriptor(), "config", None, config_doc.raw)
-        layer_blobs = [
-            DesiredBlob(
-                _layer_descriptor(layer, fmt, file),
-                "layer",
-                BlobSource(layer.source.registry, layer.source.repository),
-            )
-            for layer in added
+        blobs = [
+            DesiredBlob(config_doc.descriptor(), "config", None, config_doc.raw),
+            *(_added_blob(layer, fmt, spec.file) for layer in added),
         ]
-        fields: dict[str, Any] = {
-            "schema_version": 2,
-            "media_type": fmt.manifest_type,
-            "config": config_blob.descriptor,
-            "layers": tuple(blob.descriptor for blob in layer_blobs),
-        }
-        if body.annotations:
-            fields["annotations"] = dict(body.annotations)
-        document = make_manifest_document(Manifest(**fields))
-        manifests.append(DesiredManifest(document, platform, (config_blob, *layer_blobs)))
+        document = _make_manifest(fmt, blobs, dict(body.annotations))
+        manifests.append(DesiredManifest(document, platform, tuple(blobs)))
     if len(manifests) == 1:
         return DesiredImage(spec.name, manifests[0].document, tuple(manifests), body.targets, False)
     entries = [
         m.document.descriptor(
-            platform=Platform(
-                os=m.platform.os, architecture=m.platform.architecture, variant=m.platform.variant
-            )
-            if m.platform
-            else None
+            platform=Platform(os=p.os, architecture=p.architecture, variant=p.variant)
         )
-        for m in manifests
+        for m, p in zip(manifests, body.platforms or (), strict=True)
     ]
-    index_fields: dict[str, Any] = {
-        "schema_version": 2,
-        "media_type": fmt.index_type,
-        "manifests": tuple(entries),
-    }
-    if body.annotations:
-        index_fields["annotations"] = dict(body.annotations)
-    index = make_index_document(Index(**index_fields))
+    index = _make_index(fmt, entries, dict(body.annotations))
     return DesiredImage(spec.name, index, tuple(manifests), body.targets, False)
