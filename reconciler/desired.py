@@ -38,7 +38,7 @@ from reconciler.oci.models import (
     RootFS,
 )
 from reconciler.oci.platform import Platform, PlatformKey
-from reconciler.oci.reference import Reference
+from reconciler.oci.reference import Reference, Repository
 from reconciler.resolve import ResolvedBase, ResolvedImage, ResolvedLayer
 from reconciler.spec import ConfigSpec, ImageSpecBody, LoadedSpec
 
@@ -51,25 +51,10 @@ SCRATCH_PLATFORM = PlatformKey("linux", "amd64")
 
 
 @dataclass(frozen=True)
-class BlobSource:
-    """A repository known to hold a blob: where it is mounted or copied from."""
-
-    registry: str
-    repository: str
-
-    def __str__(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    @classmethod
-    def of(cls, reference: Reference) -> BlobSource:
-        return cls(reference.registry, reference.repository)
-
-
-@dataclass(frozen=True)
 class DesiredBlob:
     descriptor: Descriptor
     role: str  # "layer" or "config"
-    source: BlobSource | None = None  # None: generated here, `data` holds it
+    source: Repository | None = None  # None: generated here, `data` holds it
     data: bytes | None = None
 
     @property
@@ -114,7 +99,7 @@ def build_desired(
     body = spec.body
     if base is None:
         return _build_scratch(spec, layers)
-    source = BlobSource.of(base.reference)
+    source = Repository.of(base.reference)
     base_format = mt.format_of(base.root.media_type)
     if body.adds_nothing and body.format in (None, base_format):
         return _build_mirror(spec, base, source)
@@ -129,13 +114,13 @@ def build_desired(
     return DesiredImage(spec.name, index, manifests, body.targets, False)
 
 
-def _base_blobs(document: ManifestDocument, source: BlobSource) -> tuple[DesiredBlob, ...]:
+def _base_blobs(document: ManifestDocument, source: Repository) -> tuple[DesiredBlob, ...]:
     manifest = document.manifest
     layers = (DesiredBlob(layer, "layer", source) for layer in manifest.layers)
     return (DesiredBlob(manifest.config, "config", source), *layers)
 
 
-def _build_mirror(spec: LoadedSpec, base: ResolvedBase, source: BlobSource) -> DesiredImage:
+def _build_mirror(spec: LoadedSpec, base: ResolvedBase, source: Repository) -> DesiredImage:
     kept = {image.manifest.digest for image in base.images}
     attachments = [
         (entry, document)
@@ -177,7 +162,7 @@ def _added_blob(layer: ResolvedLayer, fmt: mt.Format, file: str) -> DesiredBlob:
     except ValueError as exc:
         raise ResolveError(f"{file}: layer {layer.source}: {exc}") from None
     descriptor = Descriptor(media_type=media_type, digest=layer.digest, size=layer.size)
-    return DesiredBlob(descriptor, "layer", BlobSource.of(layer.source))
+    return DesiredBlob(descriptor, "layer", Repository.of(layer.source))
 
 
 def _history_entry(layer: ResolvedLayer, created: str | None) -> History:
@@ -218,7 +203,7 @@ def _build_image(
     layers: Sequence[ResolvedLayer],
     fmt: mt.Format,
     base_ref: Reference,
-    source: BlobSource,
+    source: Repository,
     file: str,
 ) -> DesiredManifest:
     platform = image.platform

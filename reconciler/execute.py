@@ -18,9 +18,9 @@ from typing import Protocol
 
 import httpx
 
-from reconciler.desired import BlobSource
 from reconciler.errors import PushError, ReconcilerError
 from reconciler.oci.digest import Digest
+from reconciler.oci.reference import Repository
 from reconciler.plan import BlobAction, BlobMethod, SpecPlan
 from reconciler.registry.client import Registries
 
@@ -137,7 +137,7 @@ class Executor:
             await asyncio.shield(first)
         except ReconcilerError:
             return await self._push_blob(action)  # the first copy failed: try on our own
-        local = BlobSource(action.destination.registry, repository)
+        local = Repository(action.destination.registry, repository)
         mount = BlobAction(BlobMethod.MOUNT, action.destination, replace(action.blob, source=local))
         return await self._push_blob(mount)
 

@@ -18,25 +18,10 @@ from typing import TypeVar
 from reconciler.desired import DesiredImage, DesiredManifest
 from reconciler.memo import Memo
 from reconciler.oci.digest import Digest
-from reconciler.oci.reference import Reference
+from reconciler.oci.reference import Reference, Repository
 from reconciler.registry.client import Registries
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, order=True)
-class Destination:
-    """A target repository."""
-
-    registry: str
-    repository: str
-
-    def __str__(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    @classmethod
-    def of(cls, reference: Reference) -> Destination:
-        return cls(reference.registry, reference.repository)
 
 
 @dataclass(frozen=True)
@@ -45,7 +30,7 @@ class ObservedImage:
 
     tags: tuple[tuple[Reference, Digest | None], ...]
     # Per destination that needs work: the digests (manifests and blobs) known present there.
-    present: tuple[tuple[Destination, frozenset[Digest]], ...]
+    present: tuple[tuple[Repository, frozenset[Digest]], ...]
 
 
 class Observer:
@@ -67,7 +52,7 @@ class Observer:
 
         return await self._memo.get(("tag", str(target)), lambda: self._head(target.registry, head))
 
-    async def has_manifest(self, destination: Destination, digest: Digest) -> bool:
+    async def has_manifest(self, destination: Repository, digest: Digest) -> bool:
         async def head() -> bool:
             client = self.registries.client(destination.registry)
             return await client.head_manifest(destination.repository, str(digest)) is not None
@@ -75,7 +60,7 @@ class Observer:
         key = ("manifest", destination, digest)
         return await self._memo.get(key, lambda: self._head(destination.registry, head))
 
-    async def has_blob(self, destination: Destination, digest: Digest) -> bool:
+    async def has_blob(self, destination: Repository, digest: Digest) -> bool:
         async def head() -> bool:
             client = self.registries.client(destination.registry)
             return await client.head_blob(destination.repository, digest) is not None
@@ -86,11 +71,11 @@ class Observer:
     async def observe(self, desired: DesiredImage) -> ObservedImage:
         digests = await asyncio.gather(*(self.tag_digest(t) for t in desired.targets))
         tags = tuple(zip(desired.targets, digests, strict=True))
-        stale = sorted({Destination.of(t) for t, d in tags if d != desired.root.digest})
+        stale = sorted({Repository.of(t) for t, d in tags if d != desired.root.digest})
         present = await asyncio.gather(*(self._present(desired, dest) for dest in stale))
         return ObservedImage(tags, tuple(zip(stale, present, strict=True)))
 
-    async def _present(self, desired: DesiredImage, destination: Destination) -> frozenset[Digest]:
+    async def _present(self, desired: DesiredImage, destination: Repository) -> frozenset[Digest]:
         if await self.has_manifest(destination, desired.root.digest):
             return frozenset(_everything(desired))
         # A single-manifest root was just checked; an index's children are checked one by one.
@@ -101,7 +86,7 @@ class Observer:
         return frozenset().union(*found)
 
     async def _manifest_present(
-        self, destination: Destination, manifest: DesiredManifest, root_checked: bool
+        self, destination: Repository, manifest: DesiredManifest, root_checked: bool
     ) -> frozenset[Digest]:
         digest = manifest.document.digest
         if not root_checked and await self.has_manifest(destination, digest):

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconciler.desired import BlobSource, DesiredBlob, DesiredImage
-from reconciler.observe import Destination, ObservedImage
+from reconciler.desired import DesiredBlob, DesiredImage
+from reconciler.observe import ObservedImage
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import IndexDocument, ManifestDocument
 from reconciler.oci.platform import PlatformKey
-from reconciler.oci.reference import Reference
+from reconciler.oci.reference import Reference, Repository
 
 
 class BlobMethod(StrEnum):
@@ -27,17 +27,17 @@ class BlobMethod(StrEnum):
 @dataclass(frozen=True)
 class BlobAction:
     method: BlobMethod
-    destination: Destination
+    destination: Repository
     blob: DesiredBlob
 
     @property
-    def source(self) -> BlobSource | None:
+    def source(self) -> Repository | None:
         return self.blob.source
 
 
 @dataclass(frozen=True)
 class ManifestAction:
-    destination: Destination
+    destination: Repository
     document: ManifestDocument | IndexDocument
     platform: PlatformKey | None
 
@@ -76,7 +76,7 @@ class SpecPlan:
         return sum(a.blob.size for a in self.blobs if a.method is not BlobMethod.MOUNT)
 
 
-def _method(blob: DesiredBlob, destination: Destination) -> BlobMethod:
+def _method(blob: DesiredBlob, destination: Repository) -> BlobMethod:
     if blob.source is None:
         return BlobMethod.UPLOAD
     if blob.source.registry == destination.registry:

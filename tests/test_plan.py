@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from reconciler.desired import build_desired
-from reconciler.observe import Destination, ObservedImage
+from reconciler.observe import ObservedImage
 from reconciler.oci.digest import Digest
-from reconciler.oci.reference import Reference
+from reconciler.oci.reference import Reference, Repository
 from reconciler.plan import BlobMethod, build_plan
 from tests.factories import digest, make_base, make_image, make_layer, make_spec
 
@@ -19,7 +19,7 @@ def desired_two_targets() -> tuple:  # type: ignore[type-arg]
 
 def test_everything_missing_gives_the_full_push_in_order() -> None:
     _, desired = desired_two_targets()
-    dest = Destination("r.io", "team/app")
+    dest = Repository("r.io", "team/app")
     observed = ObservedImage(tuple((t, None) for t in desired.targets), ((dest, frozenset()),))
     plan = build_plan(desired, observed)
     methods = {str(a.blob.digest): a.method for a in plan.blobs}
@@ -47,7 +47,7 @@ def test_moved_tag_with_content_present_only_retags() -> None:
     _, desired = desired_two_targets()
     old = Digest.parse(digest(999))
     first, second = desired.targets
-    dest = Destination("r.io", "team/app")
+    dest = Repository("r.io", "team/app")
     everything = frozenset({desired.root.digest} | {m.document.digest for m in desired.manifests})
     observed = ObservedImage(((first, desired.root.digest), (second, old)), ((dest, everything),))
     plan = build_plan(desired, observed)
@@ -57,7 +57,7 @@ def test_moved_tag_with_content_present_only_retags() -> None:
 
 def test_partial_presence_pushes_only_the_rest() -> None:
     _, desired = desired_two_targets()
-    dest = Destination("r.io", "team/app")
+    dest = Repository("r.io", "team/app")
     amd = desired.manifests[0]
     arm_blobs = {b.digest for b in desired.manifests[1].blobs}
     present = frozenset({amd.document.digest, *[b.digest for b in amd.blobs], *list(arm_blobs)[:2]})
@@ -74,7 +74,7 @@ def test_partial_presence_pushes_only_the_rest() -> None:
 def test_each_destination_is_planned_on_its_own() -> None:
     spec = make_spec(targets=["r.io/team/app:1", "other.io/team/app:1"], annotations={"a": "b"})
     desired = build_desired(spec, make_base([make_image("amd64", [1])], index=False), [])
-    here, there = Destination("r.io", "team/app"), Destination("other.io", "team/app")
+    here, there = Repository("r.io", "team/app"), Repository("other.io", "team/app")
     observed = ObservedImage(
         tuple((t, None) for t in desired.targets), ((here, frozenset()), (there, frozenset()))
     )

@@ -5,8 +5,9 @@ import json
 from reconciler.desired import build_desired
 from reconciler.engine import RunReport, SpecReport, SpecState
 from reconciler.execute import ExecResult
-from reconciler.observe import Destination, ObservedImage
+from reconciler.observe import ObservedImage
 from reconciler.oci.digest import Digest
+from reconciler.oci.reference import Repository
 from reconciler.plan import build_plan
 from reconciler.render import human_size, render_json, render_text
 from tests.factories import digest, make_base, make_image, make_layer, make_spec
@@ -21,7 +22,7 @@ def report(applied: bool = False) -> RunReport:
     old = Digest.parse(digest(99))
     observed = ObservedImage(
         ((desired.targets[0], old), (desired.targets[1], None)),
-        ((Destination("r.io", "team/app"), frozenset()),),
+        ((Repository("r.io", "team/app"), frozenset()),),
     )
     plan = build_plan(desired, observed)
     result = (

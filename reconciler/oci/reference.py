@@ -36,6 +36,21 @@ _DOMAIN = re.compile(
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 
 
+@dataclass(frozen=True, order=True)
+class Repository:
+    """A repository of a registry: where blobs and manifests are read from or pushed to."""
+
+    registry: str
+    repository: str
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    @classmethod
+    def of(cls, reference: Reference) -> Repository:
+        return cls(reference.registry, reference.repository)
+
+
 @dataclass(frozen=True)
 class Reference:
     """A fully qualified image reference: registry, repository, and a tag and/or a digest."""
