@@ -110,6 +110,7 @@ def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
             settings.registry_options(),
             timeout=settings.timeout,
             concurrency=settings.concurrency,
+            retry=settings.retry_policy(),
         ) as registries:
             progress = _terminal_progress() if apply else None
             engine = Engine(settings, registries, progress)

@@ -50,7 +50,8 @@ class DiffIdComputer:
         self._hasher.update(data)
         if self._hasher.size > self.max_size:
             raise VerificationError(
-                f"layer decompresses to more than {self.max_size} bytes; refused"
+                f"layer decompresses to more than {self.max_size} bytes (setting "
+                "max_uncompressed); refused as a possible decompression bomb"
             )
 
     def feed(self, chunk: bytes) -> None:

@@ -73,7 +73,7 @@ class Engine:
 
     async def run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
         """One pass: every valid spec reconciled (or planned), every invalid one reported."""
-        resolver = Resolver(self.registries, self.cache)
+        resolver = Resolver(self.registries, self.cache, self.settings.max_uncompressed)
         observer = Observer(self.registries)
         executor = Executor(self.registries, self.progress) if apply else None
         reports = await asyncio.gather(

@@ -21,9 +21,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Statuses that say "try again later" (distribution spec and RFC 9110); status 0 is a transport
+# failure (refused, reset, timed out) and is retryable too.
+RETRYABLE_STATUSES = frozenset({0, 408, 429, 500, 502, 503, 504})
+
 
 class ReconcilerError(Exception):
-    """Root of every error reconciler raises on purpose."""
+    """Root of every error reconciler raises on purpose.
+
+    `retryable` says whether trying the same operation again may succeed (a transport failure,
+    a 5xx, a stream cut or corrupted in transit). The retry policy (registry/retry.py) reads it;
+    nothing else decides what is retried.
+    """
+
+    retryable: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,10 @@ class DocumentError(ReconcilerError, ValueError):
 class VerificationError(ReconcilerError):
     """Bytes do not match the digest or size they were announced with."""
 
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
 
 class ResolveError(ReconcilerError):
     """A spec's sources cannot be turned into a desired state."""
@@ -91,11 +106,16 @@ class RegistryError(ReconcilerError):
         url: str = "",
         status: int = 0,
         errors: Sequence[RegistryErrorDetail] = (),
+        retryable: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.method = method
         self.url = url
         self.status = status
         self.errors = tuple(errors)
+        self.retryable = status in RETRYABLE_STATUSES if retryable is None else retryable
+        # Seconds the registry asked us to wait (Retry-After), when it said so.
+        self.retry_after = retry_after
         parts = [message]
         if method or url:
             parts.append(f"({method} {url}".rstrip() + (f" -> {status})" if status else ")"))

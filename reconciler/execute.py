@@ -142,6 +142,13 @@ class Executor:
         return await self._push_blob(mount)
 
     async def _push_blob(self, action: BlobAction) -> BlobMethod:
+        """Push one blob; a retryable failure starts over (a fresh upload session)."""
+        return await self.registries.retry.run(
+            lambda: self._push_blob_once(action),
+            f"{action.method} {action.blob.digest.short} to {action.destination}",
+        )
+
+    async def _push_blob_once(self, action: BlobAction) -> BlobMethod:
         dest = action.destination
         blob = action.blob
         client = self.registries.client(dest.registry)

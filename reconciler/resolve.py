@@ -267,7 +267,9 @@ class Resolver:
         elif layer.diff_id is not None and declared is not None:
             facts = LayerFacts(size, declared, None)
         else:
-            facts = await self._stream_facts(layer, size)
+            facts = await self.registries.retry.run(
+                lambda: self._stream_facts(layer, size), f"diff_id pass over {digest.short}"
+            )
         self.cache.put_layer(digest, facts)
         return facts
 

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from reconciler.errors import SettingsError
+from reconciler.registry.retry import RetryPolicy
 from reconciler.registry.transport import RegistryOptions
 
 _SHARD = re.compile(r"([0-9]+)/([0-9]+)")
@@ -78,6 +79,32 @@ class Settings(BaseSettings):
     timeout: float = Field(
         default=60.0, ge=1.0, le=3600.0, description="Seconds to wait on one network read/write."
     )
+    retries: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="Retries of one request or blob transfer after a transport failure, 408, "
+        "429 or 5xx, before the spec fails.",
+    )
+    retry_delay: float = Field(
+        default=0.5,
+        ge=0.001,
+        le=60.0,
+        description="Seconds before the first retry; doubles each time, with full jitter.",
+    )
+    retry_max_delay: float = Field(
+        default=30.0,
+        ge=0.01,
+        le=600.0,
+        description="Longest wait between two tries, in seconds; also the longest Retry-After "
+        "honoured (a registry asking for more fails the spec, naming the wait).",
+    )
+    max_uncompressed: int = Field(
+        default=64 * 1024**3,
+        ge=1024 * 1024,
+        description="Largest uncompressed size, in bytes, accepted while computing a layer's "
+        "diff_id; a layer that inflates past it fails with an error (a decompression bomb).",
+    )
     resync_interval: float = Field(
         default=300.0, ge=5.0, le=86400.0, description="Seconds between full resyncs (daemon)."
     )
@@ -111,6 +138,9 @@ class Settings(BaseSettings):
         if not match or not 0 <= int(match[1]) < int(match[2]):
             raise ValueError(f"shard {value!r} must be i/N with 0 <= i < N")
         return value
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retries, self.retry_delay, self.retry_max_delay)
 
     def registry_options(self) -> dict[str, RegistryOptions]:
         return {host: entry.options() for host, entry in self.registries.items()}

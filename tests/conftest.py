@@ -127,6 +127,8 @@ class Cli:
             RECONCILER_STATE_DIR=str(self.state),
             RECONCILER_SPECS_DIR=str(self.specs),
             DOCKER_CONFIG=str(self.docker_config),
+            # Real retries, short waits: the policy is the same, the suite stays fast.
+            RECONCILER_RETRY_DELAY="0.02",
         )
         env.pop("REGISTRY_AUTH_FILE", None)
         return env

@@ -119,14 +119,16 @@ async def verified(
             continue
         hasher.update(chunk)
         if size is not None and hasher.size > size:
-            raise VerificationError(f"{what}: more than the {size} bytes announced")
+            raise VerificationError(f"{what}: more than the {size} bytes announced", retryable=True)
         if pending is not None:
             yield pending
         pending = chunk
     if size is not None and hasher.size != size:
-        raise VerificationError(f"{what}: {hasher.size} bytes, expected {size}")
+        raise VerificationError(f"{what}: {hasher.size} bytes, expected {size}", retryable=True)
     actual = hasher.digest()
     if actual != digest:
-        raise VerificationError(f"{what}: digest mismatch: expected {digest}, got {actual}")
+        raise VerificationError(
+            f"{what}: digest mismatch: expected {digest}, got {actual}", retryable=True
+        )
     if pending is not None:
         yield pending

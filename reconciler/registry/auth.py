@@ -1,40 +1,64 @@
-"""Registry authentication: where credentials come from, and the challenge flow.
+"""Registry authentication: where credentials come from, and how challenges are answered.
 
-Credentials come from the docker config (`$DOCKER_CONFIG/config.json`, else
-`~/.docker/config.json`, and `REGISTRY_AUTH_FILE`), matched by exact host. The flow is an
-`httpx.Auth`: it sends the request as is, and answers a `401` with a `WWW-Authenticate`
-challenge. After a host has asked once, credentials are sent up front so that streamed bodies
-(blob uploads) are never sent twice.
+Credentials come from the docker config files, in this order: `REGISTRY_AUTH_FILE`, then
+`$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`). In each file, for the registry's
+host: `credHelpers[host]` (runs `docker-credential-NAME get`), then `auths[host]` (`auth` as
+base64 `user:password`, or `username`/`password`, or `identitytoken`), then `credsStore`. Hosts
+match exactly; keys written as URLs (`https://host/v1/`) match their host; Docker Hub's names
+(`docker.io`, `index.docker.io`, ...) are one host.
+
+A host's first request goes out without credentials. Its `401` challenge tells the scheme:
+- Basic: send the credentials, and from then on send them up front.
+- Bearer: fetch a token from the realm for the request's scopes (`repository:NAME:pull` to read,
+  `pull,push` to write, plus `pull` on the source repository of a mount), cache it per scope set
+  until shortly before it expires, and from then on fetch tokens up front. A `401` on a request
+  that carried a token drops that token and fetches a fresh one, once.
+Credentials go to a token realm over plain HTTP only when the transport policy says that host is
+plain HTTP on purpose (loopback or `insecure: true`). Nothing here logs or formats a secret.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import os
-from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from reconciler.errors import AuthError
 
+log = logging.getLogger("reconciler.auth")
+
 _DOCKER_HUB_ALIASES = (
     "docker.io",
     "index.docker.io",
     "registry-1.docker.io",
-    "https://index.docker.io/v1/",
+    "registry.hub.docker.com",
 )
+# The key Docker uses for Docker Hub in config files and credential helpers.
+_DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+HELPER_TIMEOUT = 30.0
+TOKEN_BODY_LIMIT = 1024 * 1024
+CLIENT_ID = "reconciler"
 
 
 @dataclass(frozen=True)
 class Credentials:
     username: str
-    password: str
+    password: str = field(repr=False)
+    # An OAuth2 refresh token (docker config `identitytoken`, or a helper's `<token>` user).
+    identity_token: str | None = field(default=None, repr=False)
 
-    def __repr__(self) -> str:  # never print a password, even in a traceback
-        return f"Credentials(username={self.username!r}, password=***)"
+    def __repr__(self) -> str:  # never print a secret, even in a traceback
+        return f"Credentials(username={self.username!r}, secret=***)"
 
 
 def _config_files(env: Mapping[str, str]) -> list[Path]:
@@ -48,12 +72,33 @@ def _config_files(env: Mapping[str, str]) -> list[Path]:
     return files
 
 
-def _hosts_to_try(host: str) -> tuple[str, ...]:
-    return _DOCKER_HUB_ALIASES if host in _DOCKER_HUB_ALIASES else (host,)
+def _key_host(key: str) -> str:
+    """`https://host:5000/v1/` -> `host:5000`; a plain host is itself."""
+    if "://" in key:
+        key = key.split("://", 1)[1]
+    return key.split("/", 1)[0]
+
+
+def _same_host(key: str, host: str) -> bool:
+    key_host = _key_host(key)
+    if host in _DOCKER_HUB_ALIASES:
+        return key_host in _DOCKER_HUB_ALIASES
+    return key_host == host
+
+
+def _lookup(section: object, host: str) -> tuple[str, object] | None:
+    if not isinstance(section, dict):
+        return None
+    if host in section:
+        return host, section[host]
+    for key, value in section.items():
+        if isinstance(key, str) and _same_host(key, host):
+            return key, value
+    return None
 
 
 def load_credentials(host: str, env: Mapping[str, str] | None = None) -> Credentials | None:
-    """Credentials for `host` from the `auths` section of the docker config files."""
+    """Credentials for `host`, or None. May run a credential helper (blocking)."""
     env = os.environ if env is None else env
     for path in _config_files(env):
         try:
@@ -62,32 +107,88 @@ def load_credentials(host: str, env: Mapping[str, str] | None = None) -> Credent
             continue
         except (OSError, ValueError) as exc:
             raise AuthError(f"cannot read docker config {path}: {exc}") from None
-        auths = data.get("auths") if isinstance(data, dict) else None
-        if not isinstance(auths, dict):
-            continue
-        for name in _hosts_to_try(host):
-            entry = auths.get(name)
-            if isinstance(entry, dict):
-                creds = _from_entry(entry, path, name)
-                if creds is not None:
-                    return creds
+        if not isinstance(data, dict):
+            raise AuthError(f"docker config {path} is not a JSON object")
+        helper = _lookup(data.get("credHelpers"), host)
+        if helper is not None and isinstance(helper[1], str) and helper[1]:
+            return run_helper(helper[1], _helper_server(host), env)
+        entry = _lookup(data.get("auths"), host)
+        if entry is not None and isinstance(entry[1], dict):
+            creds = _from_entry(entry[1], path, entry[0])
+            if creds is not None:
+                return creds
+        store = data.get("credsStore")
+        if isinstance(store, str) and store:
+            creds = run_helper(store, _helper_server(host), env)
+            if creds is not None:
+                return creds
     return None
 
 
-def _from_entry(entry: dict[str, object], path: Path, host: str) -> Credentials | None:
+def _helper_server(host: str) -> str:
+    return _DOCKER_HUB_KEY if host in _DOCKER_HUB_ALIASES else host
+
+
+def _from_entry(entry: dict[str, object], path: Path, key: str) -> Credentials | None:
+    where = f"{path}: auths[{key!r}]"
+    identity = entry.get("identitytoken")
+    identity = identity if isinstance(identity, str) and identity else None
     encoded = entry.get("auth")
     if isinstance(encoded, str) and encoded:
         try:
-            user, sep, password = base64.b64decode(encoded).decode("utf-8").partition(":")
+            user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
-            raise AuthError(f"{path}: auths[{host!r}].auth is not base64 'user:password'") from None
+            raise AuthError(f"{where}.auth is not base64 'user:password'") from None
         if not sep:
-            raise AuthError(f"{path}: auths[{host!r}].auth is not base64 'user:password'")
-        return Credentials(user, password)
+            raise AuthError(f"{where}.auth is not base64 'user:password'")
+        return Credentials(user, password, identity)
     username, secret = entry.get("username"), entry.get("password")
     if isinstance(username, str) and isinstance(secret, str):
-        return Credentials(username, secret)
+        return Credentials(username, secret, identity)
+    if identity is not None:
+        return Credentials("", "", identity)
     return None
+
+
+def run_helper(name: str, server: str, env: Mapping[str, str]) -> Credentials | None:
+    """`docker-credential-NAME get` with the server on stdin; None when it has nothing."""
+    program = f"docker-credential-{name}"
+    binary = shutil.which(program, path=env.get("PATH"))
+    if binary is None:
+        raise AuthError(f"credential helper {program} is not on PATH (docker config names it)")
+    try:
+        done = subprocess.run(
+            [binary, "get"],
+            input=server.encode(),
+            capture_output=True,
+            timeout=HELPER_TIMEOUT,
+            env=dict(env),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise AuthError(
+            f"credential helper {program} did not answer in {HELPER_TIMEOUT:.0f}s"
+        ) from None
+    except OSError as exc:
+        raise AuthError(f"cannot run credential helper {program}: {exc.strerror}") from None
+    if done.returncode != 0:
+        # The helpers' own message for "nothing stored"; their stderr never holds the secret.
+        said = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+        first = said[0][:200] if said else ""
+        if "credentials not found" in first.lower():
+            return None
+        raise AuthError(f"credential helper {program} failed (exit {done.returncode}): {first}")
+    try:
+        answer = json.loads(done.stdout)
+    except ValueError:
+        answer = None
+    username = answer.get("Username") if isinstance(answer, dict) else None
+    secret = answer.get("Secret") if isinstance(answer, dict) else None
+    if not isinstance(username, str) or not isinstance(secret, str):
+        raise AuthError(f"credential helper {program} printed no Username/Secret JSON")
+    if username == "<token>":
+        return Credentials("", "", secret)
+    return Credentials(username, secret)
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -121,48 +222,229 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-class RegistryAuth(httpx.Auth):
-    """Answers Basic challenges for one registry host with that host's credentials."""
+# A scope set: (resource, action) pairs, e.g. ("repository:team/app", "push").
+Scopes = frozenset[tuple[str, str]]
 
-    def __init__(self, host: str, credentials: Credentials | None) -> None:
+
+def parse_scopes(text: str) -> Scopes:
+    """`repository:a:pull,push repository:b:pull` -> pairs."""
+    pairs: set[tuple[str, str]] = set()
+    for item in text.split():
+        resource, sep, actions = item.rpartition(":")
+        if sep and resource:
+            pairs.update((resource, action) for action in actions.split(",") if action)
+    return frozenset(pairs)
+
+
+def scopes_for(method: str, url: httpx.URL) -> Scopes:
+    """The token scopes a registry API request needs, from its path, method and mount source."""
+    path = url.path
+    if not path.startswith("/v2/"):
+        return frozenset()
+    rest = path[4:]
+    for marker in ("/manifests/", "/blobs/", "/tags/"):
+        name, sep, _ = rest.rpartition(marker)
+        if sep and name:
+            break
+    else:
+        return frozenset()
+    if method in ("GET", "HEAD"):
+        actions: tuple[str, ...] = ("pull",)
+    elif method == "DELETE":
+        actions = ("delete",)
+    else:
+        actions = ("pull", "push")
+    pairs = {(f"repository:{name}", action) for action in actions}
+    source = url.params.get("from")
+    if source:
+        pairs.add((f"repository:{source}", "pull"))
+    return frozenset(pairs)
+
+
+def scope_params(scopes: Scopes) -> list[str]:
+    """Pairs back to `repository:NAME:a,b` strings, one per resource, in a stable order."""
+    by_resource: dict[str, set[str]] = {}
+    for resource, action in scopes:
+        by_resource.setdefault(resource, set()).add(action)
+    return [f"{r}:{','.join(sorted(a))}" for r, a in sorted(by_resource.items())]
+
+
+@dataclass
+class _Token:
+    value: str
+    scopes: Scopes
+    expires_at: float  # time.monotonic()
+
+
+# (method, url, headers, form) -> (status, body); provided by the transport, which owns TLS
+# policy, retries and size caps.
+TokenFetch = Callable[
+    [str, httpx.URL, dict[str, str], dict[str, str] | None], Awaitable[tuple[int, bytes]]
+]
+
+
+class HostAuth:
+    """The authentication state of one registry host: its challenge, credentials and tokens."""
+
+    def __init__(
+        self,
+        host: str,
+        load: Callable[[], Credentials | None],
+        fetch: TokenFetch,
+        plain_http_ok: Callable[[str], bool],
+    ) -> None:
         self.host = host
-        self.credentials = credentials
-        self._preemptive: str | None = None
+        self._load = load
+        self._fetch = fetch
+        self._plain_http_ok = plain_http_ok
+        self._credentials: Credentials | None = None
+        self._loaded = False
+        self._load_lock = asyncio.Lock()
+        self.scheme: str | None = None  # "basic" or "bearer" once the host has challenged
+        self._params: dict[str, str] = {}
+        self._tokens: list[_Token] = []
+        self._inflight: dict[Scopes, asyncio.Future[_Token]] = {}
+        self.token_fetches = 0
 
-    def _basic(self) -> str:
-        assert self.credentials is not None  # noqa: S101 - checked by the caller
-        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
-        return "Basic " + base64.b64encode(pair).decode("ascii")
+    async def credentials(self) -> Credentials | None:
+        async with self._load_lock:
+            if not self._loaded:
+                self._credentials = await asyncio.to_thread(self._load)
+                self._loaded = True
+        return self._credentials
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self._preemptive is not None:
-            request.headers["Authorization"] = self._preemptive
-        response = yield request
-        if response.status_code != 401 or self._preemptive is not None:
-            return
-        scheme, _params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+    async def authorization(self, scopes: Scopes) -> str | None:
+        """The Authorization header to send up front, once the host's scheme is known."""
+        if self.scheme == "basic":
+            return _basic(await self._require_credentials())
+        if self.scheme == "bearer" and scopes:
+            return "Bearer " + (await self._token(scopes)).value
+        return None
+
+    async def answer(self, challenge: str, scopes: Scopes, sent: str | None) -> str:
+        """The Authorization header to retry a request that got `401` with `challenge`."""
+        scheme, params = parse_challenge(challenge)
         if scheme == "basic":
-            if self.credentials is None:
-                raise AuthError(
-                    f"{self.host} asks for credentials and none are configured for it "
-                    "(docker config 'auths')",
-                    method=request.method,
-                    url=_safe_url(request.url),
-                    status=401,
-                )
-            self._preemptive = self._basic()
-            request.headers["Authorization"] = self._preemptive
-            yield request
-            return
+            if sent is not None and sent.startswith("Basic "):
+                raise AuthError(f"{self.host} refused the configured credentials", status=401)
+            self.scheme, self._params = "basic", params
+            return _basic(await self._require_credentials())
         if scheme == "bearer":
-            # Token auth (realm/service/scope, token cache) is the next layer of this flow.
+            if not params.get("realm"):
+                raise AuthError(f"{self.host} sent a Bearer challenge without a realm", status=401)
+            self.scheme, self._params = "bearer", params
+            wanted = scopes | parse_scopes(params.get("scope", ""))
+            if sent is not None and sent.startswith("Bearer "):
+                stale = sent.removeprefix("Bearer ")
+                self._tokens = [t for t in self._tokens if t.value != stale]
+            return "Bearer " + (await self._token(wanted)).value
+        raise AuthError(
+            f"{self.host} asks for {scheme or 'an unnamed'} authentication, which reconciler "
+            "does not speak (Basic and Bearer only)",
+            status=401,
+        )
+
+    async def _require_credentials(self) -> Credentials:
+        creds = await self.credentials()
+        if creds is None or not (creds.username or creds.password):
             raise AuthError(
-                f"{self.host} asks for bearer-token auth, which this version does not support yet",
-                method=request.method,
-                url=_safe_url(request.url),
+                f"{self.host} asks for credentials and none are configured for it "
+                "(docker config auths, credHelpers or credsStore)",
                 status=401,
             )
+        return creds
+
+    async def _token(self, scopes: Scopes) -> _Token:
+        now = time.monotonic()
+        self._tokens = [t for t in self._tokens if t.expires_at > now]
+        for token in self._tokens:
+            if scopes <= token.scopes:
+                return token
+        future = self._inflight.get(scopes)
+        if future is None:
+            future = asyncio.ensure_future(self._fetch_token(scopes))
+            self._inflight[scopes] = future
+            future.add_done_callback(lambda _f: self._inflight.pop(scopes, None))
+        return await asyncio.shield(future)
+
+    async def _fetch_token(self, scopes: Scopes) -> _Token:
+        realm = httpx.URL(self._params["realm"])
+        if realm.scheme not in ("http", "https"):
+            raise AuthError(f"{self.host}: token realm is not an http(s) URL")
+        creds = await self.credentials()
+        if creds is not None and realm.scheme == "http" and not self._plain_http_ok(_netloc(realm)):
+            raise AuthError(
+                f"{self.host}: refusing to send credentials to token realm "
+                f"http://{_netloc(realm)}{realm.path} over plain HTTP; configure that host "
+                "with insecure: true if that is really meant"
+            )
+        service = self._params.get("service")
+        scope_list = scope_params(scopes)
+        headers = {"Accept": "application/json"}
+        form: dict[str, str] | None = None
+        if creds is not None and creds.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": creds.identity_token,
+                "client_id": CLIENT_ID,
+                "scope": " ".join(scope_list),
+            }
+            if service:
+                form["service"] = service
+            url = realm
+        else:
+            params: list[tuple[str, str]] = list(realm.params.multi_items())
+            if service:
+                params.append(("service", service))
+            params.extend(("scope", s) for s in scope_list)
+            url = realm.copy_with(params=params)
+            if creds is not None and (creds.username or creds.password):
+                headers["Authorization"] = _basic(creds)
+        status, body = await self._fetch("POST" if form else "GET", url, headers, form)
+        self.token_fetches += 1
+        if status in (401, 403):
+            raise AuthError(
+                f"token server for {self.host} refused the credentials "
+                f"for {' '.join(scope_list) or 'the registry'}",
+                url=str(realm.copy_with(query=None)),
+                status=status,
+            )
+        if status != 200:
+            raise AuthError(
+                f"token server for {self.host} answered {status}",
+                url=str(realm.copy_with(query=None)),
+                status=status,
+                retryable=status in (408, 429, 500, 502, 503, 504),
+            )
+        return _parse_token(body, scopes, self.host)
 
 
-def _safe_url(url: httpx.URL) -> str:
-    return str(url.copy_with(username=None, password=None, query=None))
+def _parse_token(body: bytes, scopes: Scopes, host: str) -> _Token:
+    try:
+        answer = json.loads(body)
+        value = answer.get("token") or answer.get("access_token")
+        expires_in = answer.get("expires_in", 60)
+    except (ValueError, AttributeError):
+        raise AuthError(f"token server for {host} sent no JSON token") from None
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise AuthError(f"token server for {host} sent no usable token")
+    if not isinstance(expires_in, int | float) or expires_in <= 0:
+        expires_in = 60
+    lifetime = float(expires_in)
+    # Renew a little before the server's deadline, so a request never leaves with a dying token.
+    margin = min(10.0, lifetime * 0.1)
+    return _Token(value, scopes, time.monotonic() + lifetime - margin)
+
+
+def _basic(creds: Credentials) -> str:
+    pair = f"{creds.username}:{creds.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _netloc(url: httpx.URL) -> str:
+    return url.host if url.port is None else f"{url.host}:{url.port}"
+
+
+def log_safe(url: httpx.URL) -> str:
+    """A URL fit for logs and errors: no userinfo, no query (upload state, tokens)."""
+    return str(url.copy_with(username=None, password=None, query=None, fragment=None))

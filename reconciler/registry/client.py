@@ -1,4 +1,4 @@
-"""The registry client: the only module that sends HTTP requests (distribution spec v2).
+"""The registry client: the distribution spec v2 API, one method per verb and object.
 
 Every existence check maps status codes explicitly: 200 exists, 404 missing, anything else is
 an error carrying the registry's error codes. Manifests are read with the full Accept list and
@@ -9,7 +9,6 @@ streamed and verified while they pass through.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -18,26 +17,24 @@ from typing import Any
 
 import httpx
 
-from reconciler import __version__
-from reconciler.errors import (
-    AuthError,
-    DocumentError,
-    NotFoundError,
-    ReferenceError_,
-    RegistryError,
-    RegistryErrorDetail,
-)
+from reconciler.errors import DocumentError, ReferenceError_, RegistryError
 from reconciler.oci.digest import Digest, verified
 from reconciler.oci.document import MANIFEST_SIZE_LIMIT, Document, parse_document
 from reconciler.oci.mediatypes import MANIFEST_ACCEPT
-from reconciler.registry.auth import RegistryAuth, load_credentials
-from reconciler.registry.transport import RegistryOptions, TransportPolicy, policy_for
+from reconciler.registry.auth import log_safe
+from reconciler.registry.http import (
+    HttpTransport,
+    body_chunks,
+    error_from,
+    int_header,
+    read_capped,
+)
+from reconciler.registry.retry import RetryPolicy
+from reconciler.registry.transport import RegistryOptions, TransportPolicy
 
 log = logging.getLogger("reconciler.registry")
 
-ERROR_BODY_LIMIT = 1024 * 1024
 STREAM_CHUNK = 1024 * 1024
-USER_AGENT = f"reconciler/{__version__}"
 
 
 @dataclass(frozen=True)
@@ -52,64 +49,32 @@ class ManifestHead:
 class RegistryClient:
     """One registry host. Methods name the verb and the object, as the HTTP API does."""
 
-    def __init__(self, policy: TransportPolicy, http: httpx.AsyncClient) -> None:
+    def __init__(self, policy: TransportPolicy, transport: HttpTransport) -> None:
         self.policy = policy
         self.host = policy.host
-        self._http = http
+        self._transport = transport
 
-    def _url(self, path: str) -> str:
-        return f"{self.policy.base_url}/v2/{path}"
+    def _url(self, path: str) -> httpx.URL:
+        return httpx.URL(f"{self.policy.base_url}/v2/{path}")
 
     async def _send(
         self,
         method: str,
-        url: str | httpx.URL,
+        url: httpx.URL,
         *,
         headers: Mapping[str, str] | None = None,
         content: bytes | AsyncIterable[bytes] | None = None,
         stream: bool = False,
     ) -> httpx.Response:
-        request = self._http.build_request(method, url, headers=headers, content=content)
-        try:
-            response = await self._http.send(request, stream=stream)
-        except httpx.HTTPError as exc:
-            raise RegistryError(
-                f"{type(exc).__name__}: {exc}", method=method, url=_safe(request.url)
-            ) from exc
-        log.debug("%s %s -> %s", method, _safe(request.url), response.status_code)
-        return response
-
-    async def _fail(self, response: httpx.Response, message: str) -> RegistryError:
-        """An error for an unexpected answer, with the registry's error codes."""
-        details: list[RegistryErrorDetail] = []
-        try:
-            body = await _read_capped(response, ERROR_BODY_LIMIT)
-            payload = json.loads(body) if body else {}
-            for item in payload.get("errors", []) if isinstance(payload, dict) else []:
-                if isinstance(item, dict):
-                    details.append(
-                        RegistryErrorDetail(str(item.get("code", "")), str(item.get("message", "")))
-                    )
-        except (ValueError, RegistryError, httpx.HTTPError):
-            pass  # the status alone still says what went wrong
-        finally:
-            await response.aclose()
-        request = response.request
-        cls: type[RegistryError] = RegistryError
-        if response.status_code == 404:
-            cls = NotFoundError
-        elif response.status_code in (401, 403):
-            cls = AuthError
-        return cls(
-            message,
-            method=request.method,
-            url=_safe(request.url),
-            status=response.status_code,
-            errors=details,
+        return await self._transport.request(
+            self.host, method, url, headers=headers, content=content, stream=stream
         )
 
+    async def _fail(self, response: httpx.Response, message: str) -> RegistryError:
+        return await error_from(response, message)
+
     async def ping(self) -> None:
-        response = await self._send("GET", f"{self.policy.base_url}/v2/")
+        response = await self._send("GET", httpx.URL(f"{self.policy.base_url}/v2/"))
         if response.status_code != 200:
             raise await self._fail(response, f"{self.host} is not a registry (v2 ping)")
 
@@ -123,7 +88,7 @@ class RegistryClient:
             raise await self._fail(response, f"HEAD manifest {repository}:{identifier}")
         header = response.headers.get("Docker-Content-Digest")
         media_type = response.headers.get("Content-Type")
-        size = _int_header(response, "Content-Length")
+        size = int_header(response, "Content-Length")
         if header is None:
             # Some registries omit the digest on HEAD; the bytes are the only witness then.
             document = await self.get_manifest(repository, identifier)
@@ -132,7 +97,9 @@ class RegistryClient:
             digest = Digest.parse(header)
         except ReferenceError_ as exc:
             raise RegistryError(
-                f"bad Docker-Content-Digest from {self.host}: {exc}", method="HEAD", url=url
+                f"bad Docker-Content-Digest from {self.host}: {exc}",
+                method="HEAD",
+                url=log_safe(url),
             ) from None
         return ManifestHead(digest, media_type, size)
 
@@ -143,7 +110,7 @@ class RegistryClient:
         if response.status_code != 200:
             raise await self._fail(response, f"GET manifest {repository}:{identifier}")
         try:
-            raw = await _read_capped(response, MANIFEST_SIZE_LIMIT)
+            raw = await read_capped(response, MANIFEST_SIZE_LIMIT)
         finally:
             await response.aclose()
         expected: Digest | None = None
@@ -171,10 +138,12 @@ class RegistryClient:
             return None
         if response.status_code != 200:
             raise await self._fail(response, f"HEAD blob {repository}@{digest.short}")
-        size = _int_header(response, "Content-Length")
+        size = int_header(response, "Content-Length")
         if size is None:
             raise RegistryError(
-                f"HEAD blob {repository}@{digest.short}: no Content-Length", method="HEAD", url=url
+                f"HEAD blob {repository}@{digest.short}: no Content-Length",
+                method="HEAD",
+                url=log_safe(url),
             )
         return size
 
@@ -188,15 +157,15 @@ class RegistryClient:
         try:
             if response.status_code != 200:
                 raise await self._fail(response, f"GET blob {repository}@{digest.short}")
-            announced = _int_header(response, "Content-Length")
+            announced = int_header(response, "Content-Length")
             if size is not None and announced is not None and announced != size:
                 raise RegistryError(
                     f"GET blob {repository}@{digest.short}: {announced} bytes, expected {size}",
                     method="GET",
-                    url=url,
+                    url=log_safe(url),
                 )
             yield verified(
-                _body(response, STREAM_CHUNK),
+                body_chunks(response, STREAM_CHUNK),
                 digest,
                 size if size is not None else announced,
                 f"blob {self.host}/{repository}@{digest}",
@@ -221,7 +190,7 @@ class RegistryClient:
         url = self._url(f"{repository}/blobs/uploads/")
         response = await self._send(
             "POST",
-            httpx.URL(url, params={"mount": str(digest), "from": source}),
+            url.copy_merge_params({"mount": str(digest), "from": source}),
             headers={"Content-Length": "0"},
         )
         if response.status_code == 201:
@@ -291,7 +260,7 @@ class RegistryClient:
             raise RegistryError(
                 f"registry stored blob as {stored}, expected {digest}",
                 method="PUT",
-                url=_safe(response.request.url),
+                url=log_safe(response.request.url),
                 status=201,
             )
 
@@ -309,7 +278,7 @@ class RegistryClient:
             raise RegistryError(
                 f"registry stored manifest as {header}, expected {digest}",
                 method="PUT",
-                url=url,
+                url=log_safe(url),
                 status=response.status_code,
             )
 
@@ -319,7 +288,7 @@ class RegistryClient:
             raise RegistryError(
                 "upload session without Location",
                 method=response.request.method,
-                url=_safe(response.request.url),
+                url=log_safe(response.request.url),
                 status=response.status_code,
             )
         # Location may be relative; keep its query (the session's state lives there).
@@ -327,7 +296,7 @@ class RegistryClient:
 
 
 class Registries:
-    """One client per registry host, built from per-registry options; closed together."""
+    """One client per registry host over one shared transport; closed together."""
 
     def __init__(
         self,
@@ -335,29 +304,20 @@ class Registries:
         env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
         concurrency: int = 8,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        self._options = dict(options or {})
+        self.transport = HttpTransport(options, env, timeout, retry)
+        self.retry = self.transport.retry
         self._concurrency = concurrency
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._env = env
-        self._timeout = timeout
         self._clients: dict[str, RegistryClient] = {}
-        self._http: list[httpx.AsyncClient] = []
 
     def client(self, host: str) -> RegistryClient:
         client = self._clients.get(host)
         if client is None:
-            policy = policy_for(host, self._options.get(host))
-            http = httpx.AsyncClient(
-                auth=RegistryAuth(host, load_credentials(host, self._env)),
-                verify=policy.ssl_context(),
-                timeout=httpx.Timeout(self._timeout, connect=10.0),
-                follow_redirects=True,
-                headers={"User-Agent": USER_AGENT},
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            client = self._clients[host] = RegistryClient(
+                self.transport.policy(host), self.transport
             )
-            self._http.append(http)
-            client = self._clients[host] = RegistryClient(policy, http)
         return client
 
     def slot(self, host: str) -> asyncio.Semaphore:
@@ -372,9 +332,7 @@ class Registries:
         return slot
 
     async def aclose(self) -> None:
-        for http in self._http:
-            await http.aclose()
-        self._http.clear()
+        await self.transport.aclose()
         self._clients.clear()
 
     async def __aenter__(self) -> Registries:
@@ -382,35 +340,6 @@ class Registries:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
-
-
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    declared = _int_header(response, "Content-Length")
-    if declared is not None and declared > limit:
-        raise DocumentError(
-            f"{response.request.url.path}: {declared} bytes, over the {limit}-byte limit"
-        )
-    body = bytearray()
-    async for chunk in _body(response):
-        body += chunk
-        if len(body) > limit:
-            raise DocumentError(f"{response.request.url.path}: body over the {limit}-byte limit")
-    return bytes(body)
-
-
-async def _body(response: httpx.Response, chunk_size: int | None = None) -> AsyncIterator[bytes]:
-    """A response body as chunks; a transport failure mid-body becomes a RegistryError."""
-    try:
-        async for chunk in response.aiter_bytes(chunk_size):
-            yield chunk
-    except httpx.HTTPError as exc:
-        request = response.request
-        raise RegistryError(
-            f"{type(exc).__name__} while reading the body: {exc}",
-            method=request.method,
-            url=_safe(request.url),
-            status=response.status_code,
-        ) from exc
 
 
 async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
@@ -422,15 +351,3 @@ async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byt
             del buffer[:size]
     if buffer:
         yield bytes(buffer)
-
-
-def _int_header(response: httpx.Response, name: str) -> int | None:
-    value = response.headers.get(name)
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
-
-
-def _safe(url: httpx.URL) -> str:
-    """A URL fit for logs and errors: no userinfo, no query (upload state, tokens)."""
-    return str(url.copy_with(username=None, password=None, query=None, fragment=None))

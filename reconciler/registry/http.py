@@ -1,0 +1,338 @@
+"""HTTP for every registry: connection pools, authentication, retries and redirects.
+
+- One connection pool per TLS policy (plain HTTP; HTTPS with the system's CAs; HTTPS with one
+  `ca_file`), shared by every host with that policy.
+- Each request is authorized for the host it goes to (auth.py). A `401` is answered once.
+- Requests whose body can be sent again (none, or bytes) are retried by the retry policy on
+  transport failures and retryable statuses, honouring `Retry-After`. A streamed body cannot
+  be sent again: its failure is raised as retryable, and the caller starts over (a blob upload
+  restarts with a fresh upload session).
+- Redirects are followed by hand, for GET and HEAD only: relative `Location` resolved against
+  the request, at most 5 hops, never from HTTPS to HTTP, and `Authorization` dropped as soon as
+  a hop leaves the origin it was meant for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.parse
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from pathlib import Path
+
+import httpx
+
+from reconciler import __version__
+from reconciler.errors import (
+    RETRYABLE_STATUSES,
+    AuthError,
+    DocumentError,
+    NotFoundError,
+    RegistryError,
+    RegistryErrorDetail,
+)
+from reconciler.registry.auth import TOKEN_BODY_LIMIT, HostAuth, load_credentials, log_safe
+from reconciler.registry.auth import scopes_for as _scopes_for
+from reconciler.registry.retry import RetryPolicy, parse_retry_after
+from reconciler.registry.transport import RegistryOptions, TransportPolicy, policy_for
+
+log = logging.getLogger("reconciler.http")
+
+USER_AGENT = f"reconciler/{__version__}"
+MAX_REDIRECTS = 5
+ERROR_BODY_LIMIT = 1024 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+Content = bytes | AsyncIterable[bytes] | None
+
+
+def netloc(url: httpx.URL) -> str:
+    """`host[:port]` as references write it (IPv6 in brackets)."""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return host if url.port is None else f"{host}:{url.port}"
+
+
+class HttpTransport:
+    def __init__(
+        self,
+        options: Mapping[str, RegistryOptions] | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._options = dict(options or {})
+        self._env = env
+        self._timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._pools: dict[tuple[str, Path | None], httpx.AsyncClient] = {}
+        self._auth: dict[str, HostAuth] = {}
+
+    def policy(self, host: str) -> TransportPolicy:
+        return policy_for(host, self._options.get(host))
+
+    def auth(self, host: str) -> HostAuth:
+        auth = self._auth.get(host)
+        if auth is None:
+            auth = self._auth[host] = HostAuth(
+                host,
+                lambda: load_credentials(host, self._env),
+                self._fetch_token,
+                lambda other: self.policy(other).scheme == "http",
+            )
+        return auth
+
+    def _pool(self, url: httpx.URL) -> httpx.AsyncClient:
+        """The pool for a URL's TLS policy: its scheme, and the CA file its host is given."""
+        ca_file = None
+        if url.scheme == "https":
+            options = self._options.get(netloc(url))
+            ca_file = options.ca_file if options is not None else None
+        key = (url.scheme, ca_file)
+        pool = self._pools.get(key)
+        if pool is None:
+            verify = TransportPolicy("", url.scheme, ca_file).ssl_context()
+            pool = self._pools[key] = httpx.AsyncClient(
+                verify=verify,
+                timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT},
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            )
+        return pool
+
+    async def request(
+        self,
+        host: str | None,
+        method: str,
+        url: httpx.URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: Content = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Send a request to registry `host` (None: no registry auth), retrying as allowed.
+
+        Never returns a retryable status: once retries are spent, that becomes an error.
+        """
+        replayable = content is None or isinstance(content, bytes)
+        retry = 0
+        while True:
+            try:
+                response = await self._authorized(host, method, url, headers, content, stream)
+            except RegistryError as exc:
+                wait = self.retry.delay(retry) if exc.retryable and replayable else None
+                if wait is None:
+                    if replayable:
+                        exc.retryable = False  # this layer spent the retries already
+                    raise
+                log.warning(
+                    "%s %s: %s; retry %d in %.2fs", method, log_safe(url), exc, retry + 1, wait
+                )
+                await asyncio.sleep(wait)
+                retry += 1
+                continue
+            if response.status_code not in RETRYABLE_STATUSES:
+                return response
+            after = parse_retry_after(response.headers.get("Retry-After"))
+            wait = self.retry.delay(retry, after) if replayable else None
+            if wait is None:
+                raise await error_from(
+                    response,
+                    f"{method} {log_safe(url)} answered {response.status_code}"
+                    + (f" (Retry-After {after:.0f}s)" if after is not None else ""),
+                    retryable=not replayable,
+                )
+            await response.aclose()
+            log.warning(
+                "%s %s -> %d; retry %d in %.2fs",
+                method,
+                log_safe(url),
+                response.status_code,
+                retry + 1,
+                wait,
+            )
+            await asyncio.sleep(wait)
+            retry += 1
+
+    async def _authorized(
+        self,
+        host: str | None,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str] | None,
+        content: Content,
+        stream: bool,
+    ) -> httpx.Response:
+        if host is None or netloc(url) != netloc(httpx.URL(self.policy(host).base_url)):
+            # Not the registry's own API host (an upload Location elsewhere): no credentials.
+            return await self._follow(method, url, dict(headers or {}), content, stream)
+        auth = self.auth(host)
+        scopes = _scopes_for(method, url)
+        sent = await auth.authorization(scopes)
+        response = await self._follow(method, url, _with(headers, sent), content, stream)
+        challenge = response.headers.get("WWW-Authenticate")
+        if response.status_code != 401 or not challenge:
+            return response
+        await response.aclose()
+        answer = await auth.answer(challenge, scopes, sent)
+        if not (content is None or isinstance(content, bytes)):
+            # The body is spent. The caller starts over, now authenticating up front.
+            raise AuthError(
+                f"{host} asked for authentication during a streamed upload",
+                method=method,
+                url=log_safe(url),
+                status=401,
+                retryable=True,
+            )
+        return await self._follow(method, url, _with(headers, answer), content, stream)
+
+    async def _follow(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        content: Content,
+        stream: bool,
+    ) -> httpx.Response:
+        origin = (url.scheme, netloc(url))
+        for _hop in range(MAX_REDIRECTS + 1):
+            if (url.scheme, netloc(url)) != origin:
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            pool = self._pool(url)
+            request = pool.build_request(method, url, headers=headers, content=content)
+            try:
+                response = await pool.send(request, stream=stream)
+            except httpx.HTTPError as exc:
+                raise RegistryError(
+                    f"{type(exc).__name__}: {exc}".rstrip(": "),
+                    method=method,
+                    url=log_safe(url),
+                    retryable=True,
+                ) from exc
+            log.debug("%s %s -> %s", method, log_safe(url), response.status_code)
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECTS or method not in ("GET", "HEAD"):
+                return response
+            await response.aclose()
+            if not location:
+                raise RegistryError(
+                    "redirect without Location", method=method, url=log_safe(url), status=302
+                )
+            target = url.join(location)
+            if target.scheme not in ("http", "https") or (
+                url.scheme == "https" and target.scheme != "https"
+            ):
+                raise RegistryError(
+                    f"refusing a redirect from {url.scheme} to {target.scheme}",
+                    method=method,
+                    url=log_safe(url),
+                    status=response.status_code,
+                )
+            url = target
+        raise RegistryError(
+            f"more than {MAX_REDIRECTS} redirects", method=method, url=log_safe(url)
+        )
+
+    async def _fetch_token(
+        self, method: str, url: httpx.URL, headers: dict[str, str], form: dict[str, str] | None
+    ) -> tuple[int, bytes]:
+        content = None
+        if form is not None:
+            content = urllib.parse.urlencode(form).encode()
+            headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        response = await self.request(
+            None, method, url, headers=headers, content=content, stream=True
+        )
+        try:
+            return response.status_code, await read_capped(response, TOKEN_BODY_LIMIT)
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+
+
+def _with(headers: Mapping[str, str] | None, authorization: str | None) -> dict[str, str]:
+    out = dict(headers or {})
+    if authorization is not None:
+        out["Authorization"] = authorization
+    return out
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """A body read into memory, refusing more than `limit` bytes (declared or actual)."""
+    declared = int_header(response, "Content-Length")
+    if declared is not None and declared > limit:
+        raise DocumentError(
+            f"{response.request.url.path}: {declared} bytes, over the {limit}-byte limit"
+        )
+    body = bytearray()
+    async for chunk in body_chunks(response):
+        body += chunk
+        if len(body) > limit:
+            raise DocumentError(f"{response.request.url.path}: body over the {limit}-byte limit")
+    return bytes(body)
+
+
+async def body_chunks(
+    response: httpx.Response, chunk_size: int | None = None
+) -> AsyncIterator[bytes]:
+    """A response body as chunks; a transport failure mid-body becomes a retryable error."""
+    try:
+        async for chunk in response.aiter_bytes(chunk_size):
+            yield chunk
+    except httpx.HTTPError as exc:
+        request = response.request
+        raise RegistryError(
+            f"{type(exc).__name__} while reading the body: {exc}",
+            method=request.method,
+            url=log_safe(request.url),
+            status=response.status_code,
+            retryable=True,
+        ) from exc
+
+
+def int_header(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
+
+
+async def error_from(
+    response: httpx.Response, message: str, *, retryable: bool | None = None
+) -> RegistryError:
+    """An error for an unexpected answer, carrying the registry's error codes; closes it."""
+    details: list[RegistryErrorDetail] = []
+    try:
+        body = await read_capped(response, ERROR_BODY_LIMIT)
+        payload = json.loads(body) if body else {}
+        for item in payload.get("errors", []) if isinstance(payload, dict) else []:
+            if isinstance(item, dict):
+                details.append(
+                    RegistryErrorDetail(
+                        str(item.get("code", "")), str(item.get("message", ""))[:500]
+                    )
+                )
+    except (ValueError, RegistryError, httpx.HTTPError):
+        pass  # the status alone still says what went wrong
+    finally:
+        await response.aclose()
+    request = response.request
+    cls: type[RegistryError] = RegistryError
+    if response.status_code == 404:
+        cls = NotFoundError
+    elif response.status_code in (401, 403):
+        cls = AuthError
+    return cls(
+        message,
+        method=request.method,
+        url=log_safe(request.url),
+        status=response.status_code,
+        errors=details,
+        retryable=retryable,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
