@@ -280,18 +280,27 @@ class Resolver:
         computer: DiffIdComputer | None = None
         head = bytearray()
         async with client.open_blob(source.repository, layer.layer_digest, size) as stream:
-            async for chunk in stream:
-                if computer is None:
-                    head += chunk
-                    if len(head) < SNIFF_BYTES and len(head) < size:
-                        continue
-                    computer = self._computer(layer, bytes(head))
+            try:
+                async for chunk in stream:
                     if computer is None:
-                        return LayerFacts(size, mt.Compression.ZSTD, None)
-                    data, head = bytes(head), bytearray()
-                else:
-                    data = chunk
-                await asyncio.to_thread(computer.feed, data)
+                        head += chunk
+                        if len(head) < SNIFF_BYTES and len(head) < size:
+                            continue
+                        computer = self._computer(layer, bytes(head))
+                        if computer is None:
+                            return LayerFacts(size, mt.Compression.ZSTD, None)
+                        data, head = bytes(head), bytearray()
+                    else:
+                        data = chunk
+                    await asyncio.to_thread(computer.feed, data)
+            except VerificationError as exc:
+                if exc.retryable:
+                    raise  # the bytes did not match their digest: corrupted in transit
+                # Bad gzip may also be bytes damaged on the way: read on, and let the digest
+                # check (retryable) speak first; only bytes that match it make the layer bad.
+                async for _chunk in stream:
+                    pass
+                raise
         if computer is None:
             raise VerificationError("blob is empty: not a layer")
         return LayerFacts(size, computer.compression, computer.finish())

@@ -65,9 +65,16 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         content: bytes | AsyncIterable[bytes] | None = None,
         stream: bool = False,
+        retry_here: bool = True,
     ) -> httpx.Response:
         return await self._transport.request(
-            self.host, method, url, headers=headers, content=content, stream=stream
+            self.host,
+            method,
+            url,
+            headers=headers,
+            content=content,
+            stream=stream,
+            retry_here=retry_here,
         )
 
     async def _fail(self, response: httpx.Response, message: str) -> RegistryError:
@@ -229,6 +236,7 @@ class RegistryClient:
                 location.copy_merge_params({"digest": str(digest)}),
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
                 content=chunks,
+                retry_here=False,
             )
         else:
             offset = 0
@@ -242,6 +250,7 @@ class RegistryClient:
                         "Content-Range": f"{offset}-{offset + len(piece) - 1}",
                     },
                     content=piece,
+                    retry_here=False,
                 )
                 if response.status_code != 202:
                     raise await self._fail(response, f"PATCH blob {digest.short} to {repository}")
@@ -251,6 +260,7 @@ class RegistryClient:
                 "PUT",
                 location.copy_merge_params({"digest": str(digest)}),
                 headers={"Content-Length": "0"},
+                retry_here=False,
             )
         if response.status_code != 201:
             raise await self._fail(response, f"PUT blob {digest.short} to {repository}")

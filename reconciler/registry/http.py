@@ -110,12 +110,15 @@ class HttpTransport:
         headers: Mapping[str, str] | None = None,
         content: Content = None,
         stream: bool = False,
+        retry_here: bool = True,
     ) -> httpx.Response:
         """Send a request to registry `host` (None: no registry auth), retrying as allowed.
 
         Never returns a retryable status: once retries are spent, that becomes an error.
+        `retry_here=False` leaves every retry to the caller (steps of an upload session, which
+        must start over with a fresh session rather than repeat a step).
         """
-        replayable = content is None or isinstance(content, bytes)
+        replayable = (content is None or isinstance(content, bytes)) and retry_here
         retry = 0
         while True:
             try:
@@ -137,12 +140,16 @@ class HttpTransport:
             after = parse_retry_after(response.headers.get("Retry-After"))
             wait = self.retry.delay(retry, after) if replayable else None
             if wait is None:
-                raise await error_from(
-                    response,
-                    f"{method} {log_safe(url)} answered {response.status_code}"
-                    + (f" (Retry-After {after:.0f}s)" if after is not None else ""),
-                    retryable=not replayable,
-                )
+                if not replayable:
+                    why = f"registry answered {response.status_code}"
+                elif after is not None and after > self.retry.cap:
+                    why = (
+                        f"registry asked to wait (Retry-After {after:.0f}s), longer than "
+                        f"retry_max_delay ({self.retry.cap:g}s)"
+                    )
+                else:
+                    why = f"registry still answered {response.status_code} after {retry} retries"
+                raise await error_from(response, why, retryable=not replayable)
             await response.aclose()
             log.warning(
                 "%s %s -> %d; retry %d in %.2fs",

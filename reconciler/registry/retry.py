@@ -51,6 +51,8 @@ class RetryPolicy:
             except ReconcilerError as exc:
                 wait = self.delay(retry, getattr(exc, "retry_after", None))
                 if not exc.retryable or wait is None:
+                    if exc.retryable:
+                        log.warning("%s: giving up after %d retries", what, retry)
                     raise
                 log.warning("%s failed (%s); retry %d in %.2fs", what, exc, retry + 1, wait)
                 await asyncio.sleep(wait)

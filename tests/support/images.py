@@ -209,8 +209,22 @@ def skopeo(*args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
+def access(prefix: str, creds: str | None = None, cert_dir: Path | None = None) -> list[str]:
+    """skopeo options to reach a test registry: credentials, and its CA (else no TLS check)."""
+    args = [f"--{prefix}creds", creds] if creds else []
+    if cert_dir is not None:
+        return [*args, f"--{prefix}cert-dir", str(cert_dir)]
+    return [*args, f"--{prefix}tls-verify=false"]
+
+
 def push_layout(
-    layout: Layout, reference: str, tag: str = "latest", *, docker: bool = False
+    layout: Layout,
+    reference: str,
+    tag: str = "latest",
+    *,
+    docker: bool = False,
+    creds: str | None = None,
+    cert_dir: Path | None = None,
 ) -> None:
     """Seed a registry with skopeo: as is (digests preserved), or converted to Docker v2s2."""
     how = ["--format", "v2s2"] if docker else ["--preserve-digests"]
@@ -218,15 +232,15 @@ def push_layout(
         "copy",
         "--all",
         *how,
-        "--dest-tls-verify=false",
+        *access("dest-", creds, cert_dir),
         f"oci:{layout.path}:{tag}",
         f"docker://{reference}",
     )
 
 
-def inspect_raw(reference: str) -> bytes:
+def inspect_raw(reference: str, creds: str | None = None, cert_dir: Path | None = None) -> bytes:
     result = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"],
+        ["skopeo", "inspect", "--raw", *access("", creds, cert_dir), f"docker://{reference}"],
         capture_output=True,
         timeout=60,
         check=False,
@@ -236,7 +250,15 @@ def inspect_raw(reference: str) -> bytes:
     return result.stdout
 
 
-def push_blob_only(layout_dir: Path, registry: str, repository: str, layer: Layer) -> None:
+def push_blob_only(
+    layout_dir: Path,
+    registry: str,
+    repository: str,
+    layer: Layer,
+    *,
+    creds: str | None = None,
+    cert_dir: Path | None = None,
+) -> None:
     """Put a lone layer blob into a repository (a layer that lives nowhere else).
 
     skopeo copies images, not blobs; a throwaway single-layer image carries the blob there.
@@ -246,7 +268,7 @@ def push_blob_only(layout_dir: Path, registry: str, repository: str, layer: Laye
     skopeo(
         "copy",
         "--preserve-digests",
-        "--dest-tls-verify=false",
+        *access("dest-", creds, cert_dir),
         f"oci:{layout_dir}:carrier",
         f"docker://{registry}/{repository}:carrier",
     )
