@@ -79,6 +79,7 @@ def _setup_logging(level: str) -> None:
     )
     # httpx logs every request at INFO; ours are logged at DEBUG by the registry client.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 def _load(paths: list[Path] | None, settings: Settings) -> LoadResult:

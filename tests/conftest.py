@@ -133,12 +133,14 @@ class Cli:
         env.pop("REGISTRY_AUTH_FILE", None)
         return env
 
-    def __call__(self, *args: str, timeout: float = 120) -> CliResult:
+    def __call__(
+        self, *args: str, timeout: float = 120, env_extra: dict[str, str] | None = None
+    ) -> CliResult:
         result = subprocess.run(
             [sys.executable, "-m", "reconciler", *args],
             capture_output=True,
             text=True,
-            env=self.env(),
+            env={**self.env(), **(env_extra or {})},
             timeout=timeout,
             check=False,
         )

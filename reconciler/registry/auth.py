@@ -344,6 +344,19 @@ class HostAuth:
             status=401,
         )
 
+    async def refusal(self, scopes: Scopes) -> str:
+        """Why a request failed with 401 after being authenticated as asked."""
+        creds = await self.credentials()
+        if creds is None:
+            return (
+                f"{self.host} needs credentials and none are configured for it "
+                "(docker config auths, credHelpers or credsStore)"
+            )
+        if self.scheme == "basic":
+            return f"{self.host} refused the configured credentials"
+        wanted = " ".join(scope_params(scopes)) or "the registry"
+        return f"{self.host} refused the token issued for {wanted}: these credentials lack access"
+
     async def _require_credentials(self) -> Credentials:
         creds = await self.credentials()
         if creds is None or not (creds.username or creds.password):
@@ -416,7 +429,9 @@ class HostAuth:
                 status=status,
                 retryable=status in (408, 429, 500, 502, 503, 504),
             )
-        return _parse_token(body, scopes, self.host)
+        token = _parse_token(body, scopes, self.host)
+        self._tokens.append(token)
+        return token
 
 
 def _parse_token(body: bytes, scopes: Scopes, host: str) -> _Token:

@@ -192,7 +192,10 @@ class HttpTransport:
                 status=401,
                 retryable=True,
             )
-        return await self._follow(method, url, _with(headers, answer), content, stream)
+        response = await self._follow(method, url, _with(headers, answer), content, stream)
+        if response.status_code == 401:
+            raise await error_from(response, await auth.refusal(scopes))
+        return response
 
     async def _follow(
         self,

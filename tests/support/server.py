@@ -1,12 +1,15 @@
-"""A small real HTTP server with canned answers, for documents no real registry would store."""
+"""A small real HTTP(S) server with canned answers: documents no real registry would store, and
+the far end of redirects (it records every request's headers)."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass
@@ -16,12 +19,28 @@ class Answer:
     body: bytes = b""
 
 
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
 @contextmanager
-def canned_server(routes: dict[str, Answer]) -> Iterator[str]:
-    """Serve `routes` (path -> Answer) on a free loopback port; yields "127.0.0.1:PORT"."""
+def canned_server(
+    routes: dict[str, Answer],
+    seen: list[Received] | None = None,
+    tls: tuple[Path, Path] | None = None,
+) -> Iterator[str]:
+    """Serve `routes` (path -> Answer) on a free loopback port; yields "127.0.0.1:PORT".
+
+    Every request is appended to `seen`; `tls` (certificate, key) serves HTTPS.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self, with_body: bool) -> None:
+            if seen is not None:
+                seen.append(Received(self.command, self.path, dict(self.headers.items())))
             answer = routes.get(self.path.split("?", 1)[0], Answer(404, {}, b"{}"))
             self.send_response(answer.status)
             for name, value in answer.headers.items():
@@ -42,6 +61,10 @@ def canned_server(routes: dict[str, Answer]) -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -41,6 +41,9 @@ class TokenServer:
     refresh_tokens: dict[str, str] = field(default_factory=dict)  # refresh token -> user
     anonymous_pull: bool = False
     jwt_lifetime: int = 300
+    # Lifetimes (seconds) for the next tokens, used up first; distribution allows 60 s of
+    # clock skew past `exp`, so -57 makes a token that dies 3 s after it is issued.
+    lifetimes: list[int] = field(default_factory=list)
     expires_in: int = 300
     # repository -> actions a user may have there; absent: everything asked for.
     limits: dict[str, set[str]] = field(default_factory=dict)
@@ -79,6 +82,30 @@ class TokenServer:
             f"    realm: {self.realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n"
             f"    rootcertbundle: {self.pki.token_cert_file}\n"
         )
+
+    def issue(self, user: str, access: list[dict[str, object]], lifetime: int = 300) -> str:
+        """A signed token, as the registry expects it (also for tests that walk a registry)."""
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": user,
+            "aud": SERVICE,
+            "exp": now + lifetime,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
+        return jwt.encode(
+            claims,
+            self.pki.token_key_pem,
+            algorithm="RS256",
+            headers={"x5c": [base64.b64encode(self.pki.token_cert_der).decode()]},
+        )
+
+    def pull_header(self, repository: str) -> dict[str, str]:
+        access = [{"type": "repository", "name": repository, "actions": ["pull"]}]
+        return {"Authorization": "Bearer " + self.issue("walker", access)}
 
     def stop(self) -> None:
         self._httpd.shutdown()
@@ -119,23 +146,8 @@ class TokenServer:
             if allowed is not None:
                 wanted = [a for a in wanted if a in allowed]
             access.append({"type": kind, "name": name, "actions": wanted})
-        now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "sub": user or "",
-            "aud": SERVICE,
-            "exp": now + self.jwt_lifetime,
-            "nbf": now - 10,
-            "iat": now,
-            "jti": uuid.uuid4().hex,
-            "access": access,
-        }
-        token = jwt.encode(
-            claims,
-            self.pki.token_key_pem,
-            algorithm="RS256",
-            headers={"x5c": [base64.b64encode(self.pki.token_cert_der).decode()]},
-        )
+        lifetime = self.lifetimes.pop(0) if self.lifetimes else self.jwt_lifetime
+        token = self.issue(user or "", access, lifetime)
         key = "access_token" if post else "token"
         _reply(handler, 200, {key: token, "expires_in": self.expires_in})
 

@@ -4,6 +4,7 @@ manifest of an index, every config and layer blob of a manifest, must be there."
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass, field
 
 import httpx
@@ -32,9 +33,22 @@ class Walk:
     problems: list[str] = field(default_factory=list)
 
 
-def walk(host: str, repository: str, tag: str) -> Walk:
+def walk(
+    host: str,
+    repository: str,
+    tag: str,
+    *,
+    scheme: str = "http",
+    verify: str | bool = True,
+    headers: dict[str, str] | None = None,
+) -> Walk:
     out = Walk()
-    with httpx.Client(base_url=f"http://{host}/v2/{repository}", timeout=30) as http:
+    with httpx.Client(
+        base_url=f"{scheme}://{host}/v2/{repository}",
+        timeout=30,
+        verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
+        headers=headers or {},
+    ) as http:
         response = http.get(f"/manifests/{tag}", headers={"Accept": ACCEPT})
         if response.status_code == 404:
             return out
