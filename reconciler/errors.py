@@ -98,6 +98,9 @@ class RegistryErrorDetail:
 class RegistryError(ReconcilerError):
     """A registry request failed. Carries method, URL (never credentials) and status."""
 
+    # Whether the status alone (0 = transport failure, 429, 5xx...) makes it retryable.
+    _retry_by_status = True
+
     def __init__(
         self,
         message: str,
@@ -113,7 +116,9 @@ class RegistryError(ReconcilerError):
         self.url = url
         self.status = status
         self.errors = tuple(errors)
-        self.retryable = status in RETRYABLE_STATUSES if retryable is None else retryable
+        if retryable is None:
+            retryable = self._retry_by_status and status in RETRYABLE_STATUSES
+        self.retryable = retryable
         # Seconds the registry asked us to wait (Retry-After), when it said so.
         self.retry_after = retry_after
         parts = [message]
@@ -135,6 +140,10 @@ def _format_detail(detail: RegistryErrorDetail) -> str:
 class AuthError(RegistryError):
     """The registry refused our credentials, or asked for credentials we do not have."""
 
+    _retry_by_status = False
+
 
 class NotFoundError(RegistryError):
     """The registry says a manifest or blob that must exist does not."""
+
+    _retry_by_status = False

@@ -108,3 +108,65 @@ def test_broken_config_is_a_clear_error(tmp_path: Path) -> None:
 )
 def test_parse_challenge(header: str, scheme: str, params: dict[str, str]) -> None:
     assert parse_challenge(header) == (scheme, params)
+
+
+def _helper(bin_dir: Path, name: str, body: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / f"docker-credential-{name}"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+
+
+def test_lookup_order_helpers_auths_store(tmp_path: Path) -> None:
+    bins = tmp_path / "bin"
+    _helper(
+        bins, "per-host", 'read s; echo "{\\"Username\\":\\"helper-$s\\",\\"Secret\\":\\"x\\"}"\n'
+    )
+    _helper(
+        bins, "store", 'read s; echo "{\\"Username\\":\\"<token>\\",\\"Secret\\":\\"id-$s\\"}"\n'
+    )
+    config = tmp_path / "d"
+    config.mkdir()
+    (config / "config.json").write_text(
+        json.dumps(
+            {
+                "credHelpers": {"a.io": "per-host"},
+                "auths": {
+                    "a.io": {"username": "file", "password": "p"},
+                    "https://b.io/v1/": {"username": "b", "password": "p"},
+                },
+                "credsStore": "store",
+            }
+        )
+    )
+    env = {"DOCKER_CONFIG": str(config), "PATH": f"{bins}:/usr/bin:/bin"}
+    a = load_credentials("a.io", env)
+    assert a is not None and a.username == "helper-a.io"  # credHelpers beat auths
+    b = load_credentials("b.io", env)
+    assert b is not None and b.username == "b"  # a URL key matches its host
+    c = load_credentials("c.io", env)
+    assert c is not None and c.identity_token == "id-c.io" and not c.username  # the store
+    hub = load_credentials("docker.io", env)
+    assert hub is not None and hub.identity_token == "id-https://index.docker.io/v1/"
+
+
+def test_helper_failures_are_clear(tmp_path: Path) -> None:
+    bins = tmp_path / "bin"
+    _helper(bins, "missing", "echo 'credentials not found in native keychain'; exit 1\n")
+    _helper(bins, "broken", "echo 'keychain locked' >&2; exit 3\n")
+    _helper(bins, "garbage", "echo 'not json'\n")
+    config = tmp_path / "d"
+    config.mkdir()
+    env = {"DOCKER_CONFIG": str(config), "PATH": f"{bins}:/usr/bin:/bin"}
+    for helper, outcome in (
+        ("missing", None),
+        ("broken", "failed \\(exit 3\\): keychain locked"),
+        ("garbage", "no Username/Secret JSON"),
+        ("absent", "docker-credential-absent is not on PATH"),
+    ):
+        (config / "config.json").write_text(json.dumps({"credHelpers": {"r.io": helper}}))
+        if outcome is None:
+            assert load_credentials("r.io", env) is None
+        else:
+            with pytest.raises(AuthError, match=outcome):
+                load_credentials("r.io", env)
