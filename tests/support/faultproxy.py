@@ -54,6 +54,8 @@ class Seen:
     fault: str | None
     headers: dict[str, str]
     at: float  # time.monotonic() when the answer went out
+    arrived: float  # time.monotonic() when the request line came in
+    client: tuple[str, int]  # the client's address: one connection, one client process
 
 
 KINDS = {
@@ -127,7 +129,9 @@ class FaultProxy:
                     return fault
         return None
 
-    def _record(self, handler: BaseHTTPRequestHandler, status: int, fault: Fault | None) -> None:
+    def _record(
+        self, handler: BaseHTTPRequestHandler, status: int, fault: Fault | None, arrived: float
+    ) -> None:
         with self._lock:
             self.seen.append(
                 Seen(
@@ -137,6 +141,8 @@ class FaultProxy:
                     fault.kind if fault else None,
                     dict(handler.headers.items()),
                     time.monotonic(),
+                    arrived,
+                    handler.client_address,
                 )
             )
 
@@ -166,16 +172,17 @@ class FaultProxy:
         return bytes(out)
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        arrived = time.monotonic()
         method, path = handler.command, handler.path
         body = self._read_body(handler)
         fault = self._pick(method, path)
         if fault is not None and fault.kind == "status":
-            self._record(handler, fault.status, fault)
+            self._record(handler, fault.status, fault, arrived)
             headers = {"Content-Length": str(len(fault.body)), **fault.headers}
             return self._send(handler, fault.status, headers, fault.body, head=method == "HEAD")
         if fault is not None and fault.kind == "redirect":
             assert fault.where is not None
-            self._record(handler, fault.status, fault)
+            self._record(handler, fault.status, fault, arrived)
             headers = {"Location": fault.where(path), "Content-Length": "0"}
             return self._send(handler, fault.status, headers, b"", head=True)
         if fault is not None and fault.kind == "no_mount":
@@ -185,7 +192,7 @@ class FaultProxy:
             ]
             path = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
         status, headers, answer = self._forward(handler, method, path, body)
-        self._record(handler, status, fault)
+        self._record(handler, status, fault, arrived)
         head = method == "HEAD"
         if fault is None or fault.kind == "no_mount":
             return self._send(handler, status, headers, answer, head=head)

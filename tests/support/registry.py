@@ -74,12 +74,13 @@ class Registry:
         self._log.flush()
         return self.log_path.stat().st_size
 
-    def requests(self, since: int = 0) -> list[Request]:
+    def requests(self, since: int = 0, until: int | None = None) -> list[Request]:
         # Access lines are written when a response completes; give the last one a moment.
         time.sleep(0.2)
         with self.log_path.open("rb") as handle:
             handle.seek(since)
-            text = handle.read().decode(errors="replace")
+            raw = handle.read() if until is None else handle.read(until - since)
+            text = raw.decode(errors="replace")
         out = []
         for line in text.splitlines():
             match = _ACCESS.match(line)
