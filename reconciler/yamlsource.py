@@ -119,12 +119,40 @@ class _Builder:
             raise self.error(node, path, f"YAML tag {node.tag!r} is not allowed (safe YAML only)")
         if node.tag in (_STR, _TIMESTAMP):
             return node.value
-        return self.loader.construct_object(node)
+        try:
+            return self.loader.construct_object(node)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            # ValueError: an integer past Python's 4300-digit conversion limit, for one.
+            problem = "number too large" if "digits" in str(exc) else str(exc)
+            raise self.error(node, path, f"invalid value: {problem}") from None
+
+
+def _check_depth(file: str, text: str) -> None:
+    """Refuse deep nesting from the event stream, before PyYAML's composer recurses into it."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > DEPTH_LIMIT:
+                    mark = event.start_mark
+                    raise SpecError(
+                        SpecLocation(file, mark.line + 1 if mark is not None else None),
+                        f"nesting deeper than {DEPTH_LIMIT} levels; refused",
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # reported, with its line, by the composing pass
 
 
 def read_documents(file: str, text: str) -> Iterator[YamlDocument]:
     """Yield each non-empty document of a YAML stream. Raises SpecError on bad YAML."""
-    loader = yaml.SafeLoader(text)
+    _check_depth(file, text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+        raise SpecError(SpecLocation(file), f"invalid YAML: {exc}") from None
     index = 0
     try:
         while True:
@@ -147,7 +175,8 @@ def read_documents(file: str, text: str) -> Iterator[YamlDocument]:
             builder = _Builder(file, loader)
             try:
                 value = builder.build(node, ())
-            except yaml.YAMLError as exc:
+            except (yaml.YAMLError, ValueError, OverflowError) as exc:
+                # ValueError: e.g. an integer past Python's 4300-digit conversion limit.
                 raise SpecError(
                     SpecLocation(file, node.start_mark.line + 1), f"invalid YAML value: {exc}"
                 ) from None
