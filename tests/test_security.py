@@ -374,3 +374,64 @@ def test_https_to_http_redirect_is_refused(pki: Pki) -> None:
         ):
             asyncio.run(go(secure, plain))
     assert seen == []  # the plain-HTTP server was never contacted
+
+
+def _push_raw(host: str, repository: str, tag: str, blobs: list[bytes], manifest: bytes) -> None:
+    """Seed with plain HTTP requests (a manifest skopeo would not copy as is)."""
+    import hashlib
+
+    import httpx
+
+    with httpx.Client(base_url=f"http://{host}/v2/{repository}", timeout=30) as http:
+        for blob in blobs:
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            location = httpx.URL(http.post("/blobs/uploads/").headers["Location"])
+            done = http.put(location.copy_merge_params({"digest": digest}), content=blob)
+            assert done.status_code == 201, done.text
+        put = http.put(
+            f"/manifests/{tag}",
+            content=manifest,
+            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        assert put.status_code == 201, put.text
+
+
+def test_foreign_layers_are_never_fetched(cli: Cli) -> None:
+    """A non-distributable layer (with `urls`) is referenced, never downloaded or pushed."""
+    foreign = make_layer({"Windows/System32/big.dll": os.urandom(10_000)})
+    seen: list[Received] = []
+    # distribution only stores manifests whose foreign URLs its configuration allows.
+    allow = "validation:\n  manifests:\n    urls:\n      allow: ['^https?://']\n"
+    source, dest = start_registry(allow), start_registry(allow)
+    try:
+        with canned_server(
+            {f"/layers/{foreign.digest}": Answer(200, {}, foreign.blob)}, seen
+        ) as store:
+            plain = make_layer({"app/bin": b"app"})
+            image = Image("windows", "amd64", [foreign, plain])
+            manifest = json.loads(image.manifest)
+            manifest["layers"][0]["mediaType"] = (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            )
+            manifest["layers"][0]["urls"] = [f"http://{store}/layers/{foreign.digest}"]
+            raw = json.dumps(manifest, separators=(",", ":")).encode()
+            _push_raw(source.host, "base/foreign", "1", [image.config, plain.blob], raw)
+            docker_config(cli, source.host, basic_entry())
+            cli.write_spec(
+                "foreign.yaml",
+                f"""
+                base: {source.host}/base/foreign:1
+                annotations: {{team: windows}}
+                targets: [{dest.host}/team/foreign:1]
+                """,
+            )
+            result = cli("apply")
+        assert result.code == 0, result.stdout + result.stderr
+        assert seen == []  # the URL of the foreign layer was never contacted
+        found = walk(dest.host, "team/foreign", "1")
+        # Config and the distributable layer were copied; the foreign one stays where it lives.
+        assert found.tag_present and found.problems == [] and found.blobs == 2
+        record("auth", case="foreign layer with urls", outcome="referenced, never fetched")
+    finally:
+        source.stop()
+        dest.stop()
