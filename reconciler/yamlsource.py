@@ -151,8 +151,11 @@ def read_documents(file: str, text: str) -> Iterator[YamlDocument]:
     _check_depth(file, text)
     try:
         loader = yaml.SafeLoader(text)
-    except yaml.YAMLError as exc:  # the reader refuses control characters up front
-        raise SpecError(SpecLocation(file), f"invalid YAML: {exc}") from None
+    except yaml.reader.ReaderError as exc:  # the reader refuses control characters up front
+        where = text.count("\n", 0, exc.position) + 1
+        raise SpecError(
+            SpecLocation(file, where), f"invalid YAML: control character {exc.character!r}"
+        ) from None
     index = 0
     try:
         while True:
