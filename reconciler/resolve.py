@@ -101,7 +101,8 @@ class Resolver:
 
         async def head() -> Digest:
             client = self.registries.client(reference.registry)
-            found = await client.head_manifest(reference.repository, reference.identifier)
+            async with self.registries.slot(reference.registry):
+                found = await client.head_manifest(reference.repository, reference.identifier)
             if found is None:
                 raise NotFoundError(f"base image {reference} not found")
             return found.digest
@@ -116,7 +117,8 @@ class Resolver:
             if cached is not None:
                 return parse_document(cached[0], cached[1], digest, what=f"cached {digest}")
             client = self.registries.client(reference.registry)
-            document = await client.get_manifest(reference.repository, str(digest))
+            async with self.registries.slot(reference.registry):
+                document = await client.get_manifest(reference.repository, str(digest))
             self.cache.put_document(digest, document.raw, document.media_type)
             return document
 
@@ -131,7 +133,8 @@ class Resolver:
             if cached is not None:
                 return parse_config(cached[0], descriptor.media_type, digest)
             client = self.registries.client(reference.registry)
-            raw = await client.get_blob(reference.repository, digest, CONFIG_SIZE_LIMIT)
+            async with self.registries.slot(reference.registry):
+                raw = await client.get_blob(reference.repository, digest, CONFIG_SIZE_LIMIT)
             config = parse_config(raw, descriptor.media_type, digest)
             self.cache.put_document(digest, raw, descriptor.media_type)
             return config
@@ -259,7 +262,8 @@ class Resolver:
             return cached
         source = layer.source
         client = self.registries.client(source.registry)
-        size = await client.head_blob(source.repository, digest)
+        async with self.registries.slot(source.registry):
+            size = await client.head_blob(source.repository, digest)
         if size is None:
             raise NotFoundError(f"blob {digest} not found in {source.name}")
         if declared is mt.Compression.NONE:
@@ -267,9 +271,10 @@ class Resolver:
         elif layer.diff_id is not None and declared is not None:
             facts = LayerFacts(size, declared, None)
         else:
-            facts = await self.registries.retry.run(
-                lambda: self._stream_facts(layer, size), f"diff_id pass over {digest.short}"
-            )
+            async with self.registries.slot(source.registry):
+                facts = await self.registries.retry.run(
+                    lambda: self._stream_facts(layer, size), f"diff_id pass over {digest.short}"
+                )
         self.cache.put_layer(digest, facts)
         return facts
 

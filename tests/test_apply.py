@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, World
-from tests.support.images import inspect_raw, sha256, skopeo
+from tests.support.images import inspect_raw, make_layer, push_blob_only, sha256, skopeo
 from tests.support.registry import Request
 from tests.support.schemas import validate
 
@@ -553,3 +553,25 @@ def test_specs_declaring_a_layer_differently_each_get_complete_facts(
     result = cli("diff", "-o", "json")
     assert result.code == 2, result.stdout + result.stderr
     assert {s["state"] for s in result.json()["specs"]} == {"OutOfSync"}  # type: ignore[attr-defined]
+
+
+def test_decompression_is_bounded_by_max_uncompressed(
+    world: World, cli: Cli, tmp_path: Path
+) -> None:
+    """A layer that inflates past `max_uncompressed` fails its spec with a clear error."""
+    bomb = make_layer({"zeros": bytes(3 * 1024 * 1024)})  # 3 MiB of tar, a few KiB of gzip
+    push_blob_only(tmp_path / "bomb", world.b.host, "vendor/bomb", bomb)
+    cli.write_spec(
+        "bomb.yaml",
+        f"""
+        base: {world.a.host}/base/single:1
+        layers: [{{ref: {world.b.host}/vendor/bomb@{bomb.digest}}}]
+        targets: [{world.a.host}/team/bomb:1]
+        """,
+    )
+    result = cli("diff", env_extra={"RECONCILER_MAX_UNCOMPRESSED": str(1024 * 1024)})
+    assert result.code == 1
+    assert "decompresses to more than 1048576 bytes (setting max_uncompressed)" in result.stdout
+    assert "bomb.yaml:5: spec.layers[0]" in result.stdout
+    assert len(bomb.blob) < 64 * 1024
+    assert cli("diff").code == 2  # under the default bound, the same layer is fine

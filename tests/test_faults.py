@@ -234,20 +234,20 @@ def test_202_on_mount_uploads_instead(faults: Rig, cli: Cli) -> None:
     assert any(s.method == "GET" and s.path.endswith(rig.local.digest) for s in rig.dst.seen)
 
 
+def too_many_requests(repo: str, retry_after: str, times: int = 1) -> Fault:
+    """429 with Retry-After on the HEAD of the target tag."""
+    headers = {"Retry-After": retry_after}
+    return Fault(
+        "HEAD", rf"/{repo}/manifests/1$", "status", status=429, headers=headers, times=times
+    )
+
+
 def test_429_retry_after_seconds_and_date(faults: Rig, cli: Cli) -> None:
     rig = faults
     for case, value in (("429-seconds", "2"), ("429-http-date", None)):
         repo = write_case(cli, rig, case)
         header = value or formatdate(time.time() + 3, usegmt=True)
-        fault = rig.dst.add(
-            Fault(
-                "HEAD",
-                rf"/{repo}/manifests/1$",
-                "status",
-                status=429,
-                headers={"Retry-After": header},
-            )
-        )
+        fault = rig.dst.add(too_many_requests(repo, header))
         started = time.monotonic()
         result = cli("apply")
         report(case, fault, f"waited as asked (Retry-After: {header})", started, result.code)
@@ -265,16 +265,7 @@ def test_429_retry_after_seconds_and_date(faults: Rig, cli: Cli) -> None:
 def test_retry_after_too_long_fails_clearly(faults: Rig, cli: Cli) -> None:
     rig = faults
     repo = write_case(cli, rig, "429-hour")
-    fault = rig.dst.add(
-        Fault(
-            "HEAD",
-            rf"/{repo}/manifests/1$",
-            "status",
-            status=429,
-            headers={"Retry-After": "3600"},
-            times=-1,
-        )
-    )
+    fault = rig.dst.add(too_many_requests(repo, "3600", times=-1))
     started = time.monotonic()
     result = cli("apply")
     report("429-hour", fault, "failed at once, naming the wait", started, result.code)

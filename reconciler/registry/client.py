@@ -331,7 +331,7 @@ class Registries:
         return client
 
     def slot(self, host: str) -> asyncio.Semaphore:
-        """The per-registry limit on HEAD checks and blob transfers running at once.
+        """The per-registry limit on requests and blob transfers running at once.
 
         Each operation takes exactly one slot (a copy takes its destination's), so a limit of 1
         cannot deadlock a copy between two repositories of one registry.
