@@ -153,8 +153,9 @@ def read_documents(file: str, text: str) -> Iterator[YamlDocument]:
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as exc:  # the reader refuses control characters up front
         where = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
         raise SpecError(
-            SpecLocation(file, where), f"invalid YAML: control character {exc.character!r}"
+            SpecLocation(file, where), f"invalid YAML: control character U+{code:04X}"
         ) from None
     index = 0
     try:
