@@ -7,7 +7,6 @@ Exit codes: validate 0/1; diff 0 in sync, 2 changes, 1 error; apply 0 done, 1 an
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +17,7 @@ import typer
 from reconciler import __version__
 from reconciler.engine import Engine, RunReport, SpecState
 from reconciler.errors import SettingsError
+from reconciler.logs import setup_logging
 from reconciler.registry.client import Registries
 from reconciler.render import render_json, render_text
 from reconciler.settings import Settings, load_settings
@@ -66,20 +66,8 @@ def _settings(config: Path | None) -> Settings:
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return settings
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # httpx logs every request at INFO; ours are logged at DEBUG by the registry client.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 def _load(paths: list[Path] | None, settings: Settings) -> LoadResult:
@@ -156,6 +144,15 @@ def apply(
     """Reconcile once: push missing blobs, manifests and tags. Exit 0 done, 1 any failure."""
     report = _reconcile(paths, output, config, apply=True)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run as a daemon: watch the specs directory, resync on an interval, serve /healthz,
+    /readyz, /metrics and /status. Exits 0 on SIGTERM or SIGINT after in-flight work ends."""
+    from reconciler.daemon.runner import run_daemon  # only the daemon needs watchdog & co.
+
+    raise typer.Exit(run_daemon(_settings(config)))
 
 
 @app.command()

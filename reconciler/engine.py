@@ -17,6 +17,7 @@ from reconciler.cache import ContentCache
 from reconciler.desired import DesiredImage, build_desired
 from reconciler.errors import ReconcilerError, SpecError
 from reconciler.execute import ExecResult, Executor, Progress
+from reconciler.logs import current_spec
 from reconciler.observe import ObservedImage, Observer
 from reconciler.plan import SpecPlan, build_plan
 from reconciler.registry.client import Registries
@@ -91,6 +92,7 @@ class Engine:
         executor: Executor | None,
     ) -> SpecReport:
         desired = observed = plan = None
+        current_spec.set(spec.name)  # this task's log lines carry the spec's name
         try:
             base = await resolver.resolve_base(spec)
             layers = await asyncio.gather(

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     debounce: float = Field(
         default=1.0, ge=0.0, le=60.0, description="Seconds of quiet before a changed spec runs."
     )
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=3600.0,
+        description="Daemon: seconds in-flight reconciles may take to finish after SIGTERM "
+        "before they are abandoned (pushes are ordered, so abandoning one is safe).",
+    )
     listen: str = Field(
         default="127.0.0.1:8080", description="host:port of the daemon's HTTP server."
     )

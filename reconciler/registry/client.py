@@ -9,8 +9,9 @@ streamed and verified while they pass through.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -292,6 +293,36 @@ class RegistryClient:
                 status=response.status_code,
             )
 
+    async def list_tags(self, repository: str, limit: int = 10_000) -> list[str]:
+        """The tags of a repository (following `Link` pages, at most `limit`)."""
+        url: httpx.URL | None = self._url(f"{repository}/tags/list").copy_merge_params({"n": 1000})
+        tags: list[str] = []
+        while url is not None and len(tags) < limit:
+            response = await self._send("GET", url, stream=True)
+            if response.status_code == 404:
+                await response.aclose()
+                return tags
+            if response.status_code != 200:
+                raise await self._fail(response, f"list tags of {repository}")
+            try:
+                body = json.loads(await read_capped(response, MANIFEST_SIZE_LIMIT))
+            except ValueError:
+                raise DocumentError(f"tag list of {repository} is not JSON") from None
+            finally:
+                await response.aclose()
+            page = body.get("tags") if isinstance(body, dict) else None
+            tags += [t for t in page or [] if isinstance(t, str)]
+            link = response.headers.get("Link", "")
+            url = url.join(link[1 : link.index(">")]) if link.startswith("<") else None
+        return tags
+
+    async def delete_manifest(self, repository: str, identifier: str) -> int:
+        """DELETE a manifest by digest or tag; returns the status (202 deleted, 404 gone)."""
+        url = self._url(f"{repository}/manifests/{identifier}")
+        response = await self._send("DELETE", url)
+        await response.aclose()
+        return response.status_code
+
     def _location(self, response: httpx.Response) -> httpx.URL:
         location = response.headers.get("Location")
         if not location:
@@ -315,8 +346,9 @@ class Registries:
         timeout: float = 60.0,
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
+        on_response: Callable[[str, str, int], None] | None = None,
     ) -> None:
-        self.transport = HttpTransport(options, env, timeout, retry)
+        self.transport = HttpTransport(options, env, timeout, retry, on_response)
         self.retry = self.transport.retry
         self._concurrency = concurrency
         self._slots: dict[str, asyncio.Semaphore] = {}

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -60,8 +60,11 @@ class HttpTransport:
         env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
+        on_response: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._options = dict(options or {})
+        # Told (host, method, status) of every answer; status 0 for a transport failure.
+        self._on_response = on_response
         self._env = env
         self._timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -214,6 +217,8 @@ class HttpTransport:
             try:
                 response = await pool.send(request, stream=stream)
             except httpx.HTTPError as exc:
+                if self._on_response is not None:
+                    self._on_response(netloc(url), method, 0)
                 raise RegistryError(
                     f"{type(exc).__name__}: {exc}".rstrip(": "),
                     method=method,
@@ -221,6 +226,8 @@ class HttpTransport:
                     retryable=True,
                 ) from exc
             log.debug("%s %s -> %s", method, log_safe(url), response.status_code)
+            if self._on_response is not None:
+                self._on_response(netloc(url), method, response.status_code)
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECTS or method not in ("GET", "HEAD"):
                 return response
