@@ -209,7 +209,8 @@ def test_daemon_follows_files_drift_and_base_moves(world: World, cli: Cli, daemo
     assert re.search(r'reconciler_reconciles_total\{result="synced"\} [1-9]', metrics)
     assert re.search(r'reconciler_blobs_total\{action="mounted"\} [1-9]', metrics)
     assert re.search(
-        r'reconciler_registry_requests_total\{host="127\.0\.0\.1:\d+",method="HEAD",status="200"\} [1-9]',
+        r'reconciler_registry_requests_total\{host="127\.0\.0\.1:\d+",'
+        r'method="HEAD",status="200"\} [1-9]',
         metrics,
     )
     assert 'reconciler_specs{state="Orphaned"} 1.0' in metrics
