@@ -26,11 +26,13 @@ import random
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from reconciler.daemon.http import Metrics, StatusServer
 from reconciler.daemon.prune import Pruner, WrittenTags
@@ -84,6 +86,10 @@ class Daemon:
         self._wake: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
         self._registries: Registries | None = None
+        self._observer: BaseObserver | None = None
+        self._handler: _Events | None = None
+        self._watched: ObservedWatch | None = None
+        self._watched_real: Path | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -106,7 +112,10 @@ class Daemon:
         ) as registries:
             self._registries = registries
             observer = Observer()
-            observer.schedule(_Events(loop, self._on_fs_event), str(specs_dir), recursive=True)
+            self._observer, self._handler = observer, _Events(loop, self._on_fs_event)
+            # The parent too: git-sync swaps the link that specs_dir goes through there.
+            observer.schedule(self._handler, str(specs_dir.absolute().parent), recursive=False)
+            self._watch_specs()
             observer.start()
             scheduler = AsyncIOScheduler()
             interval = self.settings.resync_interval
@@ -152,6 +161,18 @@ class Daemon:
 
     # -- what to reconcile ---------------------------------------------------------------
 
+    def _watch_specs(self) -> None:
+        """Watch where specs_dir leads now; follow it when a link swap moves it."""
+        real = self.settings.specs_dir.resolve()
+        if self._observer is None or self._handler is None:
+            return
+        if real == self._watched_real or not real.is_dir():
+            return
+        if self._watched is not None:
+            self._observer.unschedule(self._watched)
+        self._watched = self._observer.schedule(self._handler, str(real), recursive=True)
+        self._watched_real = real
+
     def _on_fs_event(self) -> None:
         if self._stopping.is_set():
             return
@@ -166,6 +187,7 @@ class Daemon:
 
     def rescan(self) -> list[str]:
         """Load the specs directory; return the names that changed (new or different)."""
+        self._watch_specs()
         loaded = load_specs([self.settings.specs_dir])
         mine = {s.name: s for s in loaded.specs if shard_of(s.name, self.shards) == self.shard}
         bad_files = {e.location.file: e for e in loaded.errors}

@@ -1,0 +1,20 @@
+# reconciler's own image: the daemon (`reconciler run`) and the CLI. Non-root, no shell needed
+# at run time except for the sharded StatefulSet's one-line entry (which /bin/sh provides).
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY reconciler ./reconciler
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin reconciler
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-compile /wheels/*.whl && rm -rf /wheels
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    RECONCILER_STATE_DIR=/var/cache/reconciler \
+    RECONCILER_LISTEN=0.0.0.0:8080
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["reconciler"]
+CMD ["run"]
