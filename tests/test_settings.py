@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,12 @@ def test_every_field_is_described_and_documented() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, name
         assert f"`{name}`" in docs, name
+
+
+@pytest.mark.parametrize("name", ["reconciler.yaml", "daemon.yaml"])
+def test_example_settings_files_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("RECONCILER_")]:
+        monkeypatch.delenv(key)
+    root = Path(__file__).resolve().parent.parent
+    settings = load_settings(root / "config" / name)
+    assert settings.concurrency == 8
