@@ -62,6 +62,19 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> tuple[
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def copy_tag(source: str, target: str) -> None:
+    """Point `target` at what `source` names, with skopeo (digests preserved)."""
+    skopeo(
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        f"docker://{source}",
+        f"docker://{target}",
+    )
+
+
 def spec_text(name: str, base: str, target: str, note: str) -> str:
     return HEADER + textwrap.dedent(
         f"""\
@@ -105,15 +118,7 @@ def daemon(world: World, cli: Cli) -> Iterator[Daemon]:
 
 def test_daemon_follows_files_drift_and_base_moves(world: World, cli: Cli, daemon: Daemon) -> None:
     a = world.a.host
-    skopeo(
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        f"docker://{a}/base/single:1",
-        f"docker://{a}/daemon/base:1",
-    )
+    copy_tag(f"{a}/base/single:1", f"{a}/daemon/base:1")
     base, target = f"{a}/daemon/base:1", f"{a}/daemon/app:1"
     wait_for("/readyz", lambda: daemon.get("/readyz").status_code == 200)
     assert daemon.get("/healthz").status_code == 200
@@ -166,13 +171,7 @@ def test_daemon_follows_files_drift_and_base_moves(world: World, cli: Cli, daemo
     )
 
     # Drift: someone moves the tag by hand; the resync puts it back.
-    skopeo(
-        "copy",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        f"docker://{a}/base/single:1",
-        f"docker://{target}",
-    )
+    copy_tag(f"{a}/base/single:1", target)
     drifted = tag_digest(a, "daemon/app", "1")
     assert drifted != third
     _, timings["drift -> repaired by resync"] = wait_for(
@@ -180,15 +179,7 @@ def test_daemon_follows_files_drift_and_base_moves(world: World, cli: Cli, daemo
     )
 
     # The base moves: its tag now names a multi-platform index; the resync rebuilds.
-    skopeo(
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        f"docker://{a}/base/multi:1",
-        f"docker://{base}",
-    )
+    copy_tag(f"{a}/base/multi:1", base)
     rebuilt, timings["base move -> rebuilt by resync"] = wait_for(
         "the rebuild", moved(third), timeout=20
     )
