@@ -232,8 +232,10 @@ class Daemon:
     async def resync(self) -> None:
         """Everything again: the specs directory, then every spec against the registries."""
         self.rescan()
-        names = list(self._specs)
-        self._kick(names)
+        self._kick(list(self._specs))
+        # Wait for the specs this resync started; those backing off run when their time comes.
+        now = time.monotonic()
+        names = [n for n in self._specs if self._backoff_until.get(n, 0.0) <= now]
         while any(n in self._dirty or n in self._inflight for n in names):
             if self._stopping.is_set():
                 return
