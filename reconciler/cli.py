@@ -15,13 +15,17 @@ from typing import Annotated
 import typer
 
 from reconciler import __version__
-from reconciler.engine import Engine, RunReport, SpecState
-from reconciler.errors import SettingsError
+from reconciler.archive.save import ArchiveWriter, SaveOptions, SaveResult
+from reconciler.cache import ContentCache
+from reconciler.engine import Engine, RunReport, SpecState, resolve_desired
+from reconciler.errors import ReconcilerError, SettingsError
 from reconciler.logs import setup_logging
+from reconciler.oci.platform import PlatformKey
 from reconciler.registry.client import Registries
 from reconciler.render import render_json, render_text
+from reconciler.resolve import Resolver
 from reconciler.settings import Settings, load_settings
-from reconciler.spec import LoadResult, json_schema_text, load_specs
+from reconciler.spec import LoadedSpec, LoadResult, json_schema_text, load_specs
 
 app = typer.Typer(
     name="reconciler",
@@ -153,6 +157,64 @@ def run(config: ConfigOption = None) -> None:
     from reconciler.daemon.runner import run_daemon  # only the daemon needs watchdog & co.
 
     raise typer.Exit(run_daemon(_settings(config)))
+
+
+@app.command()
+def save(
+    spec: Annotated[str, typer.Argument(help="A spec file, or a spec's name in specs_dir.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The archive to write.")],
+    platform: Annotated[
+        str | None, typer.Option(help="os/arch[/variant] for manifest.json (default: host's).")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="NAME:TAG for the loaded image (repeatable).")
+    ] = None,
+    uncompressed_layers: Annotated[
+        bool, typer.Option(help="Plain tar layers for loaders that cannot read gzip.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Write a spec's desired image as a tar that docker load, podman load and skopeo read
+    (OCI layout + manifest.json + repositories + legacy layer directories). Pushes nothing."""
+    settings = _settings(config)
+    loaded = _pick_spec(spec, settings)
+    try:
+        wanted = PlatformKey.parse(platform) if platform else None
+        options = SaveOptions(wanted, tuple(tag or ()), uncompressed_layers)
+
+        async def go() -> SaveResult:
+            async with Registries(
+                settings.registry_options(),
+                timeout=settings.timeout,
+                concurrency=settings.concurrency,
+                retry=settings.retry_policy(),
+            ) as registries:
+                resolver = Resolver(
+                    registries, ContentCache(settings.state_dir), settings.max_uncompressed
+                )
+                desired = await resolve_desired(loaded, resolver)
+                return await ArchiveWriter(registries).save(desired, output, options)
+
+        result = asyncio.run(go())
+    except (ReconcilerError, ValueError, OSError) as exc:
+        typer.echo(f"error: {loaded.file}: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    typer.echo(
+        f"wrote {result.path} ({result.size} bytes, {result.blobs} blobs; "
+        f"manifest.json for {result.platform}; tags {', '.join(result.repo_tags)})"
+    )
+
+
+def _pick_spec(spec: str, settings: Settings) -> LoadedSpec:
+    path = Path(spec)
+    loaded = load_specs([path] if path.exists() else [settings.specs_dir])
+    matches = [s for s in loaded.specs if path.exists() or s.name == spec]
+    if len(matches) != 1:
+        _print_errors(loaded)
+        found = ", ".join(s.name for s in matches) or "none"
+        typer.echo(f"error: {spec!r} must name exactly one valid spec (found: {found})", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    return matches[0]
 
 
 @app.command()

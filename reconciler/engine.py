@@ -94,11 +94,7 @@ class Engine:
         desired = observed = plan = None
         current_spec.set(spec.name)  # this task's log lines carry the spec's name
         try:
-            base = await resolver.resolve_base(spec)
-            layers = await asyncio.gather(
-                *(resolver.resolve_layer(spec, i) for i in range(len(spec.body.layers)))
-            )
-            desired = build_desired(spec, base, layers)
+            desired = await resolve_desired(spec, resolver)
             observed = await observer.observe(desired)
             plan = build_plan(desired, observed)
             if executor is None or plan.in_sync:
@@ -114,6 +110,15 @@ class Engine:
             return SpecReport(
                 spec.file, SpecState.FAILED, spec.name, desired, observed, plan, error=str(exc)
             )
+
+
+async def resolve_desired(spec: LoadedSpec, resolver: Resolver) -> DesiredImage:
+    """A spec's desired image: its sources resolved, then built (shared with `save`)."""
+    base = await resolver.resolve_base(spec)
+    layers = await asyncio.gather(
+        *(resolver.resolve_layer(spec, i) for i in range(len(spec.body.layers)))
+    )
+    return build_desired(spec, base, layers)
 
 
 def _invalid(error: SpecError) -> SpecReport:

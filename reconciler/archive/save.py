@@ -1,0 +1,298 @@
+"""`reconciler save`: a spec's desired image as one tar archive that every loader accepts.
+
+The archive holds, side by side:
+- an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/...`) with the full result,
+  exactly the bytes `apply` would push (the index, for a multi-platform spec);
+- `manifest.json` (Config, RepoTags, Layers) for one platform, as `docker load` reads it;
+- `repositories` (`{name: {tag: id}}`), naming the legacy id of the top layer;
+- legacy per-layer directories `<id>/VERSION`, `<id>/json`, `<id>/layer.tar`, whose ids form
+  the parent chain `docker save` builds: each id is the SHA-256 of the layer's v1 JSON with
+  its chain ID (`layer_id`) and its parent's id, so equal stacks get equal ids.
+Each blob is stored once; `layer.tar` entries are hard links to it, unless uncompressed layers
+are asked for (then they are plain tars, decompressed through a temporary file on disk).
+Blobs stream from the registries chunk by chunk, verified against their digests; the archive
+is written to a temporary file next to the output and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform as host_platform
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from reconciler.archive.tarstream import TarStream
+from reconciler.desired import DesiredBlob, DesiredImage, DesiredManifest
+from reconciler.errors import ResolveError
+from reconciler.oci import mediatypes as mt
+from reconciler.oci.document import CONFIG_SIZE_LIMIT
+from reconciler.oci.platform import PlatformKey
+from reconciler.oci.reference import Reference
+from reconciler.registry.client import Registries
+
+LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+EPOCH = "1970-01-01T00:00:00Z"
+_MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    platform: PlatformKey | None = None
+    tags: tuple[str, ...] = ()  # NAME:TAG; default: the spec's targets
+    uncompressed_layers: bool = False
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    path: Path
+    size: int
+    platform: PlatformKey | None
+    blobs: int
+    repo_tags: tuple[str, ...]
+
+
+def host_platform_key() -> PlatformKey:
+    return PlatformKey("linux", _MACHINES.get(host_platform.machine().lower(), "amd64"))
+
+
+def pick_manifest(desired: DesiredImage, wanted: PlatformKey | None) -> DesiredManifest:
+    images = [m for m in desired.manifests if m.platform is not None]
+    if not images:
+        images = list(desired.manifests[:1])
+    if wanted is not None:
+        for image in images:
+            if image.platform == wanted:
+                return image
+        have = ", ".join(str(m.platform) for m in images)
+        raise ResolveError(f"platform {wanted} is not in the image (it has {have})")
+    host = host_platform_key()
+    for image in images:
+        if image.platform is not None and (image.platform.os, image.platform.architecture) == (
+            host.os,
+            host.architecture,
+        ):
+            return image
+    return images[0]
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        if not chain:
+            chain.append(diff_id)
+        else:
+            chain.append("sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest())
+    return chain
+
+
+def legacy_layers(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(id, v1 json) per layer, bottom first, chained through `parent` as docker save does."""
+    diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
+    out: list[tuple[str, dict[str, Any]]] = []
+    parent: str | None = None
+    for i, layer_id in enumerate(chain_ids(diff_ids)):
+        v1: dict[str, Any] = {"created": EPOCH}
+        if i == len(diff_ids) - 1:
+            v1 = {
+                k: config[k]
+                for k in ("created", "author", "architecture", "variant", "os", "config")
+                if k in config
+            }
+            v1.setdefault("created", EPOCH)
+        identity = {**v1, "layer_id": layer_id}
+        if parent is not None:
+            identity["parent"] = "sha256:" + parent
+        v1_id = hashlib.sha256(_json(identity)).hexdigest()
+        body = {**v1, "id": v1_id, "os": config.get("os", "linux")}
+        if parent is not None:
+            body["parent"] = parent
+        out.append((v1_id, body))
+        parent = v1_id
+    return out
+
+
+def _repo_tags(desired: DesiredImage, tags: tuple[str, ...]) -> tuple[Reference, ...]:
+    if tags:
+        return tuple(Reference.parse(t) for t in tags)
+    return desired.targets
+
+
+def _blob_name(digest: str) -> str:
+    algorithm, _, hex_ = digest.partition(":")
+    return f"blobs/{algorithm}/{hex_}"
+
+
+class ArchiveWriter:
+    def __init__(self, registries: Registries) -> None:
+        self.registries = registries
+
+    async def _chunks(self, blob: DesiredBlob) -> AsyncIterator[bytes]:
+        if blob.data is not None:
+            yield blob.data
+            return
+        source = blob.source
+        if source is None:
+            raise ResolveError(f"blob {blob.digest} has neither bytes nor a source")
+        client = self.registries.client(source.registry)
+        async with client.open_blob(source.repository, blob.digest, blob.size) as stream:
+            async for chunk in stream:
+                yield chunk
+
+    async def _config(self, blob: DesiredBlob) -> bytes:
+        if blob.data is not None:
+            return blob.data
+        assert blob.source is not None  # noqa: S101 - checked in _chunks' terms
+        client = self.registries.client(blob.source.registry)
+        return await client.get_blob(blob.source.repository, blob.digest, CONFIG_SIZE_LIMIT)
+
+    async def save(self, desired: DesiredImage, output: Path, options: SaveOptions) -> SaveResult:
+        chosen = pick_manifest(desired, options.platform)
+        config_blob = chosen.blobs[0]
+        config = json.loads(await self._config(config_blob))
+        refs = _repo_tags(desired, options.tags)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                tar = TarStream(handle)
+                blobs = await self._write_layout(tar, desired, refs)
+                handle.flush()
+                self._write_docker_part(tar, chosen, config, refs, options, tmp)
+                tar.close()
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, output)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return SaveResult(
+            output, output.stat().st_size, chosen.platform, blobs, tuple(str(r) for r in refs)
+        )
+
+    async def _write_layout(
+        self, tar: TarStream, desired: DesiredImage, refs: tuple[Reference, ...]
+    ) -> int:
+        tar.add_bytes("oci-layout", LAYOUT)
+        written: set[str] = set()
+        for manifest in desired.manifests:
+            for blob in manifest.blobs:
+                key = str(blob.digest)
+                if key in written or blob.foreign:
+                    continue
+                written.add(key)
+                await tar.add_stream(_blob_name(key), blob.size, self._chunks(blob))
+            key = str(manifest.document.digest)
+            if key not in written:
+                written.add(key)
+                tar.add_bytes(_blob_name(key), manifest.document.raw)
+        root = desired.root
+        if str(root.digest) not in written:
+            written.add(str(root.digest))
+            tar.add_bytes(_blob_name(str(root.digest)), root.raw)
+        index = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": root.media_type,
+                    "digest": str(root.digest),
+                    "size": len(root.raw),
+                    "annotations": {
+                        "io.containerd.image.name": str(ref),
+                        "org.opencontainers.image.ref.name": ref.tag or "latest",
+                    },
+                }
+                for ref in refs
+            ],
+        }
+        tar.add_bytes("index.json", _json(index))
+        return len(written)
+
+    def _write_docker_part(
+        self,
+        tar: TarStream,
+        chosen: DesiredManifest,
+        config: dict[str, Any],
+        refs: tuple[Reference, ...],
+        options: SaveOptions,
+        archive: Path,
+    ) -> None:
+        layers = list(chosen.blobs[1:])
+        legacy = legacy_layers(config)
+        if len(legacy) != len(layers):
+            raise ResolveError(
+                f"config lists {len(legacy)} diff_ids for {len(layers)} layers; refusing to save"
+            )
+        paths = []
+        for (v1_id, body), blob in zip(legacy, layers, strict=True):
+            tar.add_bytes(f"{v1_id}/VERSION", b"1.0")
+            tar.add_bytes(f"{v1_id}/json", _json(body))
+            layer_path = f"{v1_id}/layer.tar"
+            gzipped = mt.compression_of(blob.descriptor.media_type) is mt.Compression.GZIP
+            if options.uncompressed_layers and gzipped:
+                _add_uncompressed(
+                    tar, layer_path, archive, tar.offsets[_blob_name(str(blob.digest))]
+                )
+                paths.append(layer_path)
+            else:
+                tar.add_link(layer_path, _blob_name(str(blob.digest)))
+                paths.append(_blob_name(str(blob.digest)))
+        manifest = [
+            {
+                "Config": _blob_name(str(chosen.blobs[0].digest)),
+                "RepoTags": [f"{r.registry}/{r.repository}:{r.tag or 'latest'}" for r in refs],
+                "Layers": paths,
+            }
+        ]
+        tar.add_bytes("manifest.json", _json(manifest))
+        repositories: dict[str, dict[str, str]] = {}
+        for ref in refs:
+            repositories.setdefault(f"{ref.registry}/{ref.repository}", {})[ref.tag or "latest"] = (
+                legacy[-1][0]
+            )
+        tar.add_bytes("repositories", _json(repositories))
+
+
+def _add_uncompressed(tar: TarStream, name: str, archive: Path, where: tuple[int, int]) -> None:
+    """Inflate a gzip member already in the archive into a plain tar member, via a disk file."""
+    offset, size = where
+    with archive.open("rb") as source, tempfile.TemporaryFile() as spool:
+        source.seek(offset)
+        with gzip.GzipFile(fileobj=_Window(source, size)) as inflated:
+            shutil.copyfileobj(inflated, spool, 1024 * 1024)
+        length = spool.tell()
+        spool.seek(0)
+        tar.add_file(name, spool, length)
+
+
+class _Window(io.RawIOBase):
+    """`size` bytes of a file from its current position, as a readable stream."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self._handle, self._left = handle, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            return 0
+        data = self._handle.read(min(len(buffer), self._left))
+        buffer[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
