@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -139,3 +140,21 @@ def test_save_loads_everywhere(
     config = json.loads(read(out, manifest[0]["Config"]))
     assert image["RootFS"]["Layers"] == config["rootfs"]["diff_ids"]
     assert "MODE=saved" in image["Config"]["Env"]
+
+
+def test_uncompressed_layers_are_plain_tars(
+    world: World, cli: Cli, tmp_path: Path, podman_root: Path
+) -> None:
+    write_app(cli, world, "base/single")
+    out = tmp_path / "plain.tar"
+    result = cli("save", str(cli.specs / "app.yaml"), "-o", str(out), "--uncompressed-layers")
+    assert result.code == 0, result.stdout + result.stderr
+    manifest = json.loads(read(out, "manifest.json"))
+    config = json.loads(read(out, manifest[0]["Config"]))
+    names = members(out)
+    for path, diff_id in zip(manifest[0]["Layers"], config["rootfs"]["diff_ids"], strict=True):
+        assert path.endswith("/layer.tar") and names[path].isfile()
+        assert "sha256:" + hashlib.sha256(read(out, path)).hexdigest() == diff_id
+    loaded = podman(podman_root, "load", "-i", str(out))
+    assert loaded.returncode == 0, loaded.stderr
+    assert manifest[0]["RepoTags"] == [f"{world.a.host}/team/saved:1"]  # the spec's targets
