@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ResolveError
@@ -54,8 +55,9 @@ SCRATCH_PLATFORM = PlatformKey("linux", "amd64")
 class DesiredBlob:
     descriptor: Descriptor
     role: str  # "layer" or "config"
-    source: Repository | None = None  # None: generated here, `data` holds it
+    source: Repository | None = None  # None: generated here, `data` or `file` holds it
     data: bytes | None = None
+    file: Path | None = None  # a layer built from local files
 
     @property
     def digest(self) -> Digest:
@@ -160,8 +162,10 @@ def _added_blob(layer: ResolvedLayer, fmt: mt.Format, file: str) -> DesiredBlob:
         if media_type is None or mt.format_of_layer(media_type) is not fmt:
             media_type = mt.layer_media_type(fmt, layer.compression)
     except ValueError as exc:
-        raise ResolveError(f"{file}: layer {layer.source}: {exc}") from None
+        raise ResolveError(f"{file}: layer {layer.label}: {exc}") from None
     descriptor = Descriptor(media_type=media_type, digest=layer.digest, size=layer.size)
+    if layer.source is None:
+        return DesiredBlob(descriptor, "layer", file=layer.local)
     return DesiredBlob(descriptor, "layer", Repository.of(layer.source))
 
 

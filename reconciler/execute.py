@@ -18,6 +18,8 @@ from typing import Protocol
 
 import httpx
 
+from reconciler.archive.layer import file_chunks
+from reconciler.desired import DesiredBlob
 from reconciler.errors import PushError, ReconcilerError
 from reconciler.oci.digest import Digest
 from reconciler.oci.reference import Repository
@@ -154,8 +156,7 @@ class Executor:
         client = self.registries.client(dest.registry)
         async with self.registries.slot(dest.registry):
             if action.method is BlobMethod.UPLOAD:
-                assert blob.data is not None  # noqa: S101 - generated blobs carry their bytes
-                await client.upload_blob(dest.repository, blob.digest, blob.size, _once(blob.data))
+                await client.upload_blob(dest.repository, blob.digest, blob.size, local_bytes(blob))
                 return BlobMethod.UPLOAD
             source = blob.source
             assert source is not None  # noqa: S101 - mount/copy have a source
@@ -191,8 +192,15 @@ class Executor:
             yield chunk
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+async def local_bytes(blob: DesiredBlob) -> AsyncIterator[bytes]:
+    """A generated blob's bytes: held in memory (configs), or a layer built from local files."""
+    if blob.data is not None:
+        yield blob.data
+        return
+    if blob.file is None:
+        raise PushError(f"blob {blob.digest} has no bytes here to upload")
+    async for chunk in file_chunks(blob.file):
+        yield chunk
 
 
 def _raise_first(failures: list[BaseException], summary: str) -> None:

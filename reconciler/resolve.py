@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
+from reconciler.archive.layer import build_layer
 from reconciler.cache import ContentCache, LayerFacts
 from reconciler.diffid import DEFAULT_MAX_UNCOMPRESSED, DiffIdComputer, sniff_compression
 from reconciler.errors import (
@@ -75,11 +77,16 @@ class ResolvedBase:
 @dataclass(frozen=True)
 class ResolvedLayer:
     spec: LayerSpec
-    source: Reference
+    source: Reference | None  # None: built here from a local path (`local`)
     digest: Digest
     size: int
     compression: mt.Compression
     diff_id: Digest
+    local: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.source) if self.source is not None else f"path {self.spec.path}"
 
 
 class Resolver:
@@ -226,6 +233,8 @@ class Resolver:
 
     async def resolve_layer(self, spec: LoadedSpec, index: int) -> ResolvedLayer:
         layer = spec.body.layers[index]
+        if layer.path is not None:
+            return await self._build_local(spec, index)
         source = layer.source
         digest = layer.layer_digest
         where = spec.location(("layers", index))
@@ -248,6 +257,23 @@ class Resolver:
                 f"{where}: diffID {layer.diff_id} disagrees with the content ({facts.diff_id})"
             )
         return ResolvedLayer(layer, source, digest, facts.size, compression, diff_id)
+
+    async def _build_local(self, spec: LoadedSpec, index: int) -> ResolvedLayer:
+        """A `path:` layer: built reproducibly into the state directory, once per run."""
+        layer = spec.body.layers[index]
+        assert layer.path is not None  # noqa: S101 - the caller checked
+        source = (Path(spec.file).parent / layer.path).absolute()
+        out_dir = self.cache.root / "built"
+        try:
+            built = await self._memo.get(
+                ("path", str(source)), lambda: asyncio.to_thread(build_layer, source, out_dir)
+            )
+        except (ReconcilerError, OSError) as exc:
+            where = spec.location(("layers", index, "path"))
+            raise ResolveError(f"{where}: {exc}") from exc
+        return ResolvedLayer(
+            layer, None, built.digest, built.size, mt.Compression.GZIP, built.diff_id, built.file
+        )
 
     async def _layer_facts(self, layer: LayerSpec) -> LayerFacts:
         """Size from a HEAD; compression and diff_id from one streamed pass, unless known."""

@@ -66,10 +66,33 @@ class LayerSpec(SpecModel):
         default=None, description="Add the layer only to these platforms (os/arch[/variant])."
     )
     comment: str | None = Field(default=None, description="The history entry's created_by.")
+    path: str | None = Field(
+        default=None,
+        description="A local file or directory (relative to the spec file), built into a "
+        "reproducible tar+gzip layer: same files, same digest.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> LayerSpec:
         triple = (self.registry, self.repository, self.digest)
+        if self.path is not None:
+            given = [
+                n
+                for n, v in (
+                    ("ref", self.ref),
+                    ("registry", self.registry),
+                    ("repository", self.repository),
+                    ("digest", self.digest),
+                    ("mediaType", self.media_type),
+                    ("diffID", self.diff_id),
+                )
+                if v is not None
+            ]
+            if given:
+                raise ValueError(f"a 'path' layer is built here; remove {', '.join(given)}")
+            if not self.path.strip():
+                raise ValueError("'path' is empty")
+            return self
         if self.ref is not None:
             if any(v is not None for v in triple):
                 raise ValueError("give either 'ref' or 'registry'/'repository'/'digest', not both")
@@ -84,7 +107,7 @@ class LayerSpec(SpecModel):
                 if v is None
             ]
             raise ValueError(
-                f"a layer needs 'ref', or 'registry', 'repository' and 'digest' "
+                f"a layer needs 'path', 'ref', or 'registry', 'repository' and 'digest' "
                 f"(missing: {', '.join(missing)})"
             )
         else:

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 from reconciler.archive.tarstream import TarStream
 from reconciler.desired import DesiredBlob, DesiredImage, DesiredManifest
 from reconciler.errors import ResolveError
+from reconciler.execute import local_bytes
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.document import CONFIG_SIZE_LIMIT
 from reconciler.oci.platform import PlatformKey
@@ -140,12 +141,11 @@ class ArchiveWriter:
         self.registries = registries
 
     async def _chunks(self, blob: DesiredBlob) -> AsyncIterator[bytes]:
-        if blob.data is not None:
-            yield blob.data
-            return
         source = blob.source
         if source is None:
-            raise ResolveError(f"blob {blob.digest} has neither bytes nor a source")
+            async for chunk in local_bytes(blob):
+                yield chunk
+            return
         client = self.registries.client(source.registry)
         async with client.open_blob(source.repository, blob.digest, blob.size) as stream:
             async for chunk in stream:
