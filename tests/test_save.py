@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.archive.reader import ArchiveIndex
 from tests.conftest import Cli, World
 from tests.support.images import skopeo
 from tests.support.schemas import validate
@@ -106,6 +107,11 @@ def test_save_loads_everywhere(
         current = json.loads(read(out, f"{current}/json")).get("parent")
     assert len(chain) == len(manifest[0]["Layers"]) == (3 if base == "base/multi" else 2)
     assert names[f"{top}/layer.tar"].islnk()  # stored once: a hard link to the blob
+    # Our own reader accepts what we write (links resolve inside the archive).
+    index_of = ArchiveIndex(out)
+    assert index_of.read_json("manifest.json") == manifest
+    linked, blob = index_of.member(f"{top}/layer.tar"), index_of.member(manifest[0]["Layers"][-1])
+    assert (linked.offset, linked.size) == (blob.offset, blob.size)
 
     # The OCI layout part is what apply would push: same root digest.
     index = json.loads(read(out, "index.json"))

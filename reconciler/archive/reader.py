@@ -1,0 +1,127 @@
+"""Reading image archives without extracting them, and refusing hostile ones.
+
+A `docker save` / `reconciler save` archive is indexed once: every member's name, type, data
+offset and size. Nothing is written to disk; a member is read later as a window of the archive
+file. Refused, each with an error naming the archive and the member:
+- absolute names, `..` components, and names that are not plain UTF-8 paths;
+- the same name twice (which copy a loader picks is loader-defined: a confusion attack);
+- symbolic links, and hard links that point outside the archive or to a non-regular member;
+- devices, FIFOs and other special members;
+- JSON members (manifest.json, repositories, index.json, configs) over 4 MiB when read.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from reconciler.errors import DocumentError
+
+JSON_LIMIT = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    offset: int  # of the data, in the archive file
+    size: int
+
+
+class ArchiveError(DocumentError):
+    """An archive is malformed or hostile."""
+
+
+def _clean(archive: Path, raw: str) -> str:
+    name = raw.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise ArchiveError(f"{archive}: member {raw!r} has an absolute path; refused")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveError(f"{archive}: member {raw!r} climbs out with '..'; refused")
+    if any("\0" in p for p in parts):
+        raise ArchiveError(f"{archive}: member {raw!r} has a NUL byte; refused")
+    return "/".join(parts)
+
+
+class ArchiveIndex:
+    """The regular files of a tar archive, by normalised name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.members: dict[str, Member] = {}
+        try:
+            with tarfile.open(path, mode="r:") as tar:
+                for info in tar:
+                    self._add(tar, info)
+        except tarfile.TarError as exc:
+            raise ArchiveError(f"{path}: not a readable tar archive: {exc}") from None
+
+    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        name = _clean(self.path, info.name)
+        if info.isdir():
+            return
+        if name in self.members:
+            raise ArchiveError(f"{self.path}: member {name!r} appears twice; refused")
+        if info.issym():
+            raise ArchiveError(
+                f"{self.path}: member {name!r} is a symbolic link (to {info.linkname!r}); refused"
+            )
+        if info.islnk():
+            target = _clean(self.path, info.linkname)
+            linked = self.members.get(target)
+            if linked is None:
+                raise ArchiveError(
+                    f"{self.path}: member {name!r} links to {info.linkname!r}, "
+                    "which is not an earlier file of the archive; refused"
+                )
+            self.members[name] = Member(name, linked.offset, linked.size)
+            return
+        if not info.isreg():
+            raise ArchiveError(f"{self.path}: member {name!r} is a special file; refused")
+        self.members[name] = Member(name, info.offset_data, info.size)
+
+    def __contains__(self, name: str) -> bool:
+        return posixpath.normpath(name) in self.members
+
+    def member(self, name: str) -> Member:
+        found = self.members.get(posixpath.normpath(name))
+        if found is None:
+            raise ArchiveError(f"{self.path}: no member {name!r}")
+        return found
+
+    def read(self, name: str, limit: int = JSON_LIMIT) -> bytes:
+        member = self.member(name)
+        if member.size > limit:
+            raise ArchiveError(
+                f"{self.path}: member {name!r} is {member.size} bytes, over the {limit}-byte limit"
+            )
+        with self.path.open("rb") as handle:
+            handle.seek(member.offset)
+            return handle.read(member.size)
+
+    def read_json(self, name: str) -> Any:
+        try:
+            return json.loads(self.read(name))
+        except ValueError as exc:
+            raise ArchiveError(f"{self.path}: member {name!r} is not JSON: {exc}") from None
+
+    def chunks(self, name: str, size: int = 1024 * 1024) -> Iterator[bytes]:
+        member = self.member(name)
+        with self.path.open("rb") as handle:
+            yield from _window(handle, member.offset, member.size, size)
+
+
+def _window(handle: BinaryIO, offset: int, length: int, size: int) -> Iterator[bytes]:
+    handle.seek(offset)
+    left = length
+    while left:
+        chunk = handle.read(min(size, left))
+        if not chunk:
+            raise ArchiveError("archive ends inside a member")
+        left -= len(chunk)
+        yield chunk
