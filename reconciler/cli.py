@@ -97,18 +97,9 @@ def validate(paths: PathsArgument = None, config: ConfigOption = None) -> None:
     raise typer.Exit(EXIT_ERROR if loaded.errors else EXIT_OK)
 
 
-def _registries(settings: Settings) -> Registries:
-    return Registries(
-        settings.registry_options(),
-        timeout=settings.timeout,
-        concurrency=settings.concurrency,
-        retry=settings.retry_policy(),
-    )
-
-
 def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
     async def go() -> RunReport:
-        async with _registries(settings) as registries:
+        async with Registries.from_settings(settings) as registries:
             progress = _terminal_progress() if apply else None
             engine = Engine(settings, registries, progress)
             try:
@@ -187,7 +178,7 @@ def save(
         options = SaveOptions(wanted, tuple(tag or ()), uncompressed_layers)
 
         async def go() -> SaveResult:
-            async with _registries(settings) as registries:
+            async with Registries.from_settings(settings) as registries:
                 resolver = Resolver(
                     registries, ContentCache(settings.state_dir), settings.max_uncompressed
                 )

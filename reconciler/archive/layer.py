@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
 import os
 import stat
 import tarfile
@@ -22,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from reconciler.archive.tarstream import entry
 from reconciler.errors import ResolveError
-from reconciler.oci.digest import Digest
+from reconciler.oci.digest import Digest, Hasher
 
 CHUNK = 1024 * 1024
 
@@ -41,12 +41,10 @@ class _Hashing:
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
-        self.hash = hashlib.sha256()
-        self.size = 0
+        self.hasher = Hasher()
 
     def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        self.size += len(data)
+        self.hasher.update(data)
         self.out.write(data)
         return len(data)
 
@@ -69,18 +67,15 @@ def _entries(root: Path) -> list[tuple[str, Path]]:
 
 def _info(name: str, path: Path) -> tarfile.TarInfo:
     st = path.lstat()
-    info = tarfile.TarInfo(name)
-    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
     if stat.S_ISLNK(st.st_mode):
-        info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
-    elif stat.S_ISDIR(st.st_mode):
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-    elif stat.S_ISREG(st.st_mode):
-        info.type, info.size = tarfile.REGTYPE, st.st_size
-        info.mode = 0o755 if st.st_mode & 0o111 else 0o644
-    else:
-        raise ResolveError(f"{path}: not a file, directory or symbolic link; refused in a layer")
-    return info
+        info = entry(name, kind=tarfile.SYMTYPE, mode=0o777)
+        info.linkname = os.readlink(path)
+        return info
+    if stat.S_ISDIR(st.st_mode):
+        return entry(name, kind=tarfile.DIRTYPE, mode=0o755)
+    if stat.S_ISREG(st.st_mode):
+        return entry(name, st.st_size, mode=0o755 if st.st_mode & 0o111 else 0o644)
+    raise ResolveError(f"{path}: not a file, directory or symbolic link; refused in a layer")
 
 
 def build_layer(source: Path, out_dir: Path) -> BuiltLayer:
@@ -102,13 +97,13 @@ def build_layer(source: Path, out_dir: Path) -> BuiltLayer:
                                 tar.addfile(info, handle)
                         else:
                             tar.addfile(info)
-        digest = Digest("sha256", blob.hash.hexdigest())
+        digest = blob.hasher.digest()
         final = out_dir / f"{digest.hex}.tar.gz"
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return BuiltLayer(final, digest, blob.size, Digest("sha256", tar_stream.hash.hexdigest()))
+    return BuiltLayer(final, digest, blob.hasher.size, tar_stream.hasher.digest())
 
 
 async def file_chunks(path: Path) -> AsyncIterator[bytes]:

@@ -18,9 +18,10 @@ BLOCK = 512
 MTIME = 0
 
 
-def _info(
+def entry(
     name: str, size: int = 0, kind: bytes = tarfile.REGTYPE, mode: int = 0o644
 ) -> tarfile.TarInfo:
+    """A tar header with no host metadata: uid/gid 0, no user or group names, mtime 0."""
     info = tarfile.TarInfo(name)
     info.size, info.type, info.mode, info.mtime = size, kind, mode, MTIME
     info.uid = info.gid = 0
@@ -47,18 +48,18 @@ class TarStream:
             if directory not in self._dirs:
                 self._dirs.add(directory)
                 self._write(
-                    _info(directory, kind=tarfile.DIRTYPE, mode=0o755).tobuf(tarfile.PAX_FORMAT)
+                    entry(directory, kind=tarfile.DIRTYPE, mode=0o755).tobuf(tarfile.PAX_FORMAT)
                 )
 
     def add_bytes(self, name: str, data: bytes) -> None:
         self._parents(name)
-        self._write(_info(name, len(data)).tobuf(tarfile.PAX_FORMAT))
+        self._write(entry(name, len(data)).tobuf(tarfile.PAX_FORMAT))
         self._write(data)
         self._pad(len(data))
 
     async def add_stream(self, name: str, size: int, chunks: AsyncIterator[bytes]) -> None:
         self._parents(name)
-        self._write(_info(name, size).tobuf(tarfile.PAX_FORMAT))
+        self._write(entry(name, size).tobuf(tarfile.PAX_FORMAT))
         self.offsets[name] = (self.written, size)
         done = 0
         async for chunk in chunks:
@@ -72,7 +73,7 @@ class TarStream:
 
     def add_file(self, name: str, handle: BinaryIO, size: int) -> None:
         self._parents(name)
-        self._write(_info(name, size).tobuf(tarfile.PAX_FORMAT))
+        self._write(entry(name, size).tobuf(tarfile.PAX_FORMAT))
         remaining = size
         while remaining:
             chunk = handle.read(min(1024 * 1024, remaining))
@@ -85,7 +86,7 @@ class TarStream:
     def add_link(self, name: str, target: str) -> None:
         """A hard link to an earlier member: the bytes are stored once."""
         self._parents(name)
-        info = _info(name, kind=tarfile.LNKTYPE)
+        info = entry(name, kind=tarfile.LNKTYPE)
         info.linkname = target
         self._write(info.tobuf(tarfile.PAX_FORMAT))
 

@@ -103,13 +103,7 @@ class Daemon:
             loop.add_signal_handler(sig, self._stopping.set)
         self.server.start()
         log.info("serving /healthz /readyz /metrics /status on port %d", self.server.port)
-        async with Registries(
-            self.settings.registry_options(),
-            timeout=self.settings.timeout,
-            concurrency=self.settings.concurrency,
-            retry=self.settings.retry_policy(),
-            on_response=self.metrics.on_response,
-        ) as registries:
+        async with Registries.from_settings(self.settings, self.metrics.on_response) as registries:
             self._registries = registries
             observer = Observer()
             self._observer, self._handler = observer, _Events(loop, self._on_fs_event)
@@ -343,7 +337,7 @@ class Daemon:
         assert self._registries is not None  # noqa: S101
         pruner = Pruner(self._registries, self.written)
         message = await pruner.prune(name)
-        status = self.board.get(name, self.board.get(name, "").file)
+        status = self.board.get(name)
         status.message = message
 
 

@@ -67,12 +67,14 @@ class StatusBoard:
         self.ready = False
         self.started = time.time()
 
-    def get(self, key: str, file: str) -> SpecStatus:
+    def get(self, key: str, file: str | None = None) -> SpecStatus:
+        """The status of `key`, created if new; `file` updates where it was read from."""
         with self._lock:
             status = self._specs.get(key)
             if status is None:
-                status = self._specs[key] = SpecStatus(key, file)
-            status.file = file
+                status = self._specs[key] = SpecStatus(key, file or "")
+            if file is not None:
+                status.file = file
             return status
 
     def drop(self, key: str) -> None:

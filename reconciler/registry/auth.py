@@ -348,23 +348,22 @@ class HostAuth:
         """Why a request failed with 401 after being authenticated as asked."""
         creds = await self.credentials()
         if creds is None:
-            return (
-                f"{self.host} needs credentials and none are configured for it "
-                "(docker config auths, credHelpers or credsStore)"
-            )
+            return self._no_credentials("needs")
         if self.scheme == "basic":
             return f"{self.host} refused the configured credentials"
         wanted = " ".join(scope_params(scopes)) or "the registry"
         return f"{self.host} refused the token issued for {wanted}: these credentials lack access"
 
+    def _no_credentials(self, verb: str) -> str:
+        return (
+            f"{self.host} {verb} credentials and none are configured for it "
+            "(docker config auths, credHelpers or credsStore)"
+        )
+
     async def _require_credentials(self) -> Credentials:
         creds = await self.credentials()
         if creds is None or not (creds.username or creds.password):
-            raise AuthError(
-                f"{self.host} asks for credentials and none are configured for it "
-                "(docker config auths, credHelpers or credsStore)",
-                status=401,
-            )
+            raise AuthError(self._no_credentials("asks for"), status=401)
         return creds
 
     async def _token(self, scopes: Scopes) -> _Token:
@@ -385,10 +384,10 @@ class HostAuth:
         if realm.scheme not in ("http", "https"):
             raise AuthError(f"{self.host}: token realm is not an http(s) URL")
         creds = await self.credentials()
-        if creds is not None and realm.scheme == "http" and not self._plain_http_ok(_netloc(realm)):
+        if creds is not None and realm.scheme == "http" and not self._plain_http_ok(netloc(realm)):
             raise AuthError(
                 f"{self.host}: refusing to send credentials to token realm "
-                f"http://{_netloc(realm)}{realm.path} over plain HTTP; configure that host "
+                f"http://{netloc(realm)}{realm.path} over plain HTTP; configure that host "
                 "with insecure: true if that is really meant"
             )
         service = self._params.get("service")
@@ -427,7 +426,6 @@ class HostAuth:
                 f"token server for {self.host} answered {status}",
                 url=str(realm.copy_with(query=None)),
                 status=status,
-                retryable=status in (408, 429, 500, 502, 503, 504),
             )
         token = _parse_token(body, scopes, self.host)
         self._tokens.append(token)
@@ -456,8 +454,10 @@ def _basic(creds: Credentials) -> str:
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-def _netloc(url: httpx.URL) -> str:
-    return url.host if url.port is None else f"{url.host}:{url.port}"
+def netloc(url: httpx.URL) -> str:
+    """`host[:port]` as references write it (IPv6 in brackets)."""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return host if url.port is None else f"{host}:{url.port}"
 
 
 def log_safe(url: httpx.URL) -> str:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -32,6 +32,9 @@ from reconciler.registry.http import (
 )
 from reconciler.registry.retry import RetryPolicy
 from reconciler.registry.transport import RegistryOptions, TransportPolicy
+
+if TYPE_CHECKING:
+    from reconciler.settings import Settings
 
 log = logging.getLogger("reconciler.registry")
 
@@ -353,6 +356,19 @@ class Registries:
         self._concurrency = concurrency
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._clients: dict[str, RegistryClient] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, on_response: Callable[[str, str, int], None] | None = None
+    ) -> Registries:
+        """The pool the process settings describe (per-registry options, limits, retries)."""
+        return cls(
+            settings.registry_options(),
+            timeout=settings.timeout,
+            concurrency=settings.concurrency,
+            retry=settings.retry_policy(),
+            on_response=on_response,
+        )
 
     def client(self, host: str) -> RegistryClient:
         client = self._clients.get(host)

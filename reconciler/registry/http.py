@@ -32,7 +32,13 @@ from reconciler.errors import (
     RegistryError,
     RegistryErrorDetail,
 )
-from reconciler.registry.auth import TOKEN_BODY_LIMIT, HostAuth, load_credentials, log_safe
+from reconciler.registry.auth import (
+    TOKEN_BODY_LIMIT,
+    HostAuth,
+    load_credentials,
+    log_safe,
+    netloc,
+)
 from reconciler.registry.auth import scopes_for as _scopes_for
 from reconciler.registry.retry import RetryPolicy, parse_retry_after
 from reconciler.registry.transport import RegistryOptions, TransportPolicy, policy_for
@@ -45,12 +51,6 @@ ERROR_BODY_LIMIT = 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 Content = bytes | AsyncIterable[bytes] | None
-
-
-def netloc(url: httpx.URL) -> str:
-    """`host[:port]` as references write it (IPv6 in brackets)."""
-    host = f"[{url.host}]" if ":" in url.host else url.host
-    return host if url.port is None else f"{host}:{url.port}"
 
 
 class HttpTransport:
