@@ -245,10 +245,11 @@ class Daemon:
             for n in self._dirty
             if n not in self._inflight and self._backoff_until.get(n, 0.0) <= now
         ]
+        # Specs in flight are kicked again when their pass ends; wake only for backoffs.
         waiting = [
-            self._backoff_until[n]
+            until
             for n in self._dirty
-            if n not in ready and n in self._backoff_until
+            if n not in self._inflight and (until := self._backoff_until.get(n, 0.0)) > now
         ]
         if waiting:
             if self._wake is not None:
