@@ -38,8 +38,8 @@ from reconciler.registry.auth import (
     load_credentials,
     log_safe,
     netloc,
+    scopes_for,
 )
-from reconciler.registry.auth import scopes_for as _scopes_for
 from reconciler.registry.retry import RetryPolicy, parse_retry_after
 from reconciler.registry.transport import RegistryOptions, TransportPolicy, policy_for
 
@@ -121,7 +121,7 @@ class HttpTransport:
         `retry_here=False` leaves every retry to the caller (steps of an upload session, which
         must start over with a fresh session rather than repeat a step).
         """
-        replayable = (content is None or isinstance(content, bytes)) and retry_here
+        replayable = _resendable(content) and retry_here
         retry = 0
         while True:
             try:
@@ -178,7 +178,7 @@ class HttpTransport:
             # Not the registry's own API host (an upload Location elsewhere): no credentials.
             return await self._follow(method, url, dict(headers or {}), content, stream)
         auth = self.auth(host)
-        scopes = _scopes_for(method, url)
+        scopes = scopes_for(method, url)
         sent = await auth.authorization(scopes)
         response = await self._follow(method, url, _with(headers, sent), content, stream)
         challenge = response.headers.get("WWW-Authenticate")
@@ -186,7 +186,7 @@ class HttpTransport:
             return response
         await response.aclose()
         answer = await auth.answer(challenge, scopes, sent)
-        if not (content is None or isinstance(content, bytes)):
+        if not _resendable(content):
             # The body is spent. The caller starts over, now authenticating up front.
             raise AuthError(
                 f"{host} asked for authentication during a streamed upload",
@@ -270,6 +270,11 @@ class HttpTransport:
         for pool in self._pools.values():
             await pool.aclose()
         self._pools.clear()
+
+
+def _resendable(content: Content) -> bool:
+    """A body that can be sent again: none, or bytes (a stream is spent once sent)."""
+    return content is None or isinstance(content, bytes)
 
 
 def _with(headers: Mapping[str, str] | None, authorization: str | None) -> dict[str, str]:
