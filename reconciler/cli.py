@@ -179,11 +179,10 @@ def save(
 
         async def go() -> SaveResult:
             async with Registries.from_settings(settings) as registries:
-                resolver = Resolver(
-                    registries, ContentCache(settings.state_dir), settings.max_uncompressed
-                )
+                cache = ContentCache(settings.state_dir)
+                resolver = Resolver(registries, cache, settings.max_uncompressed)
                 desired = await resolve_desired(loaded, resolver)
-                return await ArchiveWriter(registries).save(desired, output, options)
+                return await ArchiveWriter(registries, cache).save(desired, output, options)
 
         result = asyncio.run(go())
     except (ReconcilerError, ValueError, OSError) as exc:

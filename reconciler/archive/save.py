@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from reconciler.archive.tarstream import TarStream
+from reconciler.cache import ContentCache
 from reconciler.desired import DesiredBlob, DesiredImage, DesiredManifest
 from reconciler.errors import ResolveError
 from reconciler.execute import local_bytes
@@ -137,8 +138,9 @@ def _blob_name(digest: str) -> str:
 
 
 class ArchiveWriter:
-    def __init__(self, registries: Registries) -> None:
+    def __init__(self, registries: Registries, cache: ContentCache | None = None) -> None:
         self.registries = registries
+        self.cache = cache  # configs the resolver already read are taken from here
 
     async def _chunks(self, blob: DesiredBlob) -> AsyncIterator[bytes]:
         source = blob.source
@@ -154,6 +156,9 @@ class ArchiveWriter:
     async def _config(self, blob: DesiredBlob) -> bytes:
         if blob.data is not None:
             return blob.data
+        cached = self.cache.get_document(blob.digest) if self.cache is not None else None
+        if cached is not None:
+            return cached[0]
         assert blob.source is not None  # noqa: S101 - checked in _chunks' terms
         client = self.registries.client(blob.source.registry)
         return await client.get_blob(blob.source.repository, blob.digest, CONFIG_SIZE_LIMIT)
