@@ -101,18 +101,17 @@ def build_desired(
     body = spec.body
     if base is None:
         return _build_scratch(spec, layers)
-    source = Repository.of(base.reference)
+    source = base.source
     base_format = mt.format_of(base.root.media_type)
     if body.adds_nothing and body.format in (None, base_format):
         return _build_mirror(spec, base, source)
     fmt = body.format or mt.Format.OCI
     manifests = tuple(
-        _build_image(body, image, layers, fmt, base.reference, source, spec.file)
-        for image in base.images
+        _build_image(body, image, layers, fmt, base, spec.file) for image in base.images
     )
     if isinstance(base.root, ManifestDocument):
         return DesiredImage(spec.name, manifests[0].document, manifests, body.targets, False)
-    index = _build_index(body, base.root, base.images, manifests, fmt, base.reference)
+    index = _build_index(body, base.root, base.images, manifests, fmt, base)
     return DesiredImage(spec.name, index, manifests, body.targets, False)
 
 
@@ -206,14 +205,14 @@ def _build_image(
     image: ResolvedImage,
     layers: Sequence[ResolvedLayer],
     fmt: mt.Format,
-    base_ref: Reference,
-    source: Repository,
+    base: ResolvedBase,
     file: str,
 ) -> DesiredManifest:
+    source = base.source
     platform = image.platform
     added = [layer for layer in layers if _applies(layer, platform)]
     base_manifest = image.manifest.manifest
-    annotations = _annotations(base_manifest.annotations, body, base_ref, image.manifest.digest)
+    annotations = _annotations(base_manifest.annotations, body, base.name, image.manifest.digest)
     unchanged = (
         not added
         and body.config is None
@@ -234,7 +233,7 @@ def _build_image(
         try:
             converted = mt.convert_layer_media_type(base_layer.media_type, fmt)
         except ValueError as exc:
-            raise ResolveError(f"{file}: base {base_ref}: {exc}") from None
+            raise ResolveError(f"{file}: base {base.label}: {exc}") from None
         blobs.append(
             DesiredBlob(base_layer.model_copy(update={"media_type": converted}), "layer", source)
         )
@@ -246,13 +245,14 @@ def _build_image(
 def _annotations(
     inherited: dict[str, str] | None,
     body: ImageSpecBody,
-    base_ref: Reference,
+    base_name: str | None,
     base_digest: Digest,
 ) -> dict[str, str]:
     merged = {k: v for k, v in (inherited or {}).items() if k not in (BASE_NAME, BASE_DIGEST)}
     merged.update(body.annotations)
     if body.base_annotations:
-        merged[BASE_NAME] = str(base_ref)
+        if base_name is not None:  # a local base that records no registry name has none
+            merged[BASE_NAME] = base_name
         merged[BASE_DIGEST] = str(base_digest)
     return merged
 
@@ -327,7 +327,7 @@ def _build_index(
     images: Sequence[ResolvedImage],
     manifests: Sequence[DesiredManifest],
     fmt: mt.Format,
-    base_ref: Reference,
+    resolved: ResolvedBase,
 ) -> IndexDocument:
     entries = []
     for image, manifest in zip(images, manifests, strict=True):
@@ -342,7 +342,7 @@ def _build_index(
             )
         )
     return _make_index(
-        fmt, entries, _annotations(base.index.annotations, body, base_ref, base.digest)
+        fmt, entries, _annotations(base.index.annotations, body, resolved.name, base.digest)
     )
 
 

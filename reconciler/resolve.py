@@ -22,6 +22,7 @@ from reconciler.errors import (
     ResolveError,
     VerificationError,
 )
+from reconciler.local.store import LocalStore
 from reconciler.memo import Memo
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest
@@ -36,7 +37,7 @@ from reconciler.oci.document import (
 )
 from reconciler.oci.models import Descriptor
 from reconciler.oci.platform import PlatformKey
-from reconciler.oci.reference import Reference
+from reconciler.oci.reference import LocalSource, Reference, Repository
 from reconciler.registry.client import Registries
 from reconciler.spec import LayerSpec, LoadedSpec
 
@@ -64,7 +65,9 @@ class ResolvedImage:
 
 @dataclass(frozen=True)
 class ResolvedBase:
-    reference: Reference
+    source: Repository  # where its blobs are read from
+    name: str | None  # for org.opencontainers.image.base.name: the reference, as written
+    label: str  # how messages name it
     root: Document
     images: tuple[ResolvedImage, ...]
     # Index entries that are manifests but not runnable images (buildx attestations): a
@@ -116,32 +119,32 @@ class Resolver:
 
         return await self._memo.get(("tag", str(reference)), head)
 
-    async def fetch_document(self, reference: Reference, digest: Digest) -> Document:
-        """A manifest or index by digest: from this run, else the cache, else the registry."""
+    async def fetch_document(self, source: Repository, digest: Digest) -> Document:
+        """A manifest or index by digest: from this run, else the cache, else its store."""
 
         async def load() -> Document:
             cached = self.cache.get_document(digest)
             if cached is not None:
                 return parse_document(cached[0], cached[1], digest, what=f"cached {digest}")
-            client = self.registries.client(reference.registry)
-            async with self.registries.slot(reference.registry):
-                document = await client.get_manifest(reference.repository, str(digest))
+            client = self.registries.client(source.registry)
+            async with self.registries.slot(source.registry):
+                document = await client.get_manifest(source.repository, str(digest))
             self.cache.put_document(digest, document.raw, document.media_type)
             return document
 
         return await self._memo.get(("document", digest), load)
 
-    async def fetch_config(self, reference: Reference, descriptor: Descriptor) -> ConfigDocument:
-        """An image config by digest: from this run, else the cache, else the registry."""
+    async def fetch_config(self, source: Repository, descriptor: Descriptor) -> ConfigDocument:
+        """An image config by digest: from this run, else the cache, else its store."""
         digest = descriptor.digest
 
         async def load() -> ConfigDocument:
             cached = self.cache.get_document(digest)
             if cached is not None:
                 return parse_config(cached[0], descriptor.media_type, digest)
-            client = self.registries.client(reference.registry)
-            async with self.registries.slot(reference.registry):
-                raw = await client.get_blob(reference.repository, digest, CONFIG_SIZE_LIMIT)
+            client = self.registries.client(source.registry)
+            async with self.registries.slot(source.registry):
+                raw = await client.get_blob(source.repository, digest, CONFIG_SIZE_LIMIT)
             config = parse_config(raw, descriptor.media_type, digest)
             self.cache.put_document(digest, raw, descriptor.media_type)
             return config
@@ -149,24 +152,62 @@ class Resolver:
         return await self._memo.get(("config", digest), load)
 
     async def resolve_base(self, spec: LoadedSpec) -> ResolvedBase | None:
+        local = spec.body.local_base
+        if local is not None:
+            return await self._resolve_local(spec, local)
         reference = spec.body.base_reference
         if reference is None:
             return None
         digest = reference.digest or await self.resolve_tag(reference)
-        root = await self.fetch_document(reference, digest)
+        return await self._resolve_root(
+            spec, Repository.of(reference), str(reference), str(reference), digest
+        )
+
+    async def _resolve_local(self, spec: LoadedSpec, local: LocalSource) -> ResolvedBase:
+        """A base read from an OCI layout or a docker-save archive (paths from the spec file)."""
+        host = local.host(Path(spec.file).parent)
+        store = self.registries.client(host)
+        assert isinstance(store, LocalStore)  # noqa: S101 - a local host opens a local store
+        selector = local.selector or ""
+        where = spec.location(("base",))
+        try:
+            if not store.path.exists():
+                raise NotFoundError(f"base {local}: {store.path} does not exist")
+            head = await self._memo.get(
+                ("tag", host, selector), lambda: store.head_manifest("", selector)
+            )
+            if head is None:
+                tags = ", ".join(await store.list_tags("")) or "none"
+                raise NotFoundError(f"base {local}: no image {selector!r} there (tags: {tags})")
+            name = await asyncio.to_thread(store.base_name, selector)
+            return await self._resolve_root(
+                spec, Repository(host, ""), name, str(local), head.digest
+            )
+        except (ReconcilerError, OSError) as exc:
+            raise ResolveError(f"{where}: {exc}") from exc
+
+    async def _resolve_root(
+        self, spec: LoadedSpec, source: Repository, name: str | None, label: str, digest: Digest
+    ) -> ResolvedBase:
+        root = await self.fetch_document(source, digest)
         wanted = spec.body.platforms
         if isinstance(root, ManifestDocument):
-            image = await self._image(reference, root, None)
+            image = await self._image(source, root, None)
             if wanted and not any(p.matches(image.platform) for p in wanted):
                 raise ResolveError(
-                    f"{spec.location(('platforms',))}: base {reference} is a single "
+                    f"{spec.location(('platforms',))}: base {label} is a single "
                     f"{image.platform} image; it has none of {', '.join(map(str, wanted))}"
                 )
-            return ResolvedBase(reference, root, (image,))
-        return await self._resolve_index(spec, reference, root)
+            return ResolvedBase(source, name, label, root, (image,))
+        return await self._resolve_index(spec, source, name, label, root)
 
     async def _resolve_index(
-        self, spec: LoadedSpec, reference: Reference, root: IndexDocument
+        self,
+        spec: LoadedSpec,
+        source: Repository,
+        name: str | None,
+        label: str,
+        root: IndexDocument,
     ) -> ResolvedBase:
         wanted = spec.body.platforms
         selected: list[Descriptor] = []
@@ -175,7 +216,7 @@ class Resolver:
         for entry in root.index.manifests:
             if entry.media_type not in mt.MANIFEST_TYPES:
                 raise ResolveError(
-                    f"base {reference}: index entry {entry.digest} is a {entry.media_type}; "
+                    f"base {label}: index entry {entry.digest} is a {entry.media_type}; "
                     "nested indexes are not supported"
                 )
             key = entry.platform.key() if entry.platform else None
@@ -194,19 +235,21 @@ class Resolver:
                         {str(e.platform) for e in root.index.manifests if e.platform}
                     )
                     raise ResolveError(
-                        f"{spec.location(('platforms',))}: base {reference} has no {platform} "
+                        f"{spec.location(('platforms',))}: base {label} has no {platform} "
                         f"(it has {', '.join(available) or 'no platforms'})"
                     )
         if not selected:
-            raise ResolveError(f"base {reference} is an index with no runnable image")
+            raise ResolveError(f"base {label} is an index with no runnable image")
         images = await asyncio.gather(
-            *(self._image_from_entry(reference, entry) for entry in selected)
+            *(self._image_from_entry(source, label, entry) for entry in selected)
         )
         attached = await asyncio.gather(
-            *(self._manifest_from_entry(reference, entry) for entry in attachments)
+            *(self._manifest_from_entry(source, label, entry) for entry in attachments)
         )
         return ResolvedBase(
-            reference,
+            source,
+            name,
+            label,
             root,
             tuple(images),
             tuple(zip(attachments, attached, strict=True)),
@@ -214,21 +257,23 @@ class Resolver:
         )
 
     async def _manifest_from_entry(
-        self, reference: Reference, entry: Descriptor
+        self, source: Repository, label: str, entry: Descriptor
     ) -> ManifestDocument:
-        document = await self.fetch_document(reference, entry.digest)
+        document = await self.fetch_document(source, entry.digest)
         if not isinstance(document, ManifestDocument):
-            raise DocumentError(f"index entry {entry.digest} of {reference} is not a manifest")
+            raise DocumentError(f"index entry {entry.digest} of {label} is not a manifest")
         return document
 
-    async def _image_from_entry(self, reference: Reference, entry: Descriptor) -> ResolvedImage:
-        document = await self._manifest_from_entry(reference, entry)
-        return await self._image(reference, document, entry)
+    async def _image_from_entry(
+        self, source: Repository, label: str, entry: Descriptor
+    ) -> ResolvedImage:
+        document = await self._manifest_from_entry(source, label, entry)
+        return await self._image(source, document, entry)
 
     async def _image(
-        self, reference: Reference, document: ManifestDocument, entry: Descriptor | None
+        self, source: Repository, document: ManifestDocument, entry: Descriptor | None
     ) -> ResolvedImage:
-        config = await self.fetch_config(reference, document.manifest.config)
+        config = await self.fetch_config(source, document.manifest.config)
         return ResolvedImage(document, config, entry)
 
     async def resolve_layer(self, spec: LoadedSpec, index: int) -> ResolvedLayer:

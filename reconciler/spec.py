@@ -16,13 +16,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from reconciler.errors import ReferenceError_, SpecError, SpecLocation
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest
 from reconciler.oci.platform import PlatformKey
-from reconciler.oci.reference import Reference, parse_repository
+from reconciler.oci.reference import LocalSource, Reference, parse_repository, parse_target
 from reconciler.yamlsource import YamlDocument, format_path, read_documents
 
 API_VERSION = "reconciler.dev/v1alpha1"
@@ -170,7 +178,11 @@ class ConfigSpec(SpecModel):
 
 
 class ImageSpecBody(SpecModel):
-    base: str = Field(description="Base image reference (tag or @digest), or 'scratch'.")
+    base: str = Field(
+        description="Base image: a registry reference (tag or @digest), 'scratch', "
+        "oci:PATH[:TAG] (an OCI layout directory or tar) or docker-archive:PATH[:NAME:TAG]; "
+        "paths are relative to the spec file."
+    )
     platforms: tuple[PlatformKey, ...] | None = Field(
         default=None, description="Subset of the base's platforms to keep (os/arch[/variant])."
     )
@@ -193,7 +205,8 @@ class ImageSpecBody(SpecModel):
     # minItems stays in the JSON Schema for editors; the validator below gives the message
     # (a Field min_length would also report an emptied list when one target is malformed).
     targets: tuple[Reference, ...] = Field(
-        description="At least one registry/repository:tag to publish the result under.",
+        description="At least one registry/repository:tag to publish the result under, "
+        "or oci:PATH:TAG (a tag of an OCI layout directory, relative to the spec file).",
         json_schema_extra={"minItems": 1},
     )
 
@@ -202,10 +215,29 @@ class ImageSpecBody(SpecModel):
     def _base(cls, value: str) -> str:
         if value != SCRATCH:
             try:
-                Reference.parse(value)
+                if LocalSource.parse(value) is None:
+                    Reference.parse(value)
             except ReferenceError_ as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _local_targets(cls, value: Any, info: ValidationInfo) -> Any:
+        """`oci:PATH:TAG` targets, their paths made absolute from the spec file's directory."""
+        if not isinstance(value, (list, tuple)):
+            return value
+        base = (info.context or {}).get("dir") or Path()
+        out: list[Any] = []
+        for item in value:
+            if isinstance(item, str) and LocalSource.parse(item) is not None:
+                try:
+                    out.append(parse_target(item, base))
+                except ReferenceError_ as exc:
+                    raise ValueError(str(exc)) from None
+            else:
+                out.append(item)
+        return out
 
     @field_validator("targets")
     @classmethod
@@ -248,7 +280,14 @@ class ImageSpecBody(SpecModel):
 
     @property
     def base_reference(self) -> Reference | None:
-        return None if self.base == SCRATCH else Reference.parse(self.base)
+        """The base in a registry; None for scratch and local bases."""
+        if self.base == SCRATCH or self.local_base is not None:
+            return None
+        return Reference.parse(self.base)
+
+    @property
+    def local_base(self) -> LocalSource | None:
+        return None if self.base == SCRATCH else LocalSource.parse(self.base)
 
     @property
     def adds_nothing(self) -> bool:
@@ -387,7 +426,9 @@ def _validate(path: Path, document: YamlDocument) -> tuple[LoadedSpec | None, li
             )
         ]
     try:
-        model = ImageSpecDocument.model_validate(document.value)
+        model = ImageSpecDocument.model_validate(
+            document.value, context={"dir": path.parent.absolute()}
+        )
     except ValidationError as exc:
         return None, [_spec_error(document, err) for err in exc.errors()]
     name = model.metadata.name or path.stem

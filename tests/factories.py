@@ -13,7 +13,7 @@ from reconciler.oci.document import (
     parse_config,
     parse_document,
 )
-from reconciler.oci.reference import Reference
+from reconciler.oci.reference import Reference, Repository
 from reconciler.resolve import ResolvedBase, ResolvedImage, ResolvedLayer
 from reconciler.spec import ImageSpecBody, LoadedSpec
 from reconciler.yamlsource import YamlDocument
@@ -96,7 +96,7 @@ def make_base(
     if not index:
         image = images[0]
         single = ResolvedImage(image.manifest, image.config, None)
-        return ResolvedBase(ref, image.manifest, (single,))
+        return ResolvedBase(Repository.of(ref), str(ref), str(ref), image.manifest, (single,))
     entries = [
         json.loads(i.entry.model_dump_json(by_alias=True, exclude_none=True))  # type: ignore[union-attr]
         for i in images
@@ -111,7 +111,9 @@ def make_base(
         (root.index.manifests[len(images) + i], document)
         for i, (_, document) in enumerate(attachments)
     )
-    return ResolvedBase(ref, root, tuple(images), attached, filtered)
+    return ResolvedBase(
+        Repository.of(ref), str(ref), str(ref), root, tuple(images), attached, filtered
+    )
 
 
 def make_layer(

@@ -29,9 +29,24 @@ HOSTILE: dict[str, tuple[Callable[[tarfile.TarFile], None], str]] = {
     "dot-dot": (lambda t: add(t, "../../escaped"), "climbs out with '..'"),
     "nested dot-dot": (lambda t: add(t, "blobs/../../escaped"), "climbs out with '..'"),
     "absolute": (lambda t: add(t, "/etc/passwd"), "absolute path"),
-    "symlink out": (
+    "symlink absolute": (
         lambda t: add(t, "layer.tar", **link(tarfile.SYMTYPE, "/etc/shadow")),
-        "symbolic link",
+        "symbolic link to an absolute path",
+    ),
+    "symlink out": (
+        lambda t: add(t, "abc/layer.tar", **link(tarfile.SYMTYPE, "../../etc/shadow")),
+        "symbolic link out of the archive",
+    ),
+    "symlink to nothing": (
+        lambda t: add(t, "abc/layer.tar", **link(tarfile.SYMTYPE, "../missing.tar")),
+        "which is no file of the archive",
+    ),
+    "symlink loop": (
+        lambda t: (
+            add(t, "a", **link(tarfile.SYMTYPE, "b")),
+            add(t, "b", **link(tarfile.SYMTYPE, "a")),
+        ),
+        "too many symbolic links",
     ),
     "hardlink out": (
         lambda t: add(t, "layer.tar", **link(tarfile.LNKTYPE, "../../etc/shadow")),
@@ -78,7 +93,11 @@ def test_a_saved_archive_indexes_with_its_links(tmp_path: Path) -> None:
         add(tar, "blobs/sha256/aa", b"layer bytes")
         add(tar, "0123/layer.tar", **link(tarfile.LNKTYPE, "blobs/sha256/aa"))
         add(tar, "manifest.json", json.dumps([{"Layers": ["0123/layer.tar"]}]).encode())
+        # As docker save and skopeo link a legacy layer to its file (even before it exists).
+        add(tar, "4567/layer.tar", **link(tarfile.SYMTYPE, "../beef.tar"))
+        add(tar, "beef.tar", b"other layer")
     index = ArchiveIndex(archive)
     assert b"".join(index.chunks("0123/layer.tar")) == b"layer bytes"
+    assert b"".join(index.chunks("4567/layer.tar")) == b"other layer"
     assert index.read_json("./manifest.json") == [{"Layers": ["0123/layer.tar"]}]
     assert "blobs/sha256/aa" in index

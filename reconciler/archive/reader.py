@@ -5,7 +5,10 @@ offset and size. Nothing is written to disk; a member is read later as a window 
 file. Refused, each with an error naming the archive and the member:
 - absolute names, `..` components, and names that are not plain UTF-8 paths;
 - the same name twice (which copy a loader picks is loader-defined: a confusion attack);
-- symbolic links, and hard links that point outside the archive or to a non-regular member;
+- links that leave the archive: a symbolic link whose target, taken from the link's directory,
+  is absolute or climbs out, and a hard link to anything but an earlier regular member;
+  symbolic links that stay inside (`<id>/layer.tar -> ../<hex>.tar`, as docker save and skopeo
+  write them) are followed, through at most 8 hops, to a regular member;
 - devices, FIFOs and other special members;
 - JSON members (manifest.json, repositories, index.json, configs) over 4 MiB when read.
 """
@@ -54,23 +57,36 @@ class ArchiveIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.members: dict[str, Member] = {}
+        self._symlinks: dict[str, tuple[str, str]] = {}  # name -> (target, as written)
         try:
             with tarfile.open(path, mode="r:") as tar:
                 for info in tar:
                     self._add(tar, info)
         except tarfile.TarError as exc:
             raise ArchiveError(f"{path}: not a readable tar archive: {exc}") from None
+        for name in self._symlinks:
+            self.members[name] = self._follow(name)
 
     def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
         name = _clean(self.path, info.name)
         if info.isdir():
             return
-        if name in self.members:
+        if name in self.members or name in self._symlinks:
             raise ArchiveError(f"{self.path}: member {name!r} appears twice; refused")
         if info.issym():
-            raise ArchiveError(
-                f"{self.path}: member {name!r} is a symbolic link (to {info.linkname!r}); refused"
-            )
+            if info.linkname.startswith("/"):
+                raise ArchiveError(
+                    f"{self.path}: member {name!r} is a symbolic link to an absolute path "
+                    f"({info.linkname!r}); refused"
+                )
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(name), info.linkname))
+            if joined == ".." or joined.startswith("../"):
+                raise ArchiveError(
+                    f"{self.path}: member {name!r} is a symbolic link out of the archive "
+                    f"({info.linkname!r}); refused"
+                )
+            self._symlinks[name] = (joined, info.linkname)
+            return
         if info.islnk():
             target = _clean(self.path, info.linkname)
             linked = self.members.get(target)
@@ -84,6 +100,21 @@ class ArchiveIndex:
         if not info.isreg():
             raise ArchiveError(f"{self.path}: member {name!r} is a special file; refused")
         self.members[name] = Member(name, info.offset_data, info.size)
+
+    def _follow(self, name: str) -> Member:
+        current = name
+        for _ in range(8):
+            target, written = self._symlinks[current]
+            if target in self.members:
+                found = self.members[target]
+                return Member(name, found.offset, found.size)
+            if target not in self._symlinks:
+                raise ArchiveError(
+                    f"{self.path}: member {name!r} is a symbolic link to {written!r}, "
+                    "which is no file of the archive; refused"
+                )
+            current = target
+        raise ArchiveError(f"{self.path}: member {name!r}: too many symbolic links; refused")
 
     def __contains__(self, name: str) -> bool:
         return posixpath.normpath(name) in self.members

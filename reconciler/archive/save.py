@@ -38,7 +38,7 @@ from reconciler.execute import local_bytes
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.document import CONFIG_SIZE_LIMIT
 from reconciler.oci.platform import PlatformKey
-from reconciler.oci.reference import Reference
+from reconciler.oci.reference import Reference, is_local
 from reconciler.registry.client import Registries
 
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
@@ -129,7 +129,12 @@ def legacy_layers(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def _repo_tags(desired: DesiredImage, tags: tuple[str, ...]) -> tuple[Reference, ...]:
     if tags:
         return tuple(Reference.parse(t) for t in tags)
-    return desired.targets
+    named = tuple(t for t in desired.targets if not is_local(t.registry))
+    if not named:
+        raise ResolveError(
+            f"spec {desired.name} has only local targets; name the image with --tag NAME:TAG"
+        )
+    return named
 
 
 def _blob_name(digest: str) -> str:

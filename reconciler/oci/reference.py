@@ -13,8 +13,10 @@ docker.io repository is under `library/`. Every reference is kept fully qualifie
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler
@@ -44,7 +46,8 @@ class Repository:
     repository: str
 
     def __str__(self) -> str:
-        return f"{self.registry}/{self.repository}"
+        # A local store (an OCI layout, an archive) is one repository: its name says it all.
+        return f"{self.registry}/{self.repository}" if self.repository else self.registry
 
     @classmethod
     def of(cls, reference: Reference) -> Repository:
@@ -93,8 +96,8 @@ class Reference:
 
     @property
     def name(self) -> str:
-        """`registry/repository`, without tag or digest."""
-        return f"{self.registry}/{self.repository}"
+        """`registry/repository`, without tag or digest (a local store's name alone)."""
+        return f"{self.registry}/{self.repository}" if self.repository else self.registry
 
     @property
     def identifier(self) -> str:
@@ -159,6 +162,70 @@ def _split_domain(name: str, original: str) -> tuple[str, str]:
                 " (lowercase letters, digits and . _ __ - separators)"
             )
     return registry, repository
+
+
+LOCAL_TRANSPORTS = ("oci", "docker-archive")
+
+
+def is_local(host: str) -> bool:
+    """True for the `registry` of a local store: `oci:/abs/path`, `docker-archive:/abs/path`."""
+    return host.startswith(tuple(f"{t}:" for t in LOCAL_TRANSPORTS))
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """`oci:PATH[:TAG]` or `docker-archive:PATH[:NAME:TAG]`, as skopeo writes them.
+
+    The path ends at the first ':' after the transport (as in skopeo, a path cannot hold one);
+    the rest selects the image: an OCI layout's tag, or an archive's NAME:TAG.
+    """
+
+    transport: str
+    path: str
+    selector: str | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> LocalSource | None:
+        """The local source `value` names, or None when it names no local transport."""
+        transport, sep, rest = value.partition(":")
+        if not sep or transport not in LOCAL_TRANSPORTS:
+            return None
+        path, sep, selector = rest.partition(":")
+        if not path:
+            raise ReferenceError_(f"invalid reference {value!r}: {transport}: needs a path")
+        if sep and not selector:
+            raise ReferenceError_(f"invalid reference {value!r}: empty selector after the path")
+        if any(c.isspace() or c == "\0" for c in selector):
+            raise ReferenceError_(f"invalid reference {value!r}: the selector has whitespace")
+        if transport == "docker-archive" and selector:
+            ref = Reference.parse(selector)
+            if ref.tag is None or ref.digest is not None:
+                raise ReferenceError_(
+                    f"invalid reference {value!r}: select an archive's image by NAME:TAG"
+                )
+        return cls(transport, path, selector or None)
+
+    def host(self, base: Path) -> str:
+        """The store's key: its transport and absolute path (relative paths are from `base`)."""
+        return f"{self.transport}:{os.path.normpath((base / self.path).absolute())}"
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{self.path}" + (f":{self.selector}" if self.selector else "")
+
+
+def parse_target(value: str, base: Path | None = None) -> Reference:
+    """A target tag: registry/repository:tag, or `oci:PATH:TAG` (a layout's tag)."""
+    local = LocalSource.parse(value)
+    if local is None:
+        ref = Reference.parse(value)
+        if ref.tag is None or ref.digest is not None:
+            raise ReferenceError_(f"target {value} must be registry/repository:tag (no digest)")
+        return ref
+    if local.transport != "oci":
+        raise ReferenceError_(f"target {value}: only oci:PATH:TAG is a local target")
+    if local.selector is None or not _TAG.fullmatch(local.selector):
+        raise ReferenceError_(f"target {value} must be oci:PATH:TAG, with a tag")
+    return Reference(local.host(base or Path()), "", local.selector)
 
 
 def parse_repository(registry: str, repository: str) -> Reference:

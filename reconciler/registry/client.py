@@ -12,9 +12,9 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -22,6 +22,7 @@ from reconciler.errors import DocumentError, ReferenceError_, RegistryError
 from reconciler.oci.digest import Digest, verified
 from reconciler.oci.document import MANIFEST_SIZE_LIMIT, Document, parse_document
 from reconciler.oci.mediatypes import MANIFEST_ACCEPT
+from reconciler.oci.reference import is_local
 from reconciler.registry.auth import log_safe
 from reconciler.registry.http import (
     HttpTransport,
@@ -48,6 +49,46 @@ class ManifestHead:
     digest: Digest
     media_type: str | None
     size: int | None
+
+
+class ImageStore(Protocol):
+    """What the engine asks of a place that holds images: a registry, or a local store
+    (reconciler.local: an OCI layout, a docker-save archive)."""
+
+    host: str
+
+    async def head_manifest(self, repository: str, identifier: str) -> ManifestHead | None: ...
+
+    async def get_manifest(self, repository: str, identifier: str) -> Document: ...
+
+    async def head_blob(self, repository: str, digest: Digest) -> int | None: ...
+
+    def open_blob(
+        self, repository: str, digest: Digest, size: int | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]: ...
+
+    async def get_blob(self, repository: str, digest: Digest, limit: int) -> bytes: ...
+
+    async def mount_blob(self, repository: str, digest: Digest, source: str) -> Any: ...
+
+    async def upload_blob(
+        self,
+        repository: str,
+        digest: Digest,
+        size: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        session: Any = None,
+        chunk_size: int | None = None,
+    ) -> None: ...
+
+    async def put_manifest(
+        self, repository: str, identifier: str, raw: bytes, media_type: str, digest: Digest
+    ) -> None: ...
+
+    async def list_tags(self, repository: str, limit: int = 10_000) -> list[str]: ...
+
+    async def delete_manifest(self, repository: str, identifier: str) -> int: ...
 
 
 class RegistryClient:
@@ -355,7 +396,7 @@ class Registries:
         self.retry = self.transport.retry
         self._concurrency = concurrency
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._clients: dict[str, RegistryClient] = {}
+        self._clients: dict[str, ImageStore] = {}
 
     @classmethod
     def from_settings(
@@ -370,12 +411,18 @@ class Registries:
             on_response=on_response,
         )
 
-    def client(self, host: str) -> RegistryClient:
+    def client(self, host: str) -> ImageStore:
+        """The client of a registry host, or the store a local host names (`oci:/path`)."""
         client = self._clients.get(host)
         if client is None:
-            client = self._clients[host] = RegistryClient(
-                self.transport.policy(host), self.transport
-            )
+            if is_local(host):
+                from reconciler.local.store import open_store  # the stores use this module
+
+                client = self._clients[host] = open_store(host)
+            else:
+                client = self._clients[host] = RegistryClient(
+                    self.transport.policy(host), self.transport
+                )
         return client
 
     def slot(self, host: str) -> asyncio.Semaphore:

@@ -1,0 +1,1 @@
+"""Local image stores: OCI layouts and docker-save archives."""
