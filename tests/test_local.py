@@ -249,6 +249,22 @@ def test_round_trip_through_save(world: World, cli: Cli, tmp_path: Path, fmt: st
         direct = inspect_raw(f"{a}/rt/{fmt}-direct@{entry['digest']}")
     assert sha256(via) == sha256(direct)
 
+    # The archive's OCI part, read as a layout (`oci:FILE.tar:TAG`), is the whole saved index.
+    cli.write_spec(
+        "whole.yaml",
+        f"""
+        base: oci:{saved}:1
+        baseAnnotations: false
+        targets: [oci:../whole:1]
+        """,
+        spec_name="whole",
+    )
+    result = cli("apply", str(cli.specs / "whole.yaml"))
+    assert result.code == 0, result.stdout + result.stderr
+    saved_index = json.loads(skopeo("inspect", "--raw", f"oci-archive:{saved}:1"))
+    assert len(saved_index["manifests"]) == 2
+    assert layout_index(cli.root / "whole") == {"1": desired_of(cli, "base")}
+
 
 def test_save_next_to_skopeo_docker_archive(world: World, cli: Cli, tmp_path: Path) -> None:
     """Our archive and skopeo's, for the same image: same RepoTags, config and layer contents."""

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError
-from reconciler.oci.reference import Reference
+from reconciler.oci.reference import parse_target
 from reconciler.registry.client import Registries
 
 log = logging.getLogger("reconciler.prune")
@@ -81,7 +81,7 @@ class Pruner:
         return message + (f"; kept {', '.join(kept)}" if kept else "")
 
     async def _prune_one(self, target: str, digest: str, ours: set[str]) -> str:
-        ref = Reference.parse(target)
+        ref = parse_target(target)
         client = self.registries.client(ref.registry)
         head = await client.head_manifest(ref.repository, ref.identifier)
         if head is None:
@@ -93,7 +93,7 @@ class Pruner:
             return "deleted"
         # Delete by tag is not supported here: delete by digest only if every tag on it is ours.
         for tag in await client.list_tags(ref.repository):
-            other = f"{ref.registry}/{ref.repository}:{tag}"
+            other = f"{ref.name}:{tag}"
             if other in ours:
                 continue
             found = await client.head_manifest(ref.repository, tag)
