@@ -261,8 +261,9 @@ def test_round_trip_through_save(world: World, cli: Cli, tmp_path: Path, fmt: st
     )
     result = cli("apply", str(cli.specs / "whole.yaml"))
     assert result.code == 0, result.stdout + result.stderr
-    saved_index = json.loads(skopeo("inspect", "--raw", f"oci-archive:{saved}:1"))
-    assert len(saved_index["manifests"]) == 2
+    if fmt == "oci":  # skopeo looks up layout tags among OCI-typed entries only
+        saved_index = json.loads(skopeo("inspect", "--raw", f"oci-archive:{saved}:1"))
+        assert len(saved_index["manifests"]) == 2
     assert layout_index(cli.root / "whole") == {"1": desired_of(cli, "base")}
 
 
