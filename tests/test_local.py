@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -408,3 +409,13 @@ def test_missing_layout_and_tag_are_clear(cli: Cli) -> None:
     (cli.root / "out" / "index.json").write_text('{"manifests": []}')
     result = cli("diff", str(cli.specs / "notag.yaml"))
     assert "no image '2' there (tags: none)" in result.stdout, result.stdout
+
+
+def test_the_example_runs_with_no_registry(cli: Cli, tmp_path: Path) -> None:
+    example = tmp_path / "local"
+    shutil.copytree(Path(__file__).parent.parent / "examples" / "local", example)
+    shutil.rmtree(example / "out", ignore_errors=True)
+    assert cli("diff", str(example)).code == 2
+    assert cli("apply", str(example)).code == 0
+    assert cli("diff", str(example)).code == 0
+    assert list(layout_index(example / "out")) == ["1"]
