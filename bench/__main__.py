@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.images import MiB, BuiltLayer, seed, write_image, write_layer
+from bench.images import BuiltLayer, MiB, seed, write_image, write_layer
 from tests.support.registry import Registry, Request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +101,7 @@ class Bench:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: bytecode compiled once
         env.update(extra)
         return env
 
@@ -135,8 +136,17 @@ class Bench:
             env["RECONCILER_SPECS_DIR"] = str(specs)
         return env
 
-    def sk_env(self, home: Path) -> dict[str, str]:
-        # skopeo keeps its blob-info cache under $HOME: a fresh HOME is a cold cache.
+    def sk_env(self, home: Path, cold: bool = False) -> dict[str, str]:
+        """skopeo's environment; `cold` removes its blob-info cache, so that it transfers
+        blobs it has seen before instead of mounting them (root keeps the cache in
+        /var/lib/containers/cache, other users under $HOME)."""
+        if cold:
+            for cache in (
+                Path("/var/lib/containers/cache"),
+                home / ".local/share/containers/cache",
+            ):
+                for file in cache.glob("blob-info-cache-v1*"):
+                    file.unlink()
         return self.env(HOME=str(home), XDG_DATA_HOME=str(home / ".local/share"))
 
     @staticmethod
@@ -176,7 +186,9 @@ class Bench:
 
     # Images.
 
-    def layout(self, name: str, layers: list[tuple[int, str]], tag: str = "1") -> tuple[Path, list[BuiltLayer]]:
+    def layout(
+        self, name: str, layers: list[tuple[int, str]], tag: str = "1"
+    ) -> tuple[Path, list[BuiltLayer]]:
         """A layout under .bench/ (reused across runs of the bench: building is slow here)."""
         key = hashlib.sha256(repr((name, layers, tag)).encode()).hexdigest()[:12]
         path = ROOT / ".bench" / f"{name}-{key}"
@@ -194,7 +206,7 @@ class Bench:
 
 def _write_built(path: Path, layers: list[BuiltLayer]) -> None:
     path.write_text(
-        "".join(f"{l.digest} {l.diff_id} {l.size} {l.uncompressed} {l.path}\n" for l in layers)
+        "".join(f"{x.digest} {x.diff_id} {x.size} {x.uncompressed} {x.path}\n" for x in layers)
     )
 
 
@@ -215,7 +227,9 @@ def spec_text(name: str, base: str, targets: list[str], extra: str = "") -> str:
 
 
 def uploads(requests: list[Request]) -> int:
-    return sum(1 for r in requests if r.method == "PUT" and "/blobs/uploads/" in r.path and r.status == 201)
+    return sum(
+        1 for r in requests if r.method == "PUT" and "/blobs/uploads/" in r.path and r.status == 201
+    )
 
 
 def mounts(requests: list[Request]) -> int:
@@ -243,7 +257,7 @@ def cold_copy(bench: Bench) -> None:
         return bench.measure([(bench.rc("apply", str(specs)), bench.rc_env(state, specs))])
 
     def theirs(i: int) -> Sample:
-        env = bench.sk_env(bench.fresh("home"))  # no blob-info cache: a real transfer
+        env = bench.sk_env(bench.fresh("home"), cold=True)  # a real transfer
         return bench.measure([(bench.skopeo_copy(src, f"{b}/cold/sk-{i}:1"), env)])
 
     rc, sk = bench.alternate(f"cold copy: 4 x {size // MiB} MiB layers, A to B", ours, theirs)
@@ -300,7 +314,9 @@ def noop(bench: Bench) -> None:
     run_process(bench.rc("apply", str(specs)), bench.rc_env(state, specs), bench.log)
     home = bench.fresh("home")
     pairs = [
-        (f"{a}/noop/base-{i % bases}:1", f"{b}/noop/app-{i}:{t}") for i in range(count) for t in "ab"
+        (f"{a}/noop/base-{i % bases}:1", f"{b}/noop/app-{i}:{t}")
+        for i in range(count)
+        for t in "ab"
     ]
 
     def ours(i: int) -> Sample:
@@ -350,7 +366,9 @@ def changed_base(bench: Bench) -> None:
     def ours(i: int) -> Sample:
         moved, _ = bench.layout(f"chg-y{i}", [base_layer, (MiB, f"chg-y{i}")])
         seed(moved, "1", src)  # the base tag moves (not timed)
-        return bench.measure([(bench.rc("apply", str(ours_specs)), bench.rc_env(state, ours_specs))])
+        return bench.measure(
+            [(bench.rc("apply", str(ours_specs)), bench.rc_env(state, ours_specs))]
+        )
 
     def theirs(i: int) -> Sample:
         env = bench.sk_env(home)
@@ -392,7 +410,7 @@ def big_layer(bench: Bench) -> None:
         return bench.measure([(bench.rc("apply", str(specs)), bench.rc_env(state, specs))])
 
     def theirs(i: int) -> Sample:
-        env = bench.sk_env(bench.fresh("home"))
+        env = bench.sk_env(bench.fresh("home"), cold=True)
         return bench.measure([(bench.skopeo_copy(src, f"{b}/big/sk-{i}:1"), env)])
 
     bench.alternate(f"one {blob_mib:.0f} MiB layer, A to B", ours, theirs)
@@ -403,7 +421,9 @@ def big_layer(bench: Bench) -> None:
         specs, state = bench.fresh("specs"), bench.fresh("state")
         (specs / "big.yaml").write_text(spec_text("big", src, [f"{b}/big/saved:1"], mirror))
         out = bench.work / f"rc-{i}.tar"
-        cmd = bench.rc("save", str(specs / "big.yaml"), "-o", str(out), "--tag", "example.com/big:1")
+        cmd = bench.rc(
+            "save", str(specs / "big.yaml"), "-o", str(out), "--tag", "example.com/big:1"
+        )
         sample = bench.measure([(cmd, bench.rc_env(state, specs))])
         sizes["reconciler"] = out.stat().st_size
         out.unlink()
@@ -412,12 +432,14 @@ def big_layer(bench: Bench) -> None:
     def save_theirs(i: int) -> Sample:
         out = bench.work / f"sk-{i}.tar"
         cmd = bench.skopeo_copy(src, f"docker-archive:{out}:example.com/big:1")
-        sample = bench.measure([(cmd, bench.sk_env(bench.fresh("home")))])
+        sample = bench.measure([(cmd, bench.sk_env(bench.fresh("home"), cold=True))])
         sizes["skopeo"] = out.stat().st_size
         out.unlink()
         return sample
 
-    rc, sk = bench.alternate(f"save the {blob_mib:.0f} MiB image to a docker archive", save_ours, save_theirs)
+    rc, sk = bench.alternate(
+        f"save the {blob_mib:.0f} MiB image to a docker archive", save_ours, save_theirs
+    )
     assert sk is not None
     rc.note = f"archive {sizes['reconciler']:,} bytes (blob stored once, gzip)"
     sk.note = f"archive {sizes['skopeo']:,} bytes (layers stored uncompressed)"
@@ -432,7 +454,7 @@ def diff_id(bench: Bench) -> None:
             "d",
             "scratch",
             [f"{b}/diffid/x:1"],
-            f"  layers: [{{ref: \"{a}/big/one@{layer.digest}\"}}]\n",
+            f'  layers: [{{ref: "{a}/big/one@{layer.digest}"}}]\n',
         )
     )
     states: list[Path] = []
@@ -447,10 +469,13 @@ def diff_id(bench: Bench) -> None:
         return bench.measure([(bench.rc("diff", str(specs)), env)], ok=(2,))
 
     blob_mb = layer.size / 1e6
-    row, _ = bench.alternate(f"diff_id of a {layer.size / MiB:.0f} MiB gzip layer (diff, cold cache)", first, None)
+    row, _ = bench.alternate(
+        f"diff_id of a {layer.size / MiB:.0f} MiB gzip layer (diff, cold cache)", first, None
+    )
     row.note = f"{blob_mb / row.wall:.0f} MB/s of gzip, process start included"
     cached, _ = bench.alternate("the same diff again (cached diff_id)", again, None)
-    cached.note = f"{sum(1 for r in cached.samples[0].requests if '/big/' in r.path)} requests to the layer's registry"
+    to_source = sum(1 for r in cached.samples[0].requests if "/big/" in r.path)
+    cached.note = f"{to_source} requests to the layer's registry"
 
     # What zlib does on this machine with the same bytes, in one process, from disk.
     def zlib_pass(i: int) -> Sample:
@@ -470,7 +495,11 @@ def diff_id(bench: Bench) -> None:
     def shell_pass(i: int) -> Sample:
         start = time.perf_counter()
         out = subprocess.run(
-            f"gzip -dc {layer.path} | sha256sum", shell=True, check=True, capture_output=True, text=True
+            f"gzip -dc {layer.path} | sha256sum",
+            shell=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         assert "sha256:" + out.stdout.split()[0] == layer.diff_id
         return Sample(time.perf_counter() - start, 0)
@@ -512,13 +541,17 @@ def daemon(bench: Bench) -> None:
     while time.perf_counter() - start < duration:
         time.sleep(0.5)
         status = Path(f"/proc/{process.pid}/status").read_text()
-        rss.append(int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1]))
+        rss.append(int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]))
     status = Path(f"/proc/{process.pid}/status").read_text()
-    hwm = int(next(l for l in status.splitlines() if l.startswith("VmHWM:")).split()[1])
+    hwm = int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1])
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)
     requests = bench.a.requests(marks[0]) + bench.b.requests(marks[1])
-    row = Row(f"daemon: {count} specs, resync every 5 s, {duration} s", "reconciler", [Sample(duration, hwm, requests)])
+    row = Row(
+        f"daemon: {count} specs, resync every 5 s, {duration} s",
+        "reconciler",
+        [Sample(duration, hwm, requests)],
+    )
     passes = max(1, round(duration / 5))
     row.note = (
         f"RSS after 2 s {rss[3] / 1024:.0f} MiB, at the end {rss[-1] / 1024:.0f} MiB; "
@@ -547,9 +580,15 @@ def machine() -> str:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    mem = next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
-    skopeo = subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout.strip()
-    registry = subprocess.run(["docker-registry", "--version"], capture_output=True, text=True).stdout.strip()
+    mem = next(
+        x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")
+    )
+    skopeo = subprocess.run(
+        ["skopeo", "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    registry = subprocess.run(
+        ["docker-registry", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     return (
         f"{os.cpu_count()} x {cpu}, {int(mem.split()[1]) // 1024} MiB RAM, "
         f"Linux {platform.release()}, Python {platform.python_version()}, {skopeo}, "
@@ -571,10 +610,13 @@ def table(rows: list[Row]) -> str:
         if row.tool == "reconciler" and "skopeo" in pair:
             ratio = f"{row.wall / pair['skopeo'].wall:.2f}x wall"
         rss = f"{row.rss_mib:.0f} MiB" if row.rss_mib else "-"
-        requests = str(row.requests) if row.samples[0].requests or row.tool in ("reconciler", "skopeo") else "-"
-        lines.append(
-            f"| {row.scenario} | {row.tool} | {row.wall:.2f} s | {rss} | {requests} | {ratio} | {row.note} |"
+        requests = (
+            str(row.requests)
+            if row.samples[0].requests or row.tool in ("reconciler", "skopeo")
+            else "-"
         )
+        cells = [row.scenario, row.tool, f"{row.wall:.2f} s", rss, requests, ratio, row.note]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -588,6 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tool in ("skopeo", "docker-registry"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench: {tool} is not installed; run scripts/setup")
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(ROOT / "reconciler")], check=True)
     work = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
     bench = Bench(work, args.runs, args.quick)
     started = time.perf_counter()
@@ -614,7 +657,7 @@ def write_doc(path: Path, text: str, facts: list[str], runs: int, took: float) -
         f"""\
         # Performance
 
-        Written by `bench/run` (`python -m bench`) on {time.strftime('%Y-%m-%d')}, in one run of
+        Written by `bench/run` (`python -m bench`) on {time.strftime("%Y-%m-%d")}, in one run of
         {took / 60:.0f} minutes. Do not edit by hand: run the bench again.
 
         Machine: {machine()}.

@@ -105,7 +105,11 @@ def write_image(layout: Path, layers: list[BuiltLayer], tag: str, label: str) ->
         {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": _blob(layout, config), "size": len(config)},
+            "config": {
+                "mediaType": OCI_CONFIG,
+                "digest": _blob(layout, config),
+                "size": len(config),
+            },
             "layers": [
                 {"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
                 for layer in layers
