@@ -24,11 +24,6 @@ from pathlib import Path
 import httpx
 from httpcore._async.http11 import AsyncHTTP11Connection
 
-# httpcore reads a response 64 KiB at a time, and each read costs a trip through h11 and anyio:
-# for a blob of hundreds of MiB that per-read overhead was the largest CPU cost of a copy
-# (profiled: 3,300 reads for 200 MiB). 1 MiB reads take a sixteenth of the trips.
-AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
-
 from reconciler import __version__
 from reconciler.errors import (
     RETRYABLE_STATUSES,
@@ -48,6 +43,11 @@ from reconciler.registry.auth import (
 )
 from reconciler.registry.retry import RetryPolicy, parse_retry_after
 from reconciler.registry.transport import RegistryOptions, TransportPolicy, policy_for
+
+# httpcore reads a response 64 KiB at a time, and each read costs a trip through h11 and anyio:
+# for a blob of hundreds of MiB that per-read overhead was the largest CPU cost of a copy
+# (profiled: 3,300 reads for 200 MiB). 1 MiB reads take a sixteenth of the trips.
+AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
 
 log = logging.getLogger("reconciler.http")
 
