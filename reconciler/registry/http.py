@@ -74,7 +74,7 @@ class HttpTransport:
         self._env = env
         self._timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._pools: dict[tuple[str, Path | None], httpx.AsyncClient] = {}
+        self._pools: dict[tuple[str, Path | None, str], httpx.AsyncClient] = {}
         self._auth: dict[str, HostAuth] = {}
 
     def policy(self, host: str) -> TransportPolicy:
@@ -92,12 +92,16 @@ class HttpTransport:
         return auth
 
     def _pool(self, url: httpx.URL) -> httpx.AsyncClient:
-        """The pool for a URL's TLS policy: its scheme, and the CA file its host is given."""
+        """The pool for a URL's origin, under its TLS policy (scheme, and the host's CA file).
+
+        One pool per origin: httpcore scans every connection of a pool for each request it
+        places, so a shared pool made every registry pay for the others' connections.
+        """
         ca_file = None
         if url.scheme == "https":
             options = self._options.get(netloc(url))
             ca_file = options.ca_file if options is not None else None
-        key = (url.scheme, ca_file)
+        key = (url.scheme, ca_file, netloc(url))
         pool = self._pools.get(key)
         if pool is None:
             verify = TransportPolicy("", url.scheme, ca_file).ssl_context()
