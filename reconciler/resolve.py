@@ -9,6 +9,7 @@ once, whatever the number of specs that share it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -350,11 +351,17 @@ class Resolver:
         return facts
 
     async def _stream_facts(self, layer: LayerSpec, size: int) -> LayerFacts:
-        """One pass over the blob: sniff the compression, then hash the uncompressed tar."""
+        """One pass over the blob: sniff the compression, then hash the uncompressed tar.
+
+        Pipelined: while a worker thread inflates and hashes one chunk (zlib and hashlib let go
+        of the GIL), the event loop receives the next one and hashes it against the blob's
+        digest; at most one chunk waits.
+        """
         source = layer.source
         client = self.registries.client(source.registry)
         computer: DiffIdComputer | None = None
         head = bytearray()
+        pending: asyncio.Future[None] | None = None
         async with client.open_blob(source.repository, layer.layer_digest, size) as stream:
             try:
                 async for chunk in stream:
@@ -368,7 +375,11 @@ class Resolver:
                         data, head = bytes(head), bytearray()
                     else:
                         data = chunk
-                    await asyncio.to_thread(computer.feed, data)
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(asyncio.to_thread(computer.feed, data))
+                if pending is not None:
+                    await pending
             except VerificationError as exc:
                 if exc.retryable:
                     raise  # the bytes did not match their digest: corrupted in transit
@@ -377,6 +388,10 @@ class Resolver:
                 async for _chunk in stream:
                     pass
                 raise
+            finally:
+                if pending is not None and not pending.done():
+                    with contextlib.suppress(Exception):
+                        await pending  # the worker finishes its chunk before we leave
         if computer is None:
             raise VerificationError("blob is empty: not a layer")
         return LayerFacts(size, computer.compression, computer.finish())
