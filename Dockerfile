@@ -9,7 +9,9 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin reconciler
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-compile /wheels/*.whl && rm -rf /wheels
+# Bytecode compiled at build time: the root filesystem is read-only at run time, and a CLI run
+# that compiled its sources would start about 0.1 s later.
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     RECONCILER_STATE_DIR=/var/cache/reconciler \

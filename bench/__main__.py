@@ -575,12 +575,30 @@ def daemon(bench: Bench) -> None:
     passes = max(1, round(duration / 5))
     row.note = (
         f"RSS after 2 s {rss[3] / 1024:.0f} MiB, at the end {rss[-1] / 1024:.0f} MiB; "
-        f"about {passes} passes"
+        f"about {passes + 1} passes, {len(requests) / (passes + 1):.0f} requests each"
     )
     bench.rows.append(row)
 
 
+def startup(bench: Bench) -> None:
+    """What every run pays before its first request: the process start."""
+    empty = bench.fresh("empty")
+
+    def ours(i: int) -> Sample:
+        env = bench.rc_env(bench.fresh("state"), empty)
+        return bench.measure([(bench.rc("validate", str(empty)), env)])
+
+    def theirs(i: int) -> Sample:
+        return bench.measure([(["skopeo", "--version"], bench.sk_env(bench.fresh("home")))])
+
+    rc, sk = bench.alternate("process start: validate an empty directory", ours, theirs)
+    assert sk is not None
+    rc.note = "Python: interpreter, pydantic models, httpx"
+    sk.note = "skopeo --version (a Go binary)"
+
+
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
+    "startup": startup,
     "cold": cold_copy,
     "mount": same_registry,
     "noop": noop,
