@@ -260,15 +260,20 @@ def cold_image(bench: Bench) -> tuple[str, int]:
     return src, size
 
 
+def mirror(bench: Bench, src: str, target: str) -> Sample:
+    """`reconciler apply` of one spec that mirrors `src` to `target`, from an empty state."""
+    specs, state = bench.fresh("specs"), bench.fresh("state")
+    text = spec_text("mirror", src, [target], "  baseAnnotations: false\n")
+    (specs / "mirror.yaml").write_text(text)
+    return bench.measure([(bench.rc("apply", str(specs)), bench.rc_env(state, specs))])
+
+
 def cold_copy(bench: Bench) -> None:
     b = bench.b.host
     src, size = cold_image(bench)
 
     def ours(i: int) -> Sample:
-        specs, state = bench.fresh("specs"), bench.fresh("state")
-        mirror = "  baseAnnotations: false\n"
-        (specs / "cold.yaml").write_text(spec_text("cold", src, [f"{b}/cold/rc-{i}:1"], mirror))
-        return bench.measure([(bench.rc("apply", str(specs)), bench.rc_env(state, specs))])
+        return mirror(bench, src, f"{b}/cold/rc-{i}:1")
 
     def theirs(i: int) -> Sample:
         env = bench.sk_env(bench.fresh("home"), cold=True)  # a real transfer
@@ -289,10 +294,7 @@ def same_registry(bench: Bench) -> None:
     run_process(bench.skopeo_copy(src, f"{a}/mount/warmup:1"), bench.sk_env(home), bench.log)
 
     def ours(i: int) -> Sample:
-        specs, state = bench.fresh("specs"), bench.fresh("state")
-        mirror = "  baseAnnotations: false\n"
-        (specs / "m.yaml").write_text(spec_text("m", src, [f"{a}/mount/rc-{i}:1"], mirror))
-        return bench.measure([(bench.rc("apply", str(specs)), bench.rc_env(state, specs))])
+        return mirror(bench, src, f"{a}/mount/rc-{i}:1")
 
     def theirs(i: int) -> Sample:
         return bench.measure([(bench.skopeo_copy(src, f"{a}/mount/sk-{i}:1"), bench.sk_env(home))])
@@ -416,12 +418,9 @@ def big_layer(bench: Bench) -> None:
     b = bench.b.host
     src, layer = big_image(bench)
     blob_mib = layer.size / MiB
-    mirror = "  baseAnnotations: false\n"
 
     def ours(i: int) -> Sample:
-        specs, state = bench.fresh("specs"), bench.fresh("state")
-        (specs / "big.yaml").write_text(spec_text("big", src, [f"{b}/big/rc-{i}:1"], mirror))
-        return bench.measure([(bench.rc("apply", str(specs)), bench.rc_env(state, specs))])
+        return mirror(bench, src, f"{b}/big/rc-{i}:1")
 
     def theirs(i: int) -> Sample:
         env = bench.sk_env(bench.fresh("home"), cold=True)
@@ -433,7 +432,8 @@ def big_layer(bench: Bench) -> None:
 
     def save_ours(i: int) -> Sample:
         specs, state = bench.fresh("specs"), bench.fresh("state")
-        (specs / "big.yaml").write_text(spec_text("big", src, [f"{b}/big/saved:1"], mirror))
+        text = spec_text("big", src, [f"{b}/big/saved:1"], "  baseAnnotations: false\n")
+        (specs / "big.yaml").write_text(text)
         out = bench.work / f"rc-{i}.tar"
         cmd = bench.rc(
             "save", str(specs / "big.yaml"), "-o", str(out), "--tag", "example.com/big:1"
