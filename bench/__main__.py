@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -316,16 +317,22 @@ def _many_specs(
     return specs
 
 
-def noop(bench: Bench) -> None:
+def noop_specs(bench: Bench, count: int, bases: int) -> Path:
+    """`count` mirror specs over `bases` base tags, two target tags each."""
     a, b = bench.a.host, bench.b.host
-    count, bases = (50, 5) if bench.quick else (500, 5)
     noop_bases(bench, bases)
-    specs = _many_specs(
+    return _many_specs(
         bench,
         count,
         lambda i: f"{a}/noop/base-{i % bases}:1",
         lambda i: [f"{b}/noop/app-{i}:a", f"{b}/noop/app-{i}:b"],
     )
+
+
+def noop(bench: Bench) -> None:
+    a, b = bench.a.host, bench.b.host
+    count, bases = (50, 5) if bench.quick else (500, 5)
+    specs = noop_specs(bench, count, bases)
     state = bench.fresh("state")
     run_process(bench.rc("apply", str(specs)), bench.rc_env(state, specs), bench.log)
     home = bench.fresh("home")
@@ -530,18 +537,9 @@ def diff_id(bench: Bench) -> None:
 
 
 def daemon(bench: Bench) -> None:
-    a, b = bench.a.host, bench.b.host
     count = 50 if bench.quick else 500
-    noop_bases(bench, 5)
-    specs = _many_specs(
-        bench,
-        count,
-        lambda i: f"{a}/noop/base-{i % 5}:1",
-        lambda i: [f"{b}/noop/app-{i}:a", f"{b}/noop/app-{i}:b"],
-    )
+    specs = noop_specs(bench, count, 5)
     state = bench.fresh("state")
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -87,3 +87,20 @@ def test_a_read_only_layout_refuses_writes(tmp_path: Path) -> None:
     store = OciLayout(f"oci:{archive}", archive)
     with pytest.raises(PushError, match="read-only"):
         asyncio.run(store.put_manifest("", "1", b"{}", mt.OCI_MANIFEST, Digest.of(b"{}")))
+
+
+def test_an_archive_window_that_ends_early_is_an_archive_error(tmp_path: Path) -> None:
+    from reconciler.archive.layer import file_chunks
+    from reconciler.archive.reader import ArchiveError
+
+    data = bytes(range(256)) * 10_000
+    path = tmp_path / "file"
+    path.write_bytes(data)
+
+    async def read(offset: int, length: int | None) -> bytes:
+        return b"".join([chunk async for chunk in file_chunks(path, offset, length)])
+
+    assert asyncio.run(read(0, None)) == data
+    assert asyncio.run(read(10, 2_000_000)) == data[10:2_000_010]
+    with pytest.raises(ArchiveError, match="ends inside a member"):
+        asyncio.run(read(len(data) - 10, 20))

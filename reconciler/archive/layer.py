@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from reconciler.archive.reader import ArchiveError
 from reconciler.archive.tarstream import entry
 from reconciler.errors import ResolveError
 from reconciler.oci.digest import Digest, Hasher
@@ -106,11 +107,28 @@ def build_layer(source: Path, out_dir: Path) -> BuiltLayer:
     return BuiltLayer(final, digest, blob.hasher.size, tar_stream.hasher.digest())
 
 
-async def file_chunks(path: Path) -> AsyncIterator[bytes]:
-    """A local file's bytes, read off the event loop in large chunks."""
+async def file_chunks(
+    path: Path, offset: int = 0, length: int | None = None
+) -> AsyncIterator[bytes]:
+    """A local file's bytes (or `length` of them from `offset`: a member of an archive), read
+    off the event loop in large chunks. A window the file ends inside is an error."""
     handle = await asyncio.to_thread(path.open, "rb")
     try:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+        if offset:
+            await asyncio.to_thread(handle.seek, offset)
+        left = length
+        while left is None or left > 0:
+            chunk = await asyncio.to_thread(
+                handle.read, CHUNK if left is None else min(CHUNK, left)
+            )
+            if not chunk:
+                if left:
+                    raise ArchiveError(
+                        f"{path}: the file ends inside a member ({left} bytes short)"
+                    )
+                break
+            if left is not None:
+                left -= len(chunk)
             yield chunk
     finally:
         handle.close()

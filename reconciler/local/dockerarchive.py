@@ -23,7 +23,7 @@ from typing import Any
 from reconciler.archive.reader import ArchiveError
 from reconciler.diffid import sniff_compression
 from reconciler.errors import DocumentError, NotFoundError, ReferenceError_
-from reconciler.local.store import LocalStore, TarFiles, blob_name
+from reconciler.local.store import LocalStore, TarFiles, blob_name, digest_or_none
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest, Hasher
 from reconciler.oci.document import (
@@ -129,7 +129,7 @@ class DockerArchive(LocalStore):
         seen: set[str] = set()
         while candidates:
             entry = candidates.pop(0)
-            digest = _parse_digest(entry.get("digest"))
+            digest = digest_or_none(entry.get("digest"))
             if digest is None or str(digest) in seen or blob_name(digest) not in self.tar.index:
                 continue
             seen.add(str(digest))
@@ -170,7 +170,8 @@ class DockerArchive(LocalStore):
         descriptors = []
         for layer, diff_id in zip(layers, diff_ids, strict=True):
             member = self.tar.index.member(layer)
-            compression = sniff_compression(self._head(layer))
+            head = next(self.tar.index.chunks(layer, SNIFF), b"")
+            compression = sniff_compression(head)
             if compression is mt.Compression.NONE:
                 digest, media_type = diff_id, mt.DOCKER_LAYER
             elif compression is mt.Compression.GZIP:
@@ -189,12 +190,6 @@ class DockerArchive(LocalStore):
         )
         document = make_manifest_document(manifest)
         return ArchivedImage(name, document.raw, document.media_type, document.digest, members)
-
-    def _head(self, name: str) -> bytes:
-        member = self.tar.index.member(name)
-        with self.path.open("rb") as handle:
-            handle.seek(member.offset)
-            return handle.read(min(SNIFF, member.size))
 
     def _hash(self, name: str) -> Digest:
         hasher = Hasher("sha256")
@@ -216,16 +211,15 @@ class DockerArchive(LocalStore):
         return name if name in self.tar.index else None
 
     async def head_manifest(self, repository: str, identifier: str) -> ManifestHead | None:
-        digest = _parse_digest(identifier)
+        digest = digest_or_none(identifier)
         if digest is not None:
-            for image in self._known():
-                if image.digest == digest:
-                    return ManifestHead(digest, image.media_type, len(image.raw))
+            for known in self._known():
+                if known.digest == digest:
+                    return ManifestHead(digest, known.media_type, len(known.raw))
             return None
-        found: ArchivedImage | None = await asyncio.to_thread(self.image, identifier)
-        if found is None:
+        image: ArchivedImage | None = await asyncio.to_thread(self.image, identifier)
+        if image is None:
             return None
-        image = found
         return ManifestHead(image.digest, image.media_type, len(image.raw))
 
     async def get_manifest(
@@ -254,12 +248,3 @@ def _normal(name: str) -> str:
     except ReferenceError_:
         return name
     return str(ref if ref.tag else Reference(ref.registry, ref.repository, "latest"))
-
-
-def _parse_digest(value: object) -> Digest | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return Digest.parse(value)
-    except ReferenceError_:
-        return None

@@ -24,10 +24,11 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Protocol
 
 from reconciler.archive.layer import file_chunks
-from reconciler.archive.reader import JSON_LIMIT, ArchiveError, ArchiveIndex
+from reconciler.archive.reader import JSON_LIMIT, ArchiveIndex
 from reconciler.errors import DocumentError, NotFoundError, PushError, ReferenceError_
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest, Hasher, verified
@@ -44,7 +45,6 @@ from reconciler.registry.client import ManifestHead
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "io.containerd.image.name"
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
-CHUNK = 1024 * 1024
 FILE_MODE = 0o644  # as skopeo and the registries leave them (mkstemp would give 0600)
 
 
@@ -67,7 +67,7 @@ class DirFiles:
             stat = (self.root / name).stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return stat.st_size if (stat.st_mode & 0o170000) == 0o100000 else None
+        return stat.st_size if S_ISREG(stat.st_mode) else None
 
     def read(self, name: str, limit: int) -> bytes:
         with (self.root / name).open("rb") as handle:
@@ -106,31 +106,21 @@ class TarFiles:
     def read(self, name: str, limit: int) -> bytes:
         return self.index.read(name, limit)
 
-    async def chunks(self, name: str) -> AsyncIterator[bytes]:
+    def chunks(self, name: str) -> AsyncIterator[bytes]:
         member = self.index.member(name)
-        handle = await asyncio.to_thread(self.path.open, "rb")
-        try:
-            await asyncio.to_thread(handle.seek, member.offset)
-            left = member.size
-            while left:
-                chunk = await asyncio.to_thread(handle.read, min(CHUNK, left))
-                if not chunk:
-                    raise ArchiveError(f"{self.path}: archive ends inside {name!r}")
-                left -= len(chunk)
-                yield chunk
-        finally:
-            handle.close()
+        return file_chunks(self.path, member.offset, member.size)
 
 
 def blob_name(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
-def _digest_or_none(identifier: str) -> Digest | None:
-    if ":" not in identifier or "/" in identifier:
+def digest_or_none(value: object) -> Digest | None:
+    """`value` as a digest, or None when it is not one (a tag, a name, a missing field)."""
+    if not isinstance(value, str):
         return None
     try:
-        return Digest.parse(identifier)
+        return Digest.parse(value)
     except ReferenceError_:
         return None
 
@@ -232,7 +222,6 @@ class OciLayout(LocalStore):
         files: Files = TarFiles(path) if path.is_file() else DirFiles(path)
         super().__init__(host, path, files)
         self.writable = isinstance(files, DirFiles)
-        self._lock = asyncio.Lock()
 
     def entries(self) -> list[dict[str, Any]]:
         """The descriptors of index.json (none for a layout directory not yet written)."""
@@ -265,7 +254,7 @@ class OciLayout(LocalStore):
         return found[0] if found else None
 
     async def head_manifest(self, repository: str, identifier: str) -> ManifestHead | None:
-        digest = _digest_or_none(identifier)
+        digest = digest_or_none(identifier)
         if digest is not None:
             size = await self.head_blob(repository, digest)
             if size is None:
@@ -369,7 +358,7 @@ class OciLayout(LocalStore):
         if self.files.size(blob_name(digest)) != len(raw):
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, raw)
-        if _digest_or_none(identifier) is not None:
+        if digest_or_none(identifier) is not None:
             return
         self._check_complete(raw, media_type)
         entry = {
@@ -467,13 +456,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-
-
-def open_store(host: str) -> LocalStore:
-    """The store a local host names (`oci:/abs/path`, `docker-archive:/abs/path`)."""
-    transport, _, path = host.partition(":")
-    if transport == "oci":
-        return OciLayout(host, Path(path))
-    from reconciler.local.dockerarchive import DockerArchive
-
-    return DockerArchive(host, Path(path))

@@ -416,7 +416,7 @@ class Registries:
         client = self._clients.get(host)
         if client is None:
             if is_local(host):
-                from reconciler.local.store import open_store  # the stores use this module
+                from reconciler.local import open_store  # the stores import this module
 
                 client = self._clients[host] = open_store(host)
             else:
