@@ -4,6 +4,7 @@ good spec lying next to it."""
 
 from __future__ import annotations
 
+import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -18,6 +19,10 @@ D = "sha256:" + "a" * 64
 OK = "spec:\n  base: r.io/b:1\n  targets: [r.io/a:1]\n"
 TIME_LIMIT = 10.0  # seconds per input (tracemalloc slows it about 2x)
 MEMORY_LIMIT = 64 * 1024 * 1024  # peak bytes allocated per input
+# What a user needs of a nesting refusal: the line where it happens and the word for it. Whether
+# reconciler's own depth check or the YAML parser's (PyYAML 6.0.4 and newer) speaks first is the
+# parser's business, so the wording past that is not pinned.
+NESTING = re.compile(r"^[^:]+:\d+: .*nesting")
 
 
 def laughs(levels: int, width: int) -> str:
@@ -31,18 +36,18 @@ def spec_with(body: str) -> str:
     return HEADER + "spec:\n" + "".join(f"  {line}\n" for line in body.splitlines())
 
 
-CORPUS: list[tuple[str, str | bytes, str]] = [
+CORPUS: list[tuple[str, str | bytes, str | re.Pattern[str]]] = [
     ("python object tag", "!!python/object/apply:os.system ['id']\n", ":1: YAML tag"),
     ("python name tag", HEADER + "spec: !!python/name:os.system\n", ":3: spec: YAML tag"),
     ("custom tag", HEADER + "spec: !vault {x: 1}\n", "YAML tag '!vault' is not allowed"),
     ("binary tag", spec_with("base: !!binary aGVsbG8=\ntargets: [r.io/a:1]"), "YAML tag"),
     ("billion laughs", laughs(10, 10), "alias bomb"),
     ("wide alias fan-out", laughs(3, 2000), "alias bomb"),
-    ("deep flow nesting", HEADER + "spec: " + "[" * 50_000 + "]" * 50_000 + "\n", "nesting deeper"),
+    ("deep flow nesting", HEADER + "spec: " + "[" * 50_000 + "]" * 50_000 + "\n", NESTING),
     (
         "deep block nesting",
         HEADER + "spec:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200)),
-        "nesting deeper",
+        NESTING,
     ),
     ("file over 1 MiB", HEADER + "# " + "x" * (1024 * 1024) + "\n" + OK, "larger than 1048576"),
     (
@@ -136,7 +141,7 @@ CORPUS: list[tuple[str, str | bytes, str]] = [
 
 @pytest.mark.parametrize(("name", "content", "expected"), CORPUS, ids=[c[0] for c in CORPUS])
 def test_hostile_spec_is_refused_in_bounded_time_and_memory(
-    tmp_path: Path, name: str, content: str | bytes, expected: str
+    tmp_path: Path, name: str, content: str | bytes, expected: str | re.Pattern[str]
 ) -> None:
     bad = tmp_path / "bad.yaml"
     if isinstance(content, bytes):
@@ -163,7 +168,10 @@ def test_hostile_spec_is_refused_in_bounded_time_and_memory(
     )
     assert len(messages) == 1, messages
     assert messages[0].startswith(str(bad)), messages[0]  # names the file
-    assert expected in messages[0], messages[0]
+    if isinstance(expected, re.Pattern):
+        assert expected.search(messages[0]), messages[0]
+    else:
+        assert expected in messages[0], messages[0]
     assert [s.name for s in result.specs] == ["good"]  # the neighbour still loads
     assert seconds < TIME_LIMIT
     assert peak < MEMORY_LIMIT
