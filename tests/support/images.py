@@ -8,7 +8,6 @@ so that reconciler's client is not the only witness of its own work.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import subprocess
@@ -17,19 +16,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+from devsupport.oci import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    canonical,
+    sha256,
+    write_blob,
+)
+
+# The media types, digests and blobs come from devsupport.oci (shared with the bench).
+__all__ = [
+    "FIXED_MTIME",
+    "OCI_CONFIG",
+    "OCI_INDEX",
+    "OCI_LAYER_GZIP",
+    "OCI_MANIFEST",
+    "Image",
+    "Layer",
+    "Layout",
+    "access",
+    "canonical",
+    "inspect_raw",
+    "make_layer",
+    "make_tar",
+    "push_blob_only",
+    "push_layout",
+    "sha256",
+    "skopeo",
+    "write_blob",
+    "write_layout",
+]
+
 FIXED_MTIME = 1_700_000_000
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -138,14 +158,6 @@ class Layout:
     @property
     def digest(self) -> str:
         return sha256(self.root)
-
-
-def write_blob(layout: Path, data: bytes) -> str:
-    digest = sha256(data)
-    path = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return digest
 
 
 def write_layout(

@@ -1,22 +1,36 @@
-"""Benchmark images, built offline: OCI layouts written with the standard library, streamed so
-that a 1 GiB layer never sits in memory, and seeded into registries with skopeo."""
+"""What the scenarios run against: two registries of the bench's own, and images built offline.
+
+Images are OCI layouts written with the standard library, streamed so that a 1 GiB layer never
+sits in memory, cached under .bench/ across runs of the bench (building is slow here), and
+seeded into the registries with skopeo.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import sys
 import tarfile
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import ROOT
+from devsupport.oci import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    canonical,
+    write_blob,
+)
+from devsupport.registry import Registry
+
 MiB = 1024 * 1024
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 @dataclass(frozen=True)
@@ -26,18 +40,6 @@ class BuiltLayer:
     size: int  # compressed
     uncompressed: int
     path: Path
-
-
-def _canonical(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _blob(layout: Path, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    path = layout / "blobs" / "sha256" / digest[7:]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return digest
 
 
 def _chunk(length: int) -> bytes:
@@ -91,7 +93,7 @@ def write_layer(layout: Path, size: int, name: str, level: int = 1) -> BuiltLaye
 
 def write_image(layout: Path, layers: list[BuiltLayer], tag: str, label: str) -> str:
     """Config + manifest for `layers`, tagged `tag` in the layout's index.json."""
-    config = _canonical(
+    config = canonical(
         {
             "architecture": "amd64",
             "os": "linux",
@@ -101,13 +103,13 @@ def write_image(layout: Path, layers: list[BuiltLayer], tag: str, label: str) ->
             "history": [{"created_by": f"bench layer {i}"} for i in range(len(layers))],
         }
     )
-    manifest = _canonical(
+    manifest = canonical(
         {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {
                 "mediaType": OCI_CONFIG,
-                "digest": _blob(layout, config),
+                "digest": write_blob(layout, config),
                 "size": len(config),
             },
             "layers": [
@@ -116,7 +118,7 @@ def write_image(layout: Path, layers: list[BuiltLayer], tag: str, label: str) ->
             ],
         }
     )
-    digest = _blob(layout, manifest)
+    digest = write_blob(layout, manifest)
     (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     index_path = layout / "index.json"
     entries = json.loads(index_path.read_text())["manifests"] if index_path.exists() else []
@@ -149,3 +151,60 @@ def seed(layout: Path, tag: str, reference: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def _write_built(path: Path, layers: list[BuiltLayer]) -> None:
+    path.write_text(
+        "".join(f"{x.digest} {x.diff_id} {x.size} {x.uncompressed} {x.path}\n" for x in layers)
+    )
+
+
+def _read_built(path: Path) -> list[BuiltLayer]:
+    out = []
+    for line in path.read_text().splitlines():
+        digest, diff_id, size, uncompressed, file = line.split(" ", 4)
+        out.append(BuiltLayer(digest, diff_id, int(size), int(uncompressed), Path(file)))
+    return out
+
+
+def spec_text(name: str, base: str, targets: list[str], extra: str = "") -> str:
+    return (
+        "apiVersion: reconciler.dev/v1alpha1\nkind: ImageSpec\n"
+        f"metadata: {{name: {name}}}\nspec:\n  base: {base}\n{extra}"
+        f"  targets: [{', '.join(targets)}]\n---\n"
+    )
+
+
+class Fixtures:
+    """Registries A and B under `work` (plain HTTP on loopback), and the images seeded there."""
+
+    def __init__(self, work: Path) -> None:
+        self.a = Registry(work / "registry-a")
+        self.b = Registry(work / "registry-b")
+        self.seeded: set[str] = set()
+
+    def stop(self) -> None:
+        self.a.stop()
+        self.b.stop()
+
+    def seed_once(self, layout: Path, reference: str) -> None:
+        if reference not in self.seeded:
+            seed(layout, "1", reference)
+            self.seeded.add(reference)
+
+    def layout(
+        self, name: str, layers: list[tuple[int, str]], tag: str = "1"
+    ) -> tuple[Path, list[BuiltLayer]]:
+        """A layout under .bench/ (reused across runs of the bench: building is slow here)."""
+        key = hashlib.sha256(repr((name, layers, tag)).encode()).hexdigest()[:12]
+        path = ROOT / ".bench" / f"{name}-{key}"
+        built = path / "built.txt"
+        if built.exists():
+            return path, _read_built(built)
+        shutil.rmtree(path, ignore_errors=True)
+        started = time.perf_counter()
+        out = [write_layer(path, size, layer_name) for size, layer_name in layers]
+        write_image(path, out, tag, name)
+        _write_built(built, out)
+        print(f"  built {name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        return path, out
