@@ -8,14 +8,12 @@ concurrent runs and killed runs never leave a half-written entry.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import ReferenceError_
+from reconciler.fileio import write_atomic
 from reconciler.oci.digest import Digest
 from reconciler.oci.mediatypes import Compression
 
@@ -73,13 +71,4 @@ class ContentCache:
         self._write(self._path("layers", digest, ".json"), json.dumps(record).encode())
 
     def _write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, data)

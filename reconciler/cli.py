@@ -15,15 +15,14 @@ from typing import Annotated
 import typer
 
 from reconciler import __version__
-from reconciler.archive.save import ArchiveWriter, SaveOptions, SaveResult
 from reconciler.cache import ContentCache
-from reconciler.engine import Engine, RunReport, SpecState, resolve_desired
+from reconciler.engine import Engine, RunReport, SpecState, open_stores, resolve_desired
 from reconciler.errors import ReconcilerError, SettingsError
 from reconciler.logs import setup_logging
 from reconciler.oci.platform import PlatformKey
-from reconciler.registry.client import Registries
 from reconciler.render import render_json, render_text
 from reconciler.resolve import Resolver
+from reconciler.save import ArchiveWriter, SaveOptions, SaveResult
 from reconciler.settings import Settings, load_settings
 from reconciler.spec import LoadedSpec, LoadResult, json_schema_text, load_specs
 
@@ -99,9 +98,9 @@ def validate(paths: PathsArgument = None, config: ConfigOption = None) -> None:
 
 def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
     async def go() -> RunReport:
-        async with Registries.from_settings(settings) as registries:
+        async with open_stores(settings) as stores:
             progress = _terminal_progress() if apply else None
-            engine = Engine(settings, registries, progress)
+            engine = Engine(settings, stores, progress)
             try:
                 return await engine.run(loaded, apply=apply)
             finally:
@@ -178,11 +177,11 @@ def save(
         options = SaveOptions(wanted, tuple(tag or ()), uncompressed_layers)
 
         async def go() -> SaveResult:
-            async with Registries.from_settings(settings) as registries:
+            async with open_stores(settings) as stores:
                 cache = ContentCache(settings.state_dir)
-                resolver = Resolver(registries, cache, settings.max_uncompressed)
+                resolver = Resolver(stores, cache, settings.max_uncompressed)
                 desired = await resolve_desired(loaded, resolver)
-                return await ArchiveWriter(registries, cache).save(desired, output, options)
+                return await ArchiveWriter(stores, cache).save(desired, output, options)
 
         result = asyncio.run(go())
     except (ReconcilerError, ValueError, OSError) as exc:

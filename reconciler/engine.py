@@ -10,73 +10,57 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable
 
 from reconciler.cache import ContentCache
-from reconciler.desired import DesiredImage, build_desired
 from reconciler.errors import ReconcilerError, SpecError
-from reconciler.execute import ExecResult, Executor, Progress
+from reconciler.execute import Executor, Progress
 from reconciler.logs import current_spec
-from reconciler.observe import ObservedImage, Observer
-from reconciler.plan import SpecPlan, build_plan
-from reconciler.registry.client import Registries
+from reconciler.model.desired import DesiredImage, build_desired
+from reconciler.model.plan import build_plan
+from reconciler.model.report import RunReport, SpecReport
+from reconciler.model.state import SpecState
+from reconciler.observe import Observer
 from reconciler.resolve import Resolver
 from reconciler.settings import Settings
 from reconciler.spec import LoadedSpec, LoadResult
+from reconciler.store.open import Stores
 
 log = logging.getLogger("reconciler.engine")
 
-
-class SpecState(StrEnum):
-    SYNCED = "Synced"
-    OUT_OF_SYNC = "OutOfSync"
-    FAILED = "Failed"
-    INVALID = "Invalid"
+__all__ = ["Engine", "RunReport", "SpecReport", "SpecState", "open_stores", "resolve_desired"]
 
 
-@dataclass(frozen=True)
-class SpecReport:
-    file: str
-    state: SpecState
-    name: str | None = None
-    desired: DesiredImage | None = None
-    observed: ObservedImage | None = None
-    plan: SpecPlan | None = None
-    result: ExecResult | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class RunReport:
-    specs: tuple[SpecReport, ...]
-    applied: bool
-
-    def count(self, state: SpecState) -> int:
-        return sum(1 for s in self.specs if s.state is state)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.count(SpecState.FAILED) or self.count(SpecState.INVALID))
+def open_stores(
+    settings: Settings, on_response: Callable[[str, str, int], None] | None = None
+) -> Stores:
+    """The stores the process settings describe (per-registry options, limits, retries)."""
+    return Stores(
+        settings.registry_options(),
+        timeout=settings.timeout,
+        concurrency=settings.concurrency,
+        retry=settings.retry_policy(),
+        on_response=on_response,
+    )
 
 
 class Engine:
     def __init__(
         self,
         settings: Settings,
-        registries: Registries,
+        stores: Stores,
         progress: Progress | None = None,
     ) -> None:
         self.settings = settings
-        self.registries = registries
+        self.stores = stores
         self.cache = ContentCache(settings.state_dir)
         self.progress = progress
 
     async def run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
         """One pass: every valid spec reconciled (or planned), every invalid one reported."""
-        resolver = Resolver(self.registries, self.cache, self.settings.max_uncompressed)
-        observer = Observer(self.registries)
-        executor = Executor(self.registries, self.progress) if apply else None
+        resolver = Resolver(self.stores, self.cache, self.settings.max_uncompressed)
+        observer = Observer(self.stores)
+        executor = Executor(self.stores, self.progress) if apply else None
         reports = await asyncio.gather(
             *(self._one(spec, resolver, observer, executor) for spec in loaded.specs)
         )
@@ -101,15 +85,19 @@ class Engine:
                 state = SpecState.SYNCED if plan.in_sync else SpecState.OUT_OF_SYNC
                 return SpecReport(spec.file, state, spec.name, desired, observed, plan)
             result = await executor.execute(plan)
-            log.info("%s: applied (%s)", spec.name, _summary(result))
+            log.info("%s: applied (%s)", spec.name, result.summary())
             return SpecReport(
                 spec.file, SpecState.SYNCED, spec.name, desired, observed, plan, result
             )
         except (ReconcilerError, OSError) as exc:
-            log.error("%s: %s", spec.name, exc)
-            return SpecReport(
-                spec.file, SpecState.FAILED, spec.name, desired, observed, plan, error=str(exc)
-            )
+            message = str(exc)
+        except Exception as exc:
+            log.debug("%s: unexpected error", spec.name, exc_info=True)
+            message = f"internal error ({type(exc).__name__}: {exc}); please report it"
+        log.error("%s: %s", spec.name, message)
+        return SpecReport(
+            spec.file, SpecState.FAILED, spec.name, desired, observed, plan, error=message
+        )
 
 
 async def resolve_desired(spec: LoadedSpec, resolver: Resolver) -> DesiredImage:
@@ -123,10 +111,3 @@ async def resolve_desired(spec: LoadedSpec, resolver: Resolver) -> DesiredImage:
 
 def _invalid(error: SpecError) -> SpecReport:
     return SpecReport(error.location.file, SpecState.INVALID, error=str(error))
-
-
-def _summary(result: ExecResult) -> str:
-    return (
-        f"{result.mounted} mounted, {result.copied} copied, {result.uploaded} uploaded, "
-        f"{result.manifests} manifests, {result.tags} tags"
-    )

@@ -4,6 +4,7 @@
     ├── SpecError               a spec file is wrong: carries file, line and field
     ├── ReferenceError_         an image reference or digest does not parse
     ├── DocumentError           a manifest, index or config is malformed or ambiguous
+    │   └── ArchiveError        an archive or a layout is malformed (names file and member)
     ├── VerificationError       bytes do not match their digest or declared size
     ├── ResolveError            a spec's sources cannot be turned into a desired state
     ├── SettingsError           the process settings are wrong
@@ -65,6 +66,10 @@ class ReferenceError_(ReconcilerError, ValueError):
 
 class DocumentError(ReconcilerError, ValueError):
     """A manifest, index or image config is malformed or ambiguous."""
+
+
+class ArchiveError(DocumentError):
+    """An archive or a layout is malformed: the message names the file and the member."""
 
 
 class VerificationError(ReconcilerError):

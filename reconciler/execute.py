@@ -13,20 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
-import httpx
-
-from reconciler.archive.layer import file_chunks
-from reconciler.desired import DesiredBlob
 from reconciler.errors import PushError, ReconcilerError
+from reconciler.model.plan import BlobAction, BlobMethod, SpecPlan
+from reconciler.model.report import ExecResult
 from reconciler.oci.digest import Digest
-from reconciler.oci.reference import Repository
-from reconciler.plan import BlobAction, BlobMethod, SpecPlan
-from reconciler.registry.client import Registries
+from reconciler.oci.location import Location
+from reconciler.store.base import BlobMounter, UploadSession
+from reconciler.store.generated import generated_bytes
+from reconciler.store.open import Stores
 
 log = logging.getLogger("reconciler.execute")
+
+Future = asyncio.Future[BlobMethod]
 
 
 class Progress(Protocol):
@@ -39,41 +40,29 @@ class Progress(Protocol):
     def finish(self, key: str) -> None: ...
 
 
-@dataclass
-class ExecResult:
-    mounted: int = 0
-    copied: int = 0
-    uploaded: int = 0
-    skipped: int = 0
-    bytes_pushed: int = 0
-    manifests: int = 0
-    tags: int = 0
-
-
 class Executor:
-    def __init__(self, registries: Registries, progress: Progress | None = None) -> None:
-        self.registries = registries
+    def __init__(self, stores: Stores, progress: Progress | None = None) -> None:
+        self.stores = stores
         self.progress = progress
-        self._blobs: dict[tuple[str, str, Digest], asyncio.Future[BlobMethod]] = {}
-        self._copies: dict[tuple[str, Digest], tuple[str, asyncio.Future[BlobMethod]]] = {}
+        # Per (destination, digest): the push under way or done, and the source it reads.
+        self._blobs: dict[tuple[Location, Digest], tuple[Location | None, Future]] = {}
+        self._copies: dict[tuple[Location, Digest], tuple[Location, Future]] = {}
 
     async def execute(self, plan: SpecPlan) -> ExecResult:
-        result = ExecResult(skipped=plan.skipped_blobs)
         outcomes = await asyncio.gather(
             *(self._blob_once(action) for action in plan.blobs), return_exceptions=True
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
+        counts = dict.fromkeys(BlobMethod, 0)
+        shared = pushed = 0
         for outcome, action in zip(outcomes, plan.blobs, strict=True):
             if isinstance(outcome, BaseException):
                 continue
             if outcome is None:  # another spec of this run pushed it (and counts it)
-                result.skipped += 1
-            elif outcome is BlobMethod.MOUNT:
-                result.mounted += 1
-            else:
-                result.copied += outcome is BlobMethod.COPY
-                result.uploaded += outcome is BlobMethod.UPLOAD
-                result.bytes_pushed += action.blob.size
+                shared += 1
+                continue
+            counts[outcome] += 1
+            pushed += action.blob.size if outcome is not BlobMethod.MOUNT else 0
         if failures:
             _raise_first(failures, f"{len(failures)} of {len(plan.blobs)} blobs failed")
         children = [m for m in plan.manifests if not m.is_index]
@@ -81,8 +70,7 @@ class Executor:
         for stage in (children, indexes):
             outcomes = await asyncio.gather(
                 *(
-                    self.registries.client(m.destination.registry).put_manifest(
-                        m.destination.repository,
+                    self.stores.writer(m.destination).put_manifest(
                         str(m.document.digest),
                         m.document.raw,
                         m.document.media_type,
@@ -95,57 +83,69 @@ class Executor:
             failures = [o for o in outcomes if isinstance(o, BaseException)]
             if failures:
                 _raise_first(failures, f"{len(failures)} manifests failed")
-            result.manifests += len(stage)
         for tag in plan.tags:
-            client = self.registries.client(tag.target.registry)
-            await client.put_manifest(
-                tag.target.repository,
+            await self.stores.writer(tag.target.location).put_manifest(
                 tag.target.identifier,
                 tag.document.raw,
                 tag.document.media_type,
                 tag.document.digest,
             )
-            result.tags += 1
             log.info("tagged %s -> %s", tag.target, tag.new)
-        return result
+        return ExecResult(
+            mounted=counts[BlobMethod.MOUNT],
+            copied=counts[BlobMethod.COPY],
+            uploaded=counts[BlobMethod.UPLOAD],
+            skipped=plan.skipped_blobs + shared,
+            bytes_pushed=pushed,
+            manifests=len(plan.manifests),
+            tags=len(plan.tags),
+        )
 
     async def _blob_once(self, action: BlobAction) -> BlobMethod | None:
         """Push a blob unless another spec of this run already is; None when shared.
 
         A blob copied from another registry crosses the network once per destination
         registry: later copies into other repositories of that registry wait for the first
-        and mount from it.
+        and mount from it. A push that failed is shared only with specs reading the same
+        source: one damaged copy of a blob never fails a spec that reads it elsewhere.
         """
         dest = action.destination
-        key = (dest.registry, dest.repository, action.blob.digest)
-        future = self._blobs.get(key)
-        if future is not None:
-            await asyncio.shield(future)
-            return None
-        first_copy = self._copies.get((dest.registry, action.blob.digest))
+        key = (dest, action.blob.digest)
+        known = self._blobs.get(key)
+        if known is not None:
+            source, future = known
+            try:
+                await asyncio.shield(future)
+                return None
+            except ReconcilerError:
+                if source == action.source:
+                    raise
+        store_key = (dest.store, action.blob.digest)
+        first_copy = self._copies.get(store_key)
         if action.method is BlobMethod.COPY and first_copy is not None:
             future = asyncio.ensure_future(self._mount_after(action, *first_copy))
         else:
             future = asyncio.ensure_future(self._push_blob(action))
             if action.method is BlobMethod.COPY:
-                self._copies[(dest.registry, action.blob.digest)] = (dest.repository, future)
-        self._blobs[key] = future
+                self._copies[store_key] = (dest, future)
+        self._blobs[key] = (action.source, future)
         return await asyncio.shield(future)
 
-    async def _mount_after(
-        self, action: BlobAction, repository: str, first: asyncio.Future[BlobMethod]
-    ) -> BlobMethod:
+    async def _mount_after(self, action: BlobAction, holder: Location, first: Future) -> BlobMethod:
         try:
             await asyncio.shield(first)
         except ReconcilerError:
             return await self._push_blob(action)  # the first copy failed: try on our own
-        local = Repository(action.destination.registry, repository)
-        mount = BlobAction(BlobMethod.MOUNT, action.destination, replace(action.blob, source=local))
+        if not isinstance(self.stores.writer(action.destination), BlobMounter):
+            return await self._push_blob(action)
+        mount = BlobAction(
+            BlobMethod.MOUNT, action.destination, replace(action.blob, source=holder)
+        )
         return await self._push_blob(mount)
 
     async def _push_blob(self, action: BlobAction) -> BlobMethod:
         """Push one blob; a retryable failure starts over (a fresh upload session)."""
-        return await self.registries.retry.run(
+        return await self.stores.retry.run(
             lambda: self._push_blob_once(action),
             f"{action.method} {action.blob.digest.short} to {action.destination}",
         )
@@ -153,32 +153,28 @@ class Executor:
     async def _push_blob_once(self, action: BlobAction) -> BlobMethod:
         dest = action.destination
         blob = action.blob
-        client = self.registries.client(dest.registry)
-        async with self.registries.slot(dest.registry):
+        writer = self.stores.writer(dest)
+        async with self.stores.slot(dest):
             if action.method is BlobMethod.UPLOAD:
-                await client.upload_blob(dest.repository, blob.digest, blob.size, local_bytes(blob))
+                await writer.upload_blob(blob.digest, blob.size, generated_bytes(blob))
                 return BlobMethod.UPLOAD
             source = blob.source
             assert source is not None  # noqa: S101 - mount/copy have a source
-            session: httpx.URL | None = None
-            if action.method is BlobMethod.MOUNT:
-                session = await client.mount_blob(dest.repository, blob.digest, source.repository)
+            session: UploadSession | None = None
+            if action.method is BlobMethod.MOUNT and isinstance(writer, BlobMounter):
+                session = await writer.mount_blob(blob.digest, source)
                 if session is None:
                     log.debug("mounted %s from %s into %s", blob.digest.short, source, dest)
                     return BlobMethod.MOUNT
                 log.info("mount of %s from %s refused; copying", blob.digest.short, source)
-            reader = self.registries.client(source.registry)
+            reader = self.stores.reader(source)
             key = f"{dest}@{blob.digest}"
             if self.progress is not None:
                 self.progress.start(key, f"{blob.digest.short} {blob.role}", blob.size)
             try:
-                async with reader.open_blob(source.repository, blob.digest, blob.size) as stream:
-                    await client.upload_blob(
-                        dest.repository,
-                        blob.digest,
-                        blob.size,
-                        self._counted(key, stream),
-                        session=session,
+                async with reader.open_blob(blob.digest, blob.size) as stream:
+                    await writer.upload_blob(
+                        blob.digest, blob.size, self._counted(key, stream), session=session
                     )
             finally:
                 if self.progress is not None:
@@ -190,17 +186,6 @@ class Executor:
             if self.progress is not None:
                 self.progress.advance(key, len(chunk))
             yield chunk
-
-
-async def local_bytes(blob: DesiredBlob) -> AsyncIterator[bytes]:
-    """A generated blob's bytes: held in memory (configs), or a layer built from local files."""
-    if blob.data is not None:
-        yield blob.data
-        return
-    if blob.file is None:
-        raise PushError(f"blob {blob.digest} has no bytes here to upload")
-    async for chunk in file_chunks(blob.file):
-        yield chunk
 
 
 def _raise_first(failures: list[BaseException], summary: str) -> None:

@@ -1,4 +1,4 @@
-"""Observe what the target registries hold, with as few HEAD requests as the answer allows.
+"""Observe what the target stores hold, with as few HEAD requests as the answer allows.
 
 Per target tag: one HEAD. A tag that already names the desired digest is in sync and nothing
 else is asked. Otherwise, top-down per destination repository: the root manifest or index by
@@ -12,70 +12,64 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
-from reconciler.desired import DesiredImage, DesiredManifest
 from reconciler.memo import Memo
+from reconciler.model.desired import DesiredImage, DesiredManifest
+from reconciler.model.observed import ObservedImage, ObservedTag, Presence
 from reconciler.oci.digest import Digest
-from reconciler.oci.reference import Reference, Repository
-from reconciler.registry.client import Registries
+from reconciler.oci.location import Address, Location
+from reconciler.store.open import Stores
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ObservedImage:
-    """What the registries hold for one desired image."""
-
-    tags: tuple[tuple[Reference, Digest | None], ...]
-    # Per destination that needs work: the digests (manifests and blobs) known present there.
-    present: tuple[tuple[Repository, frozenset[Digest]], ...]
 
 
 class Observer:
     """HEAD requests for one run, memoized so that specs sharing content share the answers."""
 
-    def __init__(self, registries: Registries) -> None:
-        self.registries = registries
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
         self._memo = Memo()
 
-    async def _head(self, host: str, ask: Callable[[], Awaitable[T]]) -> T:
-        async with self.registries.slot(host):
+    async def _head(self, location: Location, ask: Callable[[], Awaitable[T]]) -> T:
+        async with self.stores.slot(location):
             return await ask()
 
-    async def tag_digest(self, target: Reference) -> Digest | None:
+    async def tag_digest(self, target: Address) -> Digest | None:
+        location = target.location
+
         async def head() -> Digest | None:
-            client = self.registries.client(target.registry)
-            found = await client.head_manifest(target.repository, target.identifier)
+            found = await self.stores.reader(location).head_manifest(target.identifier)
             return None if found is None else found.digest
 
-        return await self._memo.get(("tag", str(target)), lambda: self._head(target.registry, head))
+        key = ("tag", location, target.identifier)
+        return await self._memo.get(key, lambda: self._head(location, head))
 
-    async def has_manifest(self, destination: Repository, digest: Digest) -> bool:
+    async def has_manifest(self, destination: Location, digest: Digest) -> bool:
         async def head() -> bool:
-            client = self.registries.client(destination.registry)
-            return await client.head_manifest(destination.repository, str(digest)) is not None
+            store = self.stores.reader(destination)
+            return await store.head_manifest(str(digest)) is not None
 
         key = ("manifest", destination, digest)
-        return await self._memo.get(key, lambda: self._head(destination.registry, head))
+        return await self._memo.get(key, lambda: self._head(destination, head))
 
-    async def has_blob(self, destination: Repository, digest: Digest) -> bool:
+    async def has_blob(self, destination: Location, digest: Digest) -> bool:
         async def head() -> bool:
-            client = self.registries.client(destination.registry)
-            return await client.head_blob(destination.repository, digest) is not None
+            return await self.stores.reader(destination).head_blob(digest) is not None
 
         key = ("blob", destination, digest)
-        return await self._memo.get(key, lambda: self._head(destination.registry, head))
+        return await self._memo.get(key, lambda: self._head(destination, head))
 
     async def observe(self, desired: DesiredImage) -> ObservedImage:
         digests = await asyncio.gather(*(self.tag_digest(t) for t in desired.targets))
-        tags = tuple(zip(desired.targets, digests, strict=True))
-        stale = sorted({Repository.of(t) for t, d in tags if d != desired.root.digest})
+        tags = tuple(ObservedTag(t, d) for t, d in zip(desired.targets, digests, strict=True))
+        stale = sorted({t.target.location for t in tags if t.digest != desired.root.digest})
         present = await asyncio.gather(*(self._present(desired, dest) for dest in stale))
-        return ObservedImage(tags, tuple(zip(stale, present, strict=True)))
+        return ObservedImage(
+            tags, tuple(Presence(d, p) for d, p in zip(stale, present, strict=True))
+        )
 
-    async def _present(self, desired: DesiredImage, destination: Repository) -> frozenset[Digest]:
+    async def _present(self, desired: DesiredImage, destination: Location) -> frozenset[Digest]:
         if await self.has_manifest(destination, desired.root.digest):
             return frozenset(_everything(desired))
         # A single-manifest root was just checked; an index's children are checked one by one.
@@ -86,7 +80,7 @@ class Observer:
         return frozenset().union(*found)
 
     async def _manifest_present(
-        self, destination: Repository, manifest: DesiredManifest, root_checked: bool
+        self, destination: Location, manifest: DesiredManifest, root_checked: bool
     ) -> frozenset[Digest]:
         digest = manifest.document.digest
         if not root_checked and await self.has_manifest(destination, digest):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.engine import RunReport, SpecReport, SpecState
-from reconciler.plan import BlobAction, BlobMethod, SpecPlan
+from reconciler.model.plan import BlobAction, BlobMethod, SpecPlan
+from reconciler.model.report import RunReport, SpecReport
+from reconciler.model.state import SpecState
 
 DIFF_KIND = "Diff"
 API_VERSION = "reconciler.dev/v1alpha1"
@@ -147,11 +148,11 @@ def _spec_json(spec: SpecReport) -> dict[str, Any]:
     if spec.observed is not None and spec.desired is not None:
         entry["targets"] = [
             {
-                "reference": str(ref),
-                "observed": str(d) if d else None,
+                "reference": str(tag.target),
+                "observed": str(tag.digest) if tag.digest else None,
                 "desired": str(spec.desired.root.digest),
             }
-            for ref, d in spec.observed.tags
+            for tag in spec.observed.tags
         ]
     plan = spec.plan
     if plan is not None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.archive.layer import build_layer
 from reconciler.cache import ContentCache, LayerFacts
-from reconciler.diffid import DEFAULT_MAX_UNCOMPRESSED, DiffIdComputer, sniff_compression
 from reconciler.errors import (
     DocumentError,
     NotFoundError,
@@ -23,9 +21,10 @@ from reconciler.errors import (
     ResolveError,
     VerificationError,
 )
-from reconciler.local.store import LocalStore
 from reconciler.memo import Memo
+from reconciler.model.sources import ResolvedBase, ResolvedImage, ResolvedLayer
 from reconciler.oci import mediatypes as mt
+from reconciler.oci.diffid import DEFAULT_MAX_UNCOMPRESSED, DiffIdComputer, sniff_compression
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import (
     CONFIG_SIZE_LIMIT,
@@ -36,11 +35,12 @@ from reconciler.oci.document import (
     parse_config,
     parse_document,
 )
+from reconciler.oci.location import Address, Location
 from reconciler.oci.models import Descriptor
 from reconciler.oci.platform import PlatformKey
-from reconciler.oci.reference import LocalSource, Reference, Repository
-from reconciler.registry.client import Registries
 from reconciler.spec import LayerSpec, LoadedSpec
+from reconciler.store.base import NamedImages
+from reconciler.store.open import Stores
 
 SNIFF_BYTES = 512
 
@@ -48,94 +48,59 @@ SNIFF_BYTES = 512
 _UNKNOWN_PLATFORM = PlatformKey("unknown", "unknown")
 
 
-@dataclass(frozen=True)
-class ResolvedImage:
-    """One platform of the base: its manifest and config, and its entry in the base index."""
-
-    manifest: ManifestDocument
-    config: ConfigDocument
-    entry: Descriptor | None
-
-    @property
-    def platform(self) -> PlatformKey:
-        if self.entry is not None and self.entry.platform is not None:
-            return self.entry.platform.key()
-        cfg = self.config.config
-        return PlatformKey(cfg.os, cfg.architecture, cfg.variant)
-
-
-@dataclass(frozen=True)
-class ResolvedBase:
-    source: Repository  # where its blobs are read from
-    name: str | None  # for org.opencontainers.image.base.name: the reference, as written
-    label: str  # how messages name it
-    root: Document
-    images: tuple[ResolvedImage, ...]
-    # Index entries that are manifests but not runnable images (buildx attestations): a
-    # mirror carries them along, a changed image drops them (they attest the old children).
-    attachments: tuple[tuple[Descriptor, ManifestDocument], ...] = ()
-    # True when `platforms` left out some of the base's images.
-    filtered: bool = False
-
-
-@dataclass(frozen=True)
-class ResolvedLayer:
-    spec: LayerSpec
-    source: Reference | None  # None: built here from a local path (`local`)
-    digest: Digest
-    size: int
-    compression: mt.Compression
-    diff_id: Digest
-    local: Path | None = None
-
-    @property
-    def label(self) -> str:
-        return str(self.source) if self.source is not None else f"path {self.spec.path}"
-
-
 class Resolver:
     """Reads sources through the cache. One per run; safe to share across specs."""
 
     def __init__(
         self,
-        registries: Registries,
+        stores: Stores,
         cache: ContentCache,
         max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
     ) -> None:
-        self.registries = registries
+        self.stores = stores
         self.cache = cache
         self.max_uncompressed = max_uncompressed
         self._memo = Memo()
+        # Content that passed its digest check, shared by digest across sources. A failure is
+        # remembered per source only: a damaged copy in one store never fails a spec that
+        # reads the same digest from another.
+        self._verified: dict[Digest, Document | ConfigDocument] = {}
+        self._verified_layers: dict[tuple[Digest, str | None, Digest | None], LayerFacts] = {}
 
-    async def resolve_tag(self, reference: Reference) -> Digest:
-        """The digest a base tag names now: one HEAD per (registry, repository, tag) per run."""
+    async def resolve_tag(self, address: Address) -> Digest:
+        """The digest a base tag names now: one HEAD per (store, tag) per run."""
+        location = address.location
 
         async def head() -> Digest:
-            client = self.registries.client(reference.registry)
-            async with self.registries.slot(reference.registry):
-                found = await client.head_manifest(reference.repository, reference.identifier)
+            store = self.stores.reader(location)
+            async with self.stores.slot(location):
+                found = await store.head_manifest(address.identifier)
             if found is None:
-                raise NotFoundError(f"base image {reference} not found")
+                raise NotFoundError(f"base image {address} not found")
             return found.digest
 
-        return await self._memo.get(("tag", str(reference)), head)
+        return await self._memo.get(("tag", location, address.identifier), head)
 
-    async def fetch_document(self, source: Repository, digest: Digest) -> Document:
+    async def fetch_document(self, source: Location, digest: Digest) -> Document:
         """A manifest or index by digest: from this run, else the cache, else its store."""
 
         async def load() -> Document:
             cached = self.cache.get_document(digest)
             if cached is not None:
                 return parse_document(cached[0], cached[1], digest, what=f"cached {digest}")
-            client = self.registries.client(source.registry)
-            async with self.registries.slot(source.registry):
-                document = await client.get_manifest(source.repository, str(digest))
+            async with self.stores.slot(source):
+                document = await self.stores.reader(source).get_manifest(str(digest))
             self.cache.put_document(digest, document.raw, document.media_type)
             return document
 
-        return await self._memo.get(("document", digest), load)
+        known = self._verified.get(digest)
+        if isinstance(known, (ManifestDocument, IndexDocument)):
+            return known
+        document = await self._memo.get(("document", source, digest), load)
+        self._verified[digest] = document
+        return document
 
-    async def fetch_config(self, source: Repository, descriptor: Descriptor) -> ConfigDocument:
+    async def fetch_config(self, source: Location, descriptor: Descriptor) -> ConfigDocument:
         """An image config by digest: from this run, else the cache, else its store."""
         digest = descriptor.digest
 
@@ -143,52 +108,61 @@ class Resolver:
             cached = self.cache.get_document(digest)
             if cached is not None:
                 return parse_config(cached[0], descriptor.media_type, digest)
-            client = self.registries.client(source.registry)
-            async with self.registries.slot(source.registry):
-                raw = await client.get_blob(source.repository, digest, CONFIG_SIZE_LIMIT)
+            async with self.stores.slot(source):
+                raw = await self.stores.reader(source).get_blob(digest, CONFIG_SIZE_LIMIT)
+            if len(raw) != descriptor.size:
+                raise DocumentError(
+                    f"config {digest.short} is {len(raw)} bytes, its descriptor says "
+                    f"{descriptor.size}"
+                )
             config = parse_config(raw, descriptor.media_type, digest)
             self.cache.put_document(digest, raw, descriptor.media_type)
             return config
 
-        return await self._memo.get(("config", digest), load)
+        known = self._verified.get(digest)
+        if isinstance(known, ConfigDocument):
+            return known
+        config = await self._memo.get(("config", source, digest), load)
+        self._verified[digest] = config
+        return config
 
     async def resolve_base(self, spec: LoadedSpec) -> ResolvedBase | None:
-        local = spec.body.local_base
-        if local is not None:
-            return await self._resolve_local(spec, local)
-        reference = spec.body.base_reference
-        if reference is None:
+        address = spec.body.base_address(Path(spec.file).parent)
+        if address is None:
             return None
-        digest = reference.digest or await self.resolve_tag(reference)
-        return await self._resolve_root(
-            spec, Repository.of(reference), str(reference), str(reference), digest
-        )
+        if not address.location.is_registry:
+            return await self._resolve_local(spec, address)
+        label = str(address)
+        digest = address.digest or await self.resolve_tag(address)
+        return await self._resolve_root(spec, address.location, label, label, digest)
 
-    async def _resolve_local(self, spec: LoadedSpec, local: LocalSource) -> ResolvedBase:
+    async def _resolve_local(self, spec: LoadedSpec, address: Address) -> ResolvedBase:
         """A base read from an OCI layout or a docker-save archive (paths from the spec file)."""
-        host = local.host(Path(spec.file).parent)
-        store = self.registries.client(host)
-        assert isinstance(store, LocalStore)  # noqa: S101 - a local host opens a local store
-        selector = local.selector or ""
+        location = address.location
+        written = spec.body.base
         where = spec.location(("base",))
         try:
-            if not store.path.exists():
-                raise NotFoundError(f"base {local}: {store.path} does not exist")
+            if not Path(location.authority).exists():
+                raise NotFoundError(f"base {written}: {location.authority} does not exist")
+            store = self.stores.reader(location)
             head = await self._memo.get(
-                ("tag", host, selector), lambda: store.head_manifest("", selector)
+                ("tag", location, address.identifier),
+                lambda: store.head_manifest(address.identifier),
             )
             if head is None:
-                tags = ", ".join(await store.list_tags("")) or "none"
-                raise NotFoundError(f"base {local}: no image {selector!r} there (tags: {tags})")
-            name = await asyncio.to_thread(store.base_name, selector)
-            return await self._resolve_root(
-                spec, Repository(host, ""), name, str(local), head.digest
-            )
+                tags = ", ".join(await store.list_tags()) or "none"
+                raise NotFoundError(
+                    f"base {written}: no image {address.identifier!r} there (tags: {tags})"
+                )
+            name = None
+            if isinstance(store, NamedImages):
+                name = await asyncio.to_thread(store.base_name, address.identifier)
+            return await self._resolve_root(spec, location, name, written, head.digest)
         except (ReconcilerError, OSError) as exc:
             raise ResolveError(f"{where}: {exc}") from exc
 
     async def _resolve_root(
-        self, spec: LoadedSpec, source: Repository, name: str | None, label: str, digest: Digest
+        self, spec: LoadedSpec, source: Location, name: str | None, label: str, digest: Digest
     ) -> ResolvedBase:
         root = await self.fetch_document(source, digest)
         wanted = spec.body.platforms
@@ -205,7 +179,7 @@ class Resolver:
     async def _resolve_index(
         self,
         spec: LoadedSpec,
-        source: Repository,
+        source: Location,
         name: str | None,
         label: str,
         root: IndexDocument,
@@ -258,21 +232,26 @@ class Resolver:
         )
 
     async def _manifest_from_entry(
-        self, source: Repository, label: str, entry: Descriptor
+        self, source: Location, label: str, entry: Descriptor
     ) -> ManifestDocument:
         document = await self.fetch_document(source, entry.digest)
         if not isinstance(document, ManifestDocument):
             raise DocumentError(f"index entry {entry.digest} of {label} is not a manifest")
+        if len(document.raw) != entry.size:
+            raise DocumentError(
+                f"index entry {entry.digest.short} of {label} says {entry.size} bytes; "
+                f"the manifest is {len(document.raw)}"
+            )
         return document
 
     async def _image_from_entry(
-        self, source: Repository, label: str, entry: Descriptor
+        self, source: Location, label: str, entry: Descriptor
     ) -> ResolvedImage:
         document = await self._manifest_from_entry(source, label, entry)
         return await self._image(source, document, entry)
 
     async def _image(
-        self, source: Repository, document: ManifestDocument, entry: Descriptor | None
+        self, source: Location, document: ManifestDocument, entry: Descriptor | None
     ) -> ResolvedImage:
         config = await self.fetch_config(source, document.manifest.config)
         return ResolvedImage(document, config, entry)
@@ -287,8 +266,14 @@ class Resolver:
         try:
             # What a lookup learns depends on what the spec declares (a given diffID skips
             # the streamed pass), so specs that declare differently do not share one answer.
-            key = ("layer", digest, layer.media_type, layer.diff_id)
-            facts = await self._memo.get(key, lambda: self._layer_facts(layer))
+            key = (digest, layer.media_type, layer.diff_id)
+            known = self._verified_layers.get(key)
+            if known is None:
+                known = await self._memo.get(
+                    ("layer", Location.of(source), *key), lambda: self._layer_facts(layer)
+                )
+                self._verified_layers[key] = known
+            facts: LayerFacts = known
         except ReconcilerError as exc:
             raise ResolveError(f"{where}: layer {source}: {exc}") from exc
         declared = mt.compression_of(layer.media_type) if layer.media_type else None
@@ -332,19 +317,18 @@ class Resolver:
             and (cached.compression or declared)
         ):
             return cached
-        source = layer.source
-        client = self.registries.client(source.registry)
-        async with self.registries.slot(source.registry):
-            size = await client.head_blob(source.repository, digest)
+        source = Location.of(layer.source)
+        async with self.stores.slot(source):
+            size = await self.stores.reader(source).head_blob(digest)
         if size is None:
-            raise NotFoundError(f"blob {digest} not found in {source.name}")
+            raise NotFoundError(f"blob {digest} not found in {source}")
         if declared is mt.Compression.NONE:
             facts = LayerFacts(size, declared, digest)
         elif layer.diff_id is not None and declared is not None:
             facts = LayerFacts(size, declared, None)
         else:
-            async with self.registries.slot(source.registry):
-                facts = await self.registries.retry.run(
+            async with self.stores.slot(source):
+                facts = await self.stores.retry.run(
                     lambda: self._stream_facts(layer, size), f"diff_id pass over {digest.short}"
                 )
         self.cache.put_layer(digest, facts)
@@ -357,12 +341,11 @@ class Resolver:
         of the GIL), the event loop receives the next one and hashes it against the blob's
         digest; at most one chunk waits.
         """
-        source = layer.source
-        client = self.registries.client(source.registry)
+        store = self.stores.reader(Location.of(layer.source))
         computer: DiffIdComputer | None = None
         head = bytearray()
         pending: asyncio.Future[None] | None = None
-        async with client.open_blob(source.repository, layer.layer_digest, size) as stream:
+        async with store.open_blob(layer.layer_digest, size) as stream:
             try:
                 async for chunk in stream:
                     if computer is None:

@@ -21,8 +21,8 @@ from pydantic_settings import (
 )
 
 from reconciler.errors import SettingsError
-from reconciler.registry.retry import RetryPolicy
-from reconciler.registry.transport import RegistryOptions
+from reconciler.store.registry.retry import RetryPolicy
+from reconciler.store.registry.transport import RegistryOptions
 
 _SHARD = re.compile(r"([0-9]+)/([0-9]+)")
 

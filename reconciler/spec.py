@@ -29,8 +29,9 @@ from pydantic import (
 from reconciler.errors import ReferenceError_, SpecError, SpecLocation
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest
+from reconciler.oci.location import Address, parse_address, parse_target
 from reconciler.oci.platform import PlatformKey
-from reconciler.oci.reference import LocalSource, Reference, parse_repository, parse_target
+from reconciler.oci.reference import Reference, parse_repository
 from reconciler.yamlsource import YamlDocument, format_path, read_documents
 
 API_VERSION = "reconciler.dev/v1alpha1"
@@ -204,7 +205,7 @@ class ImageSpecBody(SpecModel):
     )
     # minItems stays in the JSON Schema for editors; the validator below gives the message
     # (a Field min_length would also report an emptied list when one target is malformed).
-    targets: tuple[Reference, ...] = Field(
+    targets: tuple[Address, ...] = Field(
         description="At least one registry/repository:tag to publish the result under, "
         "or oci:PATH:TAG (a tag of an OCI layout directory, relative to the spec file).",
         json_schema_extra={"minItems": 1},
@@ -215,39 +216,33 @@ class ImageSpecBody(SpecModel):
     def _base(cls, value: str) -> str:
         if value != SCRATCH:
             try:
-                if LocalSource.parse(value) is None:
-                    Reference.parse(value)
+                parse_address(value, Path())
             except ReferenceError_ as exc:
                 raise ValueError(str(exc)) from None
         return value
 
     @field_validator("targets", mode="before")
     @classmethod
-    def _local_targets(cls, value: Any, info: ValidationInfo) -> Any:
-        """`oci:PATH:TAG` targets, their paths made absolute from the spec file's directory."""
+    def _parse_targets(cls, value: Any, info: ValidationInfo) -> Any:
+        """Targets parsed, `oci:PATH:TAG` paths made absolute from the spec file's directory."""
         if not isinstance(value, (list, tuple)):
             return value
         base = (info.context or {}).get("dir") or Path()
         out: list[Any] = []
         for item in value:
-            if isinstance(item, str) and LocalSource.parse(item) is not None:
-                try:
-                    out.append(parse_target(item, base))
-                except ReferenceError_ as exc:
-                    raise ValueError(str(exc)) from None
-            else:
-                out.append(item)
+            try:
+                out.append(parse_target(item, base) if isinstance(item, str) else item)
+            except ReferenceError_:
+                out.append(item)  # reported again by the item's own validator, with its index
         return out
 
     @field_validator("targets")
     @classmethod
-    def _targets(cls, value: tuple[Reference, ...]) -> tuple[Reference, ...]:
+    def _targets(cls, value: tuple[Address, ...]) -> tuple[Address, ...]:
         if not value:
             raise ValueError("at least one target is needed")
         seen: set[str] = set()
         for target in value:
-            if target.tag is None or target.digest is not None:
-                raise ValueError(f"target {target} must be registry/repository:tag (no digest)")
             if str(target) in seen:
                 raise ValueError(f"target {target} is listed twice")
             seen.add(str(target))
@@ -278,16 +273,10 @@ class ImageSpecBody(SpecModel):
             raise ValueError("a spec on 'scratch' needs at least one layer")
         return self
 
-    @property
-    def base_reference(self) -> Reference | None:
-        """The base in a registry; None for scratch and local bases."""
-        if self.base == SCRATCH or self.local_base is not None:
-            return None
-        return Reference.parse(self.base)
-
-    @property
-    def local_base(self) -> LocalSource | None:
-        return None if self.base == SCRATCH else LocalSource.parse(self.base)
+    def base_address(self, spec_dir: Path) -> Address | None:
+        """Where the base is (local paths taken from the spec file's directory); None for
+        scratch."""
+        return None if self.base == SCRATCH else parse_address(self.base, spec_dir)
 
     @property
     def adds_nothing(self) -> bool:

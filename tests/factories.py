@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
+from reconciler.model.observed import ObservedImage, ObservedTag, Presence
+from reconciler.model.sources import ResolvedBase, ResolvedImage, ResolvedLayer
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import (
@@ -13,8 +16,8 @@ from reconciler.oci.document import (
     parse_config,
     parse_document,
 )
-from reconciler.oci.reference import Reference, Repository
-from reconciler.resolve import ResolvedBase, ResolvedImage, ResolvedLayer
+from reconciler.oci.location import Address, Location
+from reconciler.oci.reference import Reference
 from reconciler.spec import ImageSpecBody, LoadedSpec
 from reconciler.yamlsource import YamlDocument
 
@@ -96,7 +99,7 @@ def make_base(
     if not index:
         image = images[0]
         single = ResolvedImage(image.manifest, image.config, None)
-        return ResolvedBase(Repository.of(ref), str(ref), str(ref), image.manifest, (single,))
+        return ResolvedBase(Location.of(ref), str(ref), str(ref), image.manifest, (single,))
     entries = [
         json.loads(i.entry.model_dump_json(by_alias=True, exclude_none=True))  # type: ignore[union-attr]
         for i in images
@@ -112,7 +115,7 @@ def make_base(
         for i, (_, document) in enumerate(attachments)
     )
     return ResolvedBase(
-        Repository.of(ref), str(ref), str(ref), root, tuple(images), attached, filtered
+        Location.of(ref), str(ref), str(ref), root, tuple(images), attached, filtered
     )
 
 
@@ -130,4 +133,14 @@ def make_layer(
         n,
         compression,
         Digest.parse(digest(5000 + n)),
+    )
+
+
+def make_observed(
+    tags: Iterable[tuple[Address, Digest | None]],
+    present: Iterable[tuple[Location, frozenset[Digest]]] = (),
+) -> ObservedImage:
+    """An ObservedImage from (target, digest) and (destination, digests) pairs."""
+    return ObservedImage(
+        tuple(ObservedTag(t, d) for t, d in tags), tuple(Presence(p, d) for p, d in present)
     )

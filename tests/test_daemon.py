@@ -87,6 +87,27 @@ def spec_text(name: str, base: str, target: str, note: str) -> str:
     )
 
 
+def invalid_file_is_left_alone(
+    world: World, cli: Cli, daemon: Daemon, spec: Path, pushed: str
+) -> None:
+    a = world.a.host
+    mark = world.a.mark()
+    spec.write_text(HEADER + "metadata: {name: app}\nspec:\n  base: [unclosed\n")
+    wait_for("Invalid", lambda: daemon.status().get("app", {}).get("state") == "Invalid")
+    # The sentinel: a spec written after the broken file is pushed only by a later read of the
+    # directory and a later pass, so by then the daemon has had every chance to touch app.
+    probe = cli.specs / "probe.yaml"
+    probe.write_text(spec_text("probe", f"{a}/daemon/base:1", f"{a}/daemon/probe:1", "probe"))
+    wait_for("the probe's tag", lambda: tag_digest(a, "daemon/probe", "1"))
+    assert tag_digest(a, "daemon/app", "1") == pushed
+    writes = [
+        r
+        for r in world.a.requests(since=mark)
+        if r.path.startswith("/v2/daemon/app/") and r.method not in ("GET", "HEAD")
+    ]
+    assert writes == []
+
+
 @pytest.fixture
 def daemon(world: World, cli: Cli) -> Iterator[Daemon]:
     log = cli.root / "daemon.log"
@@ -147,10 +168,7 @@ def test_daemon_follows_files_drift_and_base_moves(world: World, cli: Cli, daemo
     third, timings["rename-save -> tag moved"] = wait_for("the rename-save", moved(second))
 
     # A half-written, invalid file: the spec is Invalid and its tag stays where it was.
-    spec.write_text(HEADER + "metadata: {name: app}\nspec:\n  base: [unclosed\n")
-    wait_for("Invalid", lambda: daemon.status().get("app", {}).get("state") == "Invalid")
-    time.sleep(0.5)
-    assert tag_digest(a, "daemon/app", "1") == third
+    invalid_file_is_left_alone(world, cli, daemon, spec, third)
     spec.write_text(spec_text("app", base, target, "three"))
     wait_for("Synced again", lambda: daemon.status().get("app", {}).get("state") == "Synced")
 
@@ -218,3 +236,49 @@ def test_daemon_follows_files_drift_and_base_moves(world: World, cli: Cli, daemo
     timings["SIGTERM -> exit 0"] = time.monotonic() - started
     record("daemon", **{k: round(v, 2) for k, v in timings.items()})
     print(timings)
+
+
+@pytest.fixture
+def failing_spec(world: World, cli: Cli) -> Path:
+    """A spec in place before the daemon starts, whose every pass fails, quickly: port 1 on
+    loopback refuses connections. (Requested before `daemon`, so it is written first.)"""
+    path = cli.specs / "down.yaml"
+    path.write_text(spec_text("down", f"{world.a.host}/base/single:1", "127.0.0.1:1/x/down:1", "d"))
+    return path
+
+
+def test_daemon_backs_off_a_failing_spec_and_serves_the_others(
+    world: World, cli: Cli, failing_spec: Path, daemon: Daemon
+) -> None:
+    a = world.a.host
+    # The first full pass is done once every spec has had its run, failed or not.
+    wait_for("/readyz", lambda: daemon.get("/readyz").status_code == 200)
+    assert daemon.status()["down"]["consecutiveFailures"] >= 1
+    (cli.specs / "up.yaml").write_text(
+        spec_text("up", f"{a}/base/single:1", f"{a}/daemon/up:1", "u")
+    )
+    wait_for("up's tag", lambda: tag_digest(a, "daemon/up", "1"))
+
+    def failures() -> int:
+        return int(daemon.status()["down"]["consecutiveFailures"])
+
+    wait_for("a retry after the backoff", lambda: failures() >= 2)
+    assert daemon.status()["down"]["state"] in ("Failed", "Progressing")
+    assert daemon.status()["up"]["state"] == "Synced"
+    lines = [
+        json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")
+    ]
+    waits = [
+        float(match[1])
+        for line in lines
+        if (
+            match := re.fullmatch(
+                r"down failed \d+ time\(s\) in a row; next try in ([\d.]+)s", line["message"]
+            )
+        )
+    ]
+    assert 2.0 <= waits[0] <= 2.4 and 4.0 <= waits[1] <= 4.8  # 2 s doubling, jitter up to 20 %
+
+    # A failing spec does not keep the daemon from stopping promptly and cleanly.
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=15) == 0

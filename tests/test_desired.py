@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.desired import BASE_DIGEST, BASE_NAME, build_desired
 from reconciler.errors import ResolveError
+from reconciler.model.desired import BASE_DIGEST, BASE_NAME, build_desired
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.document import IndexDocument, ManifestDocument, parse_document
 from tests.factories import digest, make_base, make_image, make_layer, make_spec

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from reconciler.desired import build_desired
-from reconciler.observe import ObservedImage
+from reconciler.model.desired import build_desired
+from reconciler.model.plan import BlobMethod, build_plan
 from reconciler.oci.digest import Digest
-from reconciler.oci.reference import Reference, Repository
-from reconciler.plan import BlobMethod, build_plan
-from tests.factories import digest, make_base, make_image, make_layer, make_spec
+from reconciler.oci.location import Address, registry_location
+from reconciler.oci.reference import Reference
+from tests.factories import digest, make_base, make_image, make_layer, make_observed, make_spec
 
 
 def desired_two_targets() -> tuple:  # type: ignore[type-arg]
@@ -19,8 +19,8 @@ def desired_two_targets() -> tuple:  # type: ignore[type-arg]
 
 def test_everything_missing_gives_the_full_push_in_order() -> None:
     _, desired = desired_two_targets()
-    dest = Repository("r.io", "team/app")
-    observed = ObservedImage(tuple((t, None) for t in desired.targets), ((dest, frozenset()),))
+    dest = registry_location("r.io", "team/app")
+    observed = make_observed(tuple((t, None) for t in desired.targets), ((dest, frozenset()),))
     plan = build_plan(desired, observed)
     methods = {str(a.blob.digest): a.method for a in plan.blobs}
     assert methods[digest(1)] is BlobMethod.MOUNT  # base repository, same registry
@@ -38,7 +38,7 @@ def test_everything_missing_gives_the_full_push_in_order() -> None:
 
 def test_in_sync_tags_need_nothing() -> None:
     _, desired = desired_two_targets()
-    observed = ObservedImage(tuple((t, desired.root.digest) for t in desired.targets), ())
+    observed = make_observed(tuple((t, desired.root.digest) for t in desired.targets), ())
     plan = build_plan(desired, observed)
     assert plan.in_sync and len(plan.in_sync_tags) == 2
 
@@ -47,9 +47,9 @@ def test_moved_tag_with_content_present_only_retags() -> None:
     _, desired = desired_two_targets()
     old = Digest.parse(digest(999))
     first, second = desired.targets
-    dest = Repository("r.io", "team/app")
+    dest = registry_location("r.io", "team/app")
     everything = frozenset({desired.root.digest} | {m.document.digest for m in desired.manifests})
-    observed = ObservedImage(((first, desired.root.digest), (second, old)), ((dest, everything),))
+    observed = make_observed(((first, desired.root.digest), (second, old)), ((dest, everything),))
     plan = build_plan(desired, observed)
     assert plan.blobs == () and plan.manifests == ()
     assert [(t.target, t.old, t.new) for t in plan.tags] == [(second, old, desired.root.digest)]
@@ -57,11 +57,11 @@ def test_moved_tag_with_content_present_only_retags() -> None:
 
 def test_partial_presence_pushes_only_the_rest() -> None:
     _, desired = desired_two_targets()
-    dest = Repository("r.io", "team/app")
+    dest = registry_location("r.io", "team/app")
     amd = desired.manifests[0]
     arm_blobs = {b.digest for b in desired.manifests[1].blobs}
     present = frozenset({amd.document.digest, *[b.digest for b in amd.blobs], *list(arm_blobs)[:2]})
-    observed = ObservedImage(tuple((t, None) for t in desired.targets), ((dest, present),))
+    observed = make_observed(tuple((t, None) for t in desired.targets), ((dest, present),))
     plan = build_plan(desired, observed)
     assert [m.platform is not None and str(m.platform) for m in plan.manifests] == [
         "linux/arm64/v8",
@@ -74,16 +74,16 @@ def test_partial_presence_pushes_only_the_rest() -> None:
 def test_each_destination_is_planned_on_its_own() -> None:
     spec = make_spec(targets=["r.io/team/app:1", "other.io/team/app:1"], annotations={"a": "b"})
     desired = build_desired(spec, make_base([make_image("amd64", [1])], index=False), [])
-    here, there = Repository("r.io", "team/app"), Repository("other.io", "team/app")
-    observed = ObservedImage(
+    here, there = registry_location("r.io", "team/app"), registry_location("other.io", "team/app")
+    observed = make_observed(
         tuple((t, None) for t in desired.targets), ((here, frozenset()), (there, frozenset()))
     )
     plan = build_plan(desired, observed)
     by_dest = {(str(a.destination), str(a.blob.digest)): a.method for a in plan.blobs}
     assert by_dest[("r.io/team/app", digest(1))] is BlobMethod.MOUNT
     assert by_dest[("other.io/team/app", digest(1))] is BlobMethod.COPY
-    assert len(plan.manifests) == 2 and {str(t.target.registry) for t in plan.tags} == {
+    assert len(plan.manifests) == 2 and {t.target.location.authority for t in plan.tags} == {
         "r.io",
         "other.io",
     }
-    assert Reference.parse("r.io/team/app:1") in desired.targets
+    assert Address.of(Reference.parse("r.io/team/app:1")) in desired.targets

@@ -2,15 +2,14 @@ from __future__ import annotations
 
 import json
 
-from reconciler.desired import build_desired
-from reconciler.engine import RunReport, SpecReport, SpecState
-from reconciler.execute import ExecResult
-from reconciler.observe import ObservedImage
+from reconciler.model.desired import build_desired
+from reconciler.model.plan import build_plan
+from reconciler.model.report import ExecResult, RunReport, SpecReport
+from reconciler.model.state import SpecState
 from reconciler.oci.digest import Digest
-from reconciler.oci.reference import Repository
-from reconciler.plan import build_plan
+from reconciler.oci.location import registry_location
 from reconciler.render import human_size, render_json, render_text
-from tests.factories import digest, make_base, make_image, make_layer, make_spec
+from tests.factories import digest, make_base, make_image, make_layer, make_observed, make_spec
 
 
 def report(applied: bool = False) -> RunReport:
@@ -20,9 +19,9 @@ def report(applied: bool = False) -> RunReport:
     base = make_base([make_image("amd64", [1])], index=False)
     desired = build_desired(spec, base, [make_layer(2048, spec)])
     old = Digest.parse(digest(99))
-    observed = ObservedImage(
+    observed = make_observed(
         ((desired.targets[0], old), (desired.targets[1], None)),
-        ((Repository("r.io", "team/app"), frozenset()),),
+        ((registry_location("r.io", "team/app"), frozenset()),),
     )
     plan = build_plan(desired, observed)
     result = (

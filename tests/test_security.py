@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import AuthError, RegistryError
-from reconciler.registry.client import Registries
-from reconciler.registry.retry import RetryPolicy
-from reconciler.registry.transport import RegistryOptions
+from reconciler.store.registry.client import Registries
+from reconciler.store.registry.retry import RetryPolicy
+from reconciler.store.registry.transport import RegistryOptions
 from tests.conftest import Cli
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import (

@@ -66,8 +66,8 @@ def test_good_spec_loads_with_defaults(tmp_path: Path) -> None:
             "base: r.io/b:1\ntargets: [r.io/a:" + "t" * 129 + "]",
             "x.yaml:5: spec.targets[0]: invalid reference",
         ),
-        ("base: r.io/b:1\ntargets: [r.io/a]", "x.yaml:5: spec.targets: target r.io/a must be"),
-        ("base: r.io/b:1\ntargets: [r.io/a@" + D + "]", "spec.targets: target"),
+        ("base: r.io/b:1\ntargets: [r.io/a]", "x.yaml:5: spec.targets[0]: target r.io/a must be"),
+        ("base: r.io/b:1\ntargets: [r.io/a@" + D + "]", "spec.targets[0]: target"),
         ("base: r.io/b:1\ntargets: []", "x.yaml:5: spec.targets: at least one target is needed"),
         ("base: r.io/b:1", "x.yaml:3: spec.targets: required field is missing"),
         (

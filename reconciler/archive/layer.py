@@ -10,23 +10,18 @@ file in the state directory named by its digest; memory does not grow with the l
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import os
 import stat
 import tarfile
-import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from reconciler.archive.reader import ArchiveError
 from reconciler.archive.tarstream import entry
 from reconciler.errors import ResolveError
+from reconciler.fileio import AtomicFile
 from reconciler.oci.digest import Digest, Hasher
-
-CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,53 +77,19 @@ def _info(name: str, path: Path) -> tarfile.TarInfo:
 def build_layer(source: Path, out_dir: Path) -> BuiltLayer:
     if not source.exists() and not source.is_symlink():
         raise ResolveError(f"layer path {source} does not exist")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=".layer-", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            blob = _Hashing(raw)
-            with gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0) as zipped:
-                tar_stream = _Hashing(zipped)  # type: ignore[arg-type]
-                with tarfile.open(fileobj=tar_stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-                    for name, path in _entries(source):
-                        info = _info(name, path)
-                        if info.isreg():
-                            with path.open("rb") as handle:
-                                tar.addfile(info, handle)
-                        else:
-                            tar.addfile(info)
+    with AtomicFile(out_dir, "layer") as out:
+        blob = _Hashing(out.handle)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0) as zipped:
+            tar_stream = _Hashing(zipped)  # type: ignore[arg-type]
+            with tarfile.open(fileobj=tar_stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+                for name, path in _entries(source):
+                    info = _info(name, path)
+                    if info.isreg():
+                        with path.open("rb") as handle:
+                            tar.addfile(info, handle)
+                    else:
+                        tar.addfile(info)
         digest = blob.hasher.digest()
         final = out_dir / f"{digest.hex}.tar.gz"
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        out.commit(final)
     return BuiltLayer(final, digest, blob.hasher.size, tar_stream.hasher.digest())
-
-
-async def file_chunks(
-    path: Path, offset: int = 0, length: int | None = None
-) -> AsyncIterator[bytes]:
-    """A local file's bytes (or `length` of them from `offset`: a member of an archive), read
-    off the event loop in large chunks. A window the file ends inside is an error."""
-    handle = await asyncio.to_thread(path.open, "rb")
-    try:
-        if offset:
-            await asyncio.to_thread(handle.seek, offset)
-        left = length
-        while left is None or left > 0:
-            chunk = await asyncio.to_thread(
-                handle.read, CHUNK if left is None else min(CHUNK, left)
-            )
-            if not chunk:
-                if left:
-                    raise ArchiveError(
-                        f"{path}: the file ends inside a member ({left} bytes short)"
-                    )
-                break
-            if left is not None:
-                left -= len(chunk)
-            yield chunk
-    finally:
-        handle.close()

@@ -15,15 +15,18 @@ file. Refused, each with an error naming the archive and the member:
 
 from __future__ import annotations
 
-import json
 import posixpath
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from reconciler.errors import DocumentError
+from reconciler.errors import ArchiveError
+from reconciler.fileio import CHUNK, Window, read_window
+from reconciler.oci.document import load_json
+
+__all__ = ["JSON_LIMIT", "ArchiveError", "ArchiveIndex", "Member"]
 
 JSON_LIMIT = 4 * 1024 * 1024
 
@@ -33,10 +36,6 @@ class Member:
     name: str
     offset: int  # of the data, in the archive file
     size: int
-
-
-class ArchiveError(DocumentError):
-    """An archive is malformed or hostile."""
 
 
 def _clean(archive: Path, raw: str) -> str:
@@ -131,28 +130,14 @@ class ArchiveIndex:
             raise ArchiveError(
                 f"{self.path}: member {name!r} is {member.size} bytes, over the {limit}-byte limit"
             )
-        with self.path.open("rb") as handle:
-            handle.seek(member.offset)
-            return handle.read(member.size)
+        return read_window(self.path, member.offset, member.size)
 
     def read_json(self, name: str) -> Any:
-        try:
-            return json.loads(self.read(name))
-        except ValueError as exc:
-            raise ArchiveError(f"{self.path}: member {name!r} is not JSON: {exc}") from None
+        return load_json(self.read(name), f"{self.path}: member {name!r}", JSON_LIMIT)
 
-    def chunks(self, name: str, size: int = 1024 * 1024) -> Iterator[bytes]:
+    def chunks(self, name: str, size: int = CHUNK) -> Iterator[bytes]:
         member = self.member(name)
         with self.path.open("rb") as handle:
-            yield from _window(handle, member.offset, member.size, size)
-
-
-def _window(handle: BinaryIO, offset: int, length: int, size: int) -> Iterator[bytes]:
-    handle.seek(offset)
-    left = length
-    while left:
-        chunk = handle.read(min(size, left))
-        if not chunk:
-            raise ArchiveError("archive ends inside a member")
-        left -= len(chunk)
-        yield chunk
+            yield from Window(handle, member.offset, member.size, f"{self.path}: {name}").chunks(
+                size
+            )

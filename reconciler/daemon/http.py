@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from reconciler.daemon.status import State, StatusBoard
+from reconciler.daemon.status import StatusBoard
+from reconciler.model.state import SpecState
 
 
 class Metrics:
@@ -48,7 +49,7 @@ class Metrics:
             registry=self.registry,
         )
         specs = Gauge("reconciler_specs", "Specs by state.", ["state"], registry=self.registry)
-        for state in State:
+        for state in SpecState:
             specs.labels(str(state)).set_function(
                 lambda state=state: board.counts()[state]  # type: ignore[misc]
             )

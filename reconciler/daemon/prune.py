@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError
-from reconciler.oci.reference import parse_target
-from reconciler.registry.client import Registries
+from reconciler.fileio import write_atomic
+from reconciler.oci.location import Address, parse_target
+from reconciler.store.base import TagDeleter
+from reconciler.store.open import Stores
 
 log = logging.getLogger("reconciler.prune")
 
@@ -51,16 +51,13 @@ class WrittenTags:
         self._save()
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".written-")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self._tags, handle, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        data = json.dumps(self._tags, indent=1, sort_keys=True).encode()
+        write_atomic(self.path, data)
 
 
 class Pruner:
-    def __init__(self, registries: Registries, written: WrittenTags) -> None:
-        self.registries = registries
+    def __init__(self, stores: Stores, written: WrittenTags) -> None:
+        self.stores = stores
         self.written = written
 
     async def prune(self, spec: str) -> str:
@@ -81,23 +78,26 @@ class Pruner:
         return message + (f"; kept {', '.join(kept)}" if kept else "")
 
     async def _prune_one(self, target: str, digest: str, ours: set[str]) -> str:
-        ref = parse_target(target)
-        client = self.registries.client(ref.registry)
-        head = await client.head_manifest(ref.repository, ref.identifier)
+        # Recorded targets are absolute already (a local store's path too): no base applies.
+        address = parse_target(target, Path("/"))
+        store = self.stores.reader(address.location)
+        if not isinstance(store, TagDeleter):
+            return "its store cannot delete tags; left alone"
+        head = await store.head_manifest(address.identifier)
         if head is None:
             return "deleted"
         if str(head.digest) != digest:
             return "moved by someone else"
-        status = await client.delete_manifest(ref.repository, ref.identifier)
+        status = await store.delete_manifest(address.identifier)
         if status in (200, 202, 204, 404):
             return "deleted"
         # Delete by tag is not supported here: delete by digest only if every tag on it is ours.
-        for tag in await client.list_tags(ref.repository):
-            other = f"{ref.name}:{tag}"
+        for tag in await store.list_tags():
+            other = str(Address(address.location, tag))
             if other in ours:
                 continue
-            found = await client.head_manifest(ref.repository, tag)
+            found = await store.head_manifest(tag)
             if found is not None and str(found.digest) == digest:
                 return f"manifest also tagged {tag}"
-        status = await client.delete_manifest(ref.repository, digest)
+        status = await store.delete_manifest(digest)
         return "deleted" if status in (200, 202, 204, 404) else f"registry answered {status}"

@@ -3,15 +3,18 @@
 - A full pass at start; `/readyz` answers 200 once it is done.
 - watchdog watches the specs directory. Any event (editor rename-saves, deletes, new files,
   `..data` symlink swaps from ConfigMaps and git-sync) re-arms a debounce timer; when it fires,
-  the directory is loaded again and compared with what is known, spec by spec: changed or new
-  specs are reconciled, vanished ones become Orphaned, files that no longer parse mark their
-  specs Invalid and leave the registries alone. Bursts coalesce into one load.
+  the directory is read again (in a worker thread) and offered to every spec's record: changed
+  or new specs are reconciled, vanished ones become Orphaned, files that no longer parse mark
+  their specs Invalid and leave the registries alone. Bursts coalesce into one read.
 - apscheduler resyncs every spec on an interval with jitter, never overlapping itself: that is
   what catches drift (a tag moved by someone else) and base moves (a base tag that now names a
   new digest).
-- One reconcile of a spec at a time: a spec asked for again while in flight runs once more
-  after. A failing spec backs off exponentially (2 s doubling, capped at the resync interval);
-  other specs go on.
+- Each spec's life is one `SpecRecord` (`machine.py`: its phases and transitions); this module
+  only feeds it events and does the I/O they call for. Every change of a record goes through
+  `_commit`, which also shows it on `/status`, wakes whoever waits for it, and starts the
+  backoff timer or the prune it calls for. Every QUEUED spec is started by `_dispatch`, as one
+  pass (a pass shares requests across its specs). Nothing polls: waits are futures resolved by
+  `_commit`, retries are loop timers.
 - With `shard: i/N`, only specs whose name hashes to i are reconciled.
 - SIGTERM/SIGINT: stop watching and scheduling, let in-flight passes finish within
   `shutdown_grace`, abandon the rest (pushes are ordered, so that is safe), exit 0.
@@ -20,7 +23,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import signal
@@ -35,25 +37,18 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from reconciler.daemon.http import Metrics, StatusServer
+from reconciler.daemon.machine import Phase, SpecRecord, backoff_delay
 from reconciler.daemon.prune import Pruner, WrittenTags
-from reconciler.daemon.status import State, StatusBoard, TagStatus
-from reconciler.engine import Engine, SpecReport, SpecState
-from reconciler.registry.client import Registries
+from reconciler.daemon.scan import Scan, scan_specs
+from reconciler.daemon.status import SpecStatus, StatusBoard, TagStatus
+from reconciler.engine import Engine, SpecReport, open_stores
+from reconciler.errors import SpecError
+from reconciler.model.state import SpecState
 from reconciler.settings import Settings
-from reconciler.spec import LoadedSpec, LoadResult, load_specs
+from reconciler.spec import LoadedSpec, LoadResult
+from reconciler.store.open import Stores
 
 log = logging.getLogger("reconciler.daemon")
-
-BACKOFF_BASE = 2.0
-
-
-def shard_of(name: str, shards: int) -> int:
-    """A stable hash of the spec's name (the same on every replica and every run)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % shards
-
-
-def _fingerprint(spec: LoadedSpec) -> str:
-    return hashlib.sha256(spec.body.model_dump_json().encode()).hexdigest()
 
 
 class _Events(FileSystemEventHandler):
@@ -67,6 +62,20 @@ class _Events(FileSystemEventHandler):
         self._loop.call_soon_threadsafe(self._poke)
 
 
+def tags_of(report: SpecReport) -> tuple[TagStatus, ...] | None:
+    """Desired and observed digest per target; None when the pass got no desired image."""
+    if report.desired is None:
+        return None
+    digest = str(report.desired.root.digest)
+    if report.state is SpecState.SYNCED:
+        return tuple(TagStatus(str(t), digest, digest) for t in report.desired.targets)
+    observed = {t.target: t.digest for t in report.observed.tags} if report.observed else {}
+    return tuple(
+        TagStatus(str(t), digest, str(observed[t]) if observed.get(t) else None)
+        for t in report.desired.targets
+    )
+
+
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -76,16 +85,13 @@ class Daemon:
         self.metrics = Metrics(self.board)
         self.server = StatusServer(settings.listen, self.board, self.metrics)
         self.written = WrittenTags(settings.state_dir / "daemon" / "written-tags.json")
-        self._specs: dict[str, LoadedSpec] = {}
-        self._prints: dict[str, str] = {}
-        self._dirty: set[str] = set()
-        self._inflight: set[str] = set()
-        self._backoff_until: dict[str, float] = {}
+        self._records: dict[str, SpecRecord] = {}  # every spec this replica knows, by name
+        self._waiters: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._scanning = asyncio.Lock()  # reads of the directory apply in the order they ran
         self._debounce: asyncio.TimerHandle | None = None
-        self._wake: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
-        self._registries: Registries | None = None
+        self._registries: Stores | None = None
         self._observer: BaseObserver | None = None
         self._handler: _Events | None = None
         self._watched: ObservedWatch | None = None
@@ -95,22 +101,16 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        specs_dir = self.settings.specs_dir
-        if not specs_dir.is_dir():
-            log.error("specs_dir %s is not a directory", specs_dir)
+        if not self.settings.specs_dir.is_dir():
+            log.error("specs_dir %s is not a directory", self.settings.specs_dir)
             return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
+            loop.add_signal_handler(sig, self._stop)
         self.server.start()
         log.info("serving /healthz /readyz /metrics /status on port %d", self.server.port)
-        async with Registries.from_settings(self.settings, self.metrics.on_response) as registries:
+        async with open_stores(self.settings, self.metrics.on_response) as registries:
             self._registries = registries
-            observer = Observer()
-            self._observer, self._handler = observer, _Events(loop, self._on_fs_event)
-            # The parent too: git-sync swaps the link that specs_dir goes through there.
-            observer.schedule(self._handler, str(specs_dir.absolute().parent), recursive=False)
-            self._watch_specs()
-            observer.start()
+            observer = self._start_watching(loop)
             scheduler = AsyncIOScheduler()
             interval = self.settings.resync_interval
             scheduler.add_job(
@@ -122,16 +122,7 @@ class Daemon:
                 coalesce=True,
             )
             try:
-                first = asyncio.ensure_future(self.resync())
-                stop = asyncio.ensure_future(self._stopping.wait())
-                await asyncio.wait({first, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if first.done():
-                    self.board.ready = True
-                    log.info("first full pass done; ready")
-                    scheduler.start()
-                    await stop
-                else:
-                    first.cancel()
+                await self._serve(scheduler)
             finally:
                 log.info("stopping: no new work; waiting up to %ss", self.settings.shutdown_grace)
                 observer.stop()
@@ -143,6 +134,42 @@ class Daemon:
         log.info("stopped")
         return 0
 
+    def _start_watching(self, loop: asyncio.AbstractEventLoop) -> BaseObserver:
+        observer = Observer()
+        self._observer, self._handler = observer, _Events(loop, self._on_fs_event)
+        # The parent too: git-sync swaps the link that specs_dir goes through there.
+        parent = self.settings.specs_dir.absolute().parent
+        observer.schedule(self._handler, str(parent), recursive=False)
+        self._watch_specs()
+        observer.start()
+        return observer
+
+    async def _serve(self, scheduler: AsyncIOScheduler) -> None:
+        """The first full pass, then resyncs on schedule, until SIGTERM."""
+        first = asyncio.ensure_future(self.resync())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({first, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if self._stopping.is_set():
+                return  # `first` may have returned early for it: that is no full pass
+            first.result()
+            self.board.ready = True
+            log.info("first full pass done; ready")
+            scheduler.start()
+            await stop
+        finally:
+            first.cancel()
+            stop.cancel()
+
+    def _stop(self) -> None:
+        self._stopping.set()
+        if self._debounce is not None:
+            self._debounce.cancel()
+        for _names, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
     async def _drain(self) -> None:
         pending = {t for t in self._tasks if not t.done()}
         if pending:
@@ -150,8 +177,87 @@ class Daemon:
             for task in late:
                 task.cancel()
             if late:
-                log.warning("abandoned %d in-flight reconcile(s) at shutdown", len(late))
+                log.warning("abandoned %d in-flight task(s) at shutdown", len(late))
                 await asyncio.wait(late, timeout=5)
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- records: the one place they change ----------------------------------------------
+
+    def _commit(self, records: Iterable[SpecRecord]) -> None:
+        """Store new records, show them on /status at once, and do what entering a phase asks."""
+        changed = []
+        for record in records:
+            old = self._records.get(record.name)
+            if record is old:
+                continue  # the transition did not apply to its phase
+            self._records[record.name] = record
+            changed.append(record)
+            if old is None or old.phase is not record.phase:
+                self._entered(record)
+        if changed:
+            self.board.update(r.status() for r in changed)
+        self._wake_waiters()
+
+    def _entered(self, record: SpecRecord) -> None:
+        name, stopping = record.name, self._stopping.is_set()
+        if record.phase is Phase.BACKOFF and not stopping:
+            loop = asyncio.get_running_loop()
+            log.warning(
+                "%s failed %d time(s) in a row; next try in %.1fs",
+                name,
+                record.failures,
+                record.retry_at - loop.time(),
+            )
+            loop.call_at(record.retry_at, self._retry, name, record.retry_at)
+        elif record.phase is Phase.INVALID:
+            log.error("%s is invalid now; its tags are left alone: %s", name, record.message)
+        elif record.phase is Phase.ORPHANED:
+            log.warning("%s: spec deleted; now Orphaned", name)
+            if self.settings.prune and not stopping:
+                self._start(self._prune(name))
+
+    def _retry(self, name: str, at: float) -> None:
+        record = self._records.get(name)
+        if record is not None:
+            self._commit([record.retry(at)])
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start one pass over every QUEUED spec."""
+        if self._stopping.is_set():
+            return
+        wall = time.time()
+        started = [r.started(wall) for r in self._records.values() if r.phase is Phase.QUEUED]
+        if started:
+            self._commit(started)
+            self._start(self._pass(tuple(r.spec for r in started)))
+
+    def _wake_waiters(self) -> None:
+        waiting = []
+        for names, waiter in self._waiters:
+            if waiter.done():
+                continue  # its waiter was cancelled
+            if all(self._settled(n) for n in names):
+                waiter.set_result(None)
+            else:
+                waiting.append((names, waiter))
+        self._waiters = waiting
+
+    def _settled(self, name: str) -> bool:
+        record = self._records.get(name)
+        return record is None or record.settled
+
+    async def _until_settled(self, names: Iterable[str]) -> None:
+        pending = frozenset(n for n in names if not self._settled(n))
+        if not pending or self._stopping.is_set():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((pending, waiter))
+        await waiter
 
     # -- what to reconcile ---------------------------------------------------------------
 
@@ -177,169 +283,120 @@ class Daemon:
 
     def _rescan_soon(self) -> None:
         self._debounce = None
-        self._kick(self.rescan())
+        self._start(self._rescan_and_dispatch())
 
-    def rescan(self) -> list[str]:
-        """Load the specs directory; return the names that changed (new or different)."""
-        self._watch_specs()
-        loaded = load_specs([self.settings.specs_dir])
-        mine = {s.name: s for s in loaded.specs if shard_of(s.name, self.shards) == self.shard}
-        bad_files = {e.location.file: e for e in loaded.errors}
-        changed = []
-        for name, spec in mine.items():
-            print_ = _fingerprint(spec)
-            if self._prints.get(name) != print_:
-                changed.append(name)
-                self._prints[name] = print_
-                self._backoff_until.pop(name, None)
-                self.board.get(name, spec.file).failures = 0
-            self._specs[name] = spec
-        for name in [n for n in self._specs if n not in mine]:
-            old = self._specs[name]
-            status = self.board.get(name, old.file)
-            error = bad_files.get(old.file)
-            if error is not None:
-                status.state, status.message = State.INVALID, str(error)
-                log.error("%s is invalid now; its tags are left alone: %s", name, error)
-                continue  # keep it known: once the file is fixed it comes back unchanged
-            del self._specs[name]
-            self._prints.pop(name, None)
-            self._dirty.discard(name)
-            status.state = State.ORPHANED
-            status.message = "spec deleted; tags left in place" + (
-                " (pruning)" if self.settings.prune else ""
-            )
-            log.warning("%s: spec deleted; now Orphaned", name)
-            if self.settings.prune:
-                self._start(self._prune(name))
-        known_files = {s.file for s in self._specs.values()}
-        for key in self.board.names():
-            if key.startswith("file:") and key[5:] not in bad_files:
-                self.board.drop(key)
-        for file, error in bad_files.items():
-            if file not in known_files:
-                status = self.board.get(f"file:{file}", file)
-                status.state, status.message = State.INVALID, str(error)
-                self.metrics.reconciles.labels("invalid").inc()
-        return changed
+    async def _rescan_and_dispatch(self) -> None:
+        await self.rescan()
+        self._dispatch()
+
+    async def rescan(self) -> None:
+        """Read the specs directory again and offer what it holds to every record."""
+        async with self._scanning:
+            self._watch_specs()
+            dir_ = self.settings.specs_dir
+            scan = await asyncio.to_thread(scan_specs, dir_, self.shard, self.shards)
+            self._apply_scan(scan)
+
+    def _apply_scan(self, scan: Scan) -> None:
+        bad_files = scan.bad_files
+        mine = {s.spec.name: s for s in scan.specs}
+        updates = [
+            self._records[name].loaded(s.spec, s.fingerprint)
+            if name in self._records
+            else SpecRecord.new(s.spec, s.fingerprint)
+            for name, s in mine.items()
+        ]
+        gone = "spec deleted; tags left in place" + (" (pruning)" if self.settings.prune else "")
+        for name, record in self._records.items():
+            if name in mine:
+                continue
+            error = bad_files.get(record.spec.file)
+            # A broken file keeps its specs known: once it is fixed they come back unchanged.
+            updates.append(record.deleted(gone) if error is None else record.invalid(str(error)))
+        self._commit(updates)
+        self._show_bad_files(bad_files)
+
+    def _show_bad_files(self, bad_files: dict[str, SpecError]) -> None:
+        """Files with no spec known from them still show on /status, by file."""
+        known = {r.spec.file for r in self._records.values() if r.phase is not Phase.ORPHANED}
+        stale = [k for k in self.board.names() if k.startswith("file:") and k[5:] not in bad_files]
+        shown = [
+            SpecStatus(f"file:{file}", file, SpecState.INVALID, message=str(error))
+            for file, error in bad_files.items()
+            if file not in known
+        ]
+        self.board.update(shown, drop=stale)
+        if shown:
+            self.metrics.reconciles.labels("invalid").inc(len(shown))
 
     async def resync(self) -> None:
         """Everything again: the specs directory, then every spec against the registries."""
-        self.rescan()
-        self._kick(list(self._specs))
-        # Wait for the specs this resync started; those backing off run when their time comes.
-        now = time.monotonic()
-        names = [n for n in self._specs if self._backoff_until.get(n, 0.0) <= now]
-        while any(n in self._dirty or n in self._inflight for n in names):
-            if self._stopping.is_set():
-                return
-            await asyncio.sleep(0.05)
-
-    def _kick(self, names: Iterable[str] = ()) -> None:
-        self._dirty.update(n for n in names if n in self._specs)
-        if self._stopping.is_set():
-            return
-        now = time.monotonic()
-        ready = [
-            n
-            for n in self._dirty
-            if n not in self._inflight and self._backoff_until.get(n, 0.0) <= now
-        ]
-        # Specs in flight are kicked again when their pass ends; wake only for backoffs.
-        waiting = [
-            until
-            for n in self._dirty
-            if n not in self._inflight and (until := self._backoff_until.get(n, 0.0)) > now
-        ]
-        if waiting:
-            if self._wake is not None:
-                self._wake.cancel()
-            delay = max(0.0, min(waiting) - now)
-            self._wake = asyncio.get_running_loop().call_later(delay, self._kick)
-        if ready:
-            self._dirty.difference_update(ready)
-            self._inflight.update(ready)
-            self._start(self._pass(ready))
-
-    def _start(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        await self.rescan()
+        self._commit([r.asked() for r in self._records.values()])
+        self._dispatch()
+        # Wait for the runs this resync asked for; a spec backing off runs when its time comes.
+        await self._until_settled(list(self._records))
 
     # -- one pass ------------------------------------------------------------------------
 
-    async def _pass(self, names: list[str]) -> None:
+    async def _pass(self, specs: tuple[LoadedSpec, ...]) -> None:
         assert self._registries is not None  # noqa: S101 - set before any pass starts
-        specs = [self._specs[n] for n in names if n in self._specs]
-        started, wall = time.monotonic(), time.time()
-        for spec in specs:
-            status = self.board.get(spec.name, spec.file)
-            status.state, status.last_attempt = State.PROGRESSING, wall
+        names = [spec.name for spec in specs]
+        started = time.monotonic()
         try:
             engine = Engine(self.settings, self._registries)
-            report = await engine.run(LoadResult(tuple(specs), (), len(specs)), apply=True)
-            for spec_report in report.specs:
-                self._record(spec_report, wall)
+            report = await engine.run(LoadResult(specs, (), len(specs)), apply=True)
         except asyncio.CancelledError:
-            for spec in specs:
-                status = self.board.get(spec.name, spec.file)
-                status.state, status.message = State.FAILED, "abandoned at shutdown"
+            self._commit(self._records[n].abandoned("abandoned at shutdown") for n in names)
             raise
+        else:
+            self._end_pass(names, report.specs)
         finally:
             self.metrics.duration.observe(time.monotonic() - started)
-            self._inflight.difference_update(names)
-            if not self._stopping.is_set():
-                self._kick()
+            # Only a bug gets here with specs still RUNNING; they must not stay so for ever.
+            now = asyncio.get_running_loop().time()
+            delay = backoff_delay(1, self.settings.resync_interval)
+            error = "the reconcile pass stopped unexpectedly; see the daemon's log"
+            self._commit(self._records[n].failed(error, None, now, delay) for n in names)
+        self._dispatch()
 
-    def _record(self, report: SpecReport, wall: float) -> None:
-        name = report.name or report.file
-        status = self.board.get(name, report.file)
-        if report.desired is not None:
-            observed = dict(report.observed.tags) if report.observed is not None else {}
-            status.tags = [
-                TagStatus(
-                    str(target),
-                    str(report.desired.root.digest),
-                    str(report.desired.root.digest)
-                    if report.state is SpecState.SYNCED
-                    else (str(observed[target]) if observed.get(target) else None),
-                )
-                for target in report.desired.targets
-            ]
-        if report.state is SpecState.SYNCED:
-            status.state, status.message, status.failures = State.SYNCED, None, 0
-            status.last_success = time.time()
-            self._backoff_until.pop(name, None)
-            self.metrics.reconciles.labels("synced").inc()
-            if report.plan is not None and report.result is not None:
-                result = report.result
-                for action, count in (
-                    ("mounted", result.mounted),
-                    ("copied", result.copied),
-                    ("uploaded", result.uploaded),
-                    ("skipped", result.skipped),
-                ):
-                    self.metrics.blobs.labels(action).inc(count)
-                self.metrics.bytes.inc(result.bytes_pushed)
-                self.written.add(name, [(str(t.target), str(t.new)) for t in report.plan.tags])
-            return
-        status.failures += 1
-        status.state, status.message = State.FAILED, report.error
-        delay = min(self.settings.resync_interval, BACKOFF_BASE * 2 ** (status.failures - 1))
-        delay *= random.uniform(1.0, 1.2)  # noqa: S311 - jitter
-        self._backoff_until[name] = time.monotonic() + delay
-        self.metrics.reconciles.labels("failed").inc()
-        log.warning(
-            "%s failed %d time(s) in a row; next try in %.1fs", name, status.failures, delay
+    def _end_pass(self, names: list[str], reports: tuple[SpecReport, ...]) -> None:
+        by_name = {r.name: r for r in reports}
+        now, wall = asyncio.get_running_loop().time(), time.time()
+        self._commit(
+            self._outcome(self._records[name], by_name[name], now, wall)
+            for name in names
+            if name in by_name
         )
-        self._dirty.add(name)
+
+    def _outcome(
+        self, record: SpecRecord, report: SpecReport, now: float, wall: float
+    ) -> SpecRecord:
+        if report.state is not SpecState.SYNCED:
+            self.metrics.reconciles.labels("failed").inc()
+            delay = backoff_delay(record.failures + 1, self.settings.resync_interval)
+            delay *= random.uniform(1.0, 1.2)  # noqa: S311 - jitter, so failures spread out
+            return record.failed(report.error, tags_of(report), now, delay)
+        self.metrics.reconciles.labels("synced").inc()
+        if report.plan is not None and report.result is not None:
+            result = report.result
+            for action, count in (
+                ("mounted", result.mounted),
+                ("copied", result.copied),
+                ("uploaded", result.uploaded),
+                ("skipped", result.skipped),
+            ):
+                self.metrics.blobs.labels(action).inc(count)
+            self.metrics.bytes.inc(result.bytes_pushed)
+            self.written.add(record.name, [(str(t.target), str(t.new)) for t in report.plan.tags])
+        return record.succeeded(tags_of(report), wall)
 
     async def _prune(self, name: str) -> None:
-        assert self._registries is not None  # noqa: S101
-        pruner = Pruner(self._registries, self.written)
-        message = await pruner.prune(name)
-        status = self.board.get(name)
-        status.message = message
+        assert self._registries is not None  # noqa: S101 - set before any pass starts
+        message = await Pruner(self._registries, self.written).prune(name)
+        record = self._records.get(name)
+        if record is not None and record.phase is Phase.ORPHANED:  # not back meanwhile
+            self._commit([record.note(message)])
 
 
 def run_daemon(settings: Settings) -> int:

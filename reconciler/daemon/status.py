@@ -1,36 +1,34 @@
-"""What the daemon knows about each spec, served as `/status` and counted in `/metrics`."""
+"""What the daemon shows about each spec, served as `/status` and counted in `/metrics`.
+
+The event loop writes, the HTTP server's threads read. Instead of a lock around mutable
+entries, every `SpecStatus` is frozen and replaced whole, and each write publishes a new sorted
+tuple of them (`BoardView`) with one reference assignment; a reader takes that reference once
+and works on a view that nothing changes under it, so it never sees half of an update.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-
-class State(StrEnum):
-    SYNCED = "Synced"
-    OUT_OF_SYNC = "OutOfSync"
-    PROGRESSING = "Progressing"
-    FAILED = "Failed"
-    INVALID = "Invalid"
-    ORPHANED = "Orphaned"
+from reconciler.model.state import SpecState
 
 
-@dataclass
+@dataclass(frozen=True)
 class TagStatus:
     target: str
     desired: str | None
     observed: str | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class SpecStatus:
-    key: str  # the spec's name, or its file while it has no valid name
+    key: str  # the spec's name, or "file:<file>" while the file has no valid spec
     file: str
-    state: State = State.OUT_OF_SYNC
-    tags: list[TagStatus] = field(default_factory=list)
+    state: SpecState = SpecState.OUT_OF_SYNC
+    tags: tuple[TagStatus, ...] = ()
     last_attempt: float | None = None  # wall-clock seconds
     last_success: float | None = None
     message: str | None = None
@@ -52,6 +50,19 @@ class SpecStatus:
         }
 
 
+@dataclass(frozen=True)
+class BoardView:
+    """Every spec's status at one moment, sorted by key."""
+
+    specs: tuple[SpecStatus, ...] = ()
+
+    def counts(self) -> dict[SpecState, int]:
+        counts = dict.fromkeys(SpecState, 0)
+        for status in self.specs:
+            counts[status.state] += 1
+        return counts
+
+
 def _iso(when: float | None) -> str | None:
     if when is None:
         return None
@@ -59,40 +70,32 @@ def _iso(when: float | None) -> str | None:
 
 
 class StatusBoard:
-    """Shared between the event loop (writes) and the HTTP server's threads (reads)."""
+    """Written from the event loop only; read from any thread through `view`."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._specs: dict[str, SpecStatus] = {}
+        self._specs: dict[str, SpecStatus] = {}  # the loop's own copy, never shared
+        self.view = BoardView()
         self.ready = False
         self.started = time.time()
 
-    def get(self, key: str, file: str | None = None) -> SpecStatus:
-        """The status of `key`, created if new; `file` updates where it was read from."""
-        with self._lock:
-            status = self._specs.get(key)
-            if status is None:
-                status = self._specs[key] = SpecStatus(key, file or "")
-            if file is not None:
-                status.file = file
-            return status
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._specs.pop(key, None)
-
     def names(self) -> list[str]:
-        with self._lock:
-            return list(self._specs)
+        return list(self._specs)
 
-    def counts(self) -> dict[State, int]:
-        with self._lock:
-            counts = dict.fromkeys(State, 0)
-            for status in self._specs.values():
-                counts[status.state] += 1
-            return counts
+    def update(self, statuses: Iterable[SpecStatus] = (), drop: Iterable[str] = ()) -> None:
+        """Replace (or add) `statuses` and remove `drop`, then publish one new view."""
+        for key in drop:
+            self._specs.pop(key, None)
+        for status in statuses:
+            self._specs[status.key] = status
+        self.view = BoardView(tuple(sorted(self._specs.values(), key=lambda s: s.key)))
+
+    def counts(self) -> dict[SpecState, int]:
+        return self.view.counts()
 
     def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            specs = [s.as_json() for s in sorted(self._specs.values(), key=lambda s: s.key)]
-        return {"ready": self.ready, "started": _iso(self.started), "specs": specs}
+        view = self.view  # one read: the rest works on this view even if a new one lands
+        return {
+            "ready": self.ready,
+            "started": _iso(self.started),
+            "specs": [s.as_json() for s in view.specs],
+        }

@@ -63,13 +63,38 @@ class ConfigDocument:
         return Descriptor(media_type=self.media_type, digest=self.digest, size=len(self.raw))
 
 
-def _load_object(raw: bytes, what: str, limit: int) -> dict[str, Any]:
+def load_json(raw: bytes, what: str, limit: int) -> Any:
+    """Untrusted JSON, refused unless it is plain: UTF-8 without a BOM, no NaN or Infinity, no
+    key twice in one object (parsers disagree on which copy wins), nesting bounded (the
+    decoder's recursion guard), at most `limit` bytes."""
     if len(raw) > limit:
         raise DocumentError(f"{what} is {len(raw)} bytes, over the {limit}-byte limit")
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{what} is not UTF-8: {exc}") from None
+    except json.JSONDecodeError as exc:
         raise DocumentError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DocumentError(f"{what} nests too deeply; refused") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        keys = [k for k, _ in pairs]
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise json.JSONDecodeError(f"key {twice!r} appears twice", "", 0)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", "", 0)
+
+
+def _load_object(raw: bytes, what: str, limit: int) -> dict[str, Any]:
+    value = load_json(raw, what, limit)
     if not isinstance(value, dict):
         raise DocumentError(f"{what} is not a JSON object")
     return value
@@ -124,7 +149,7 @@ def parse_document(
                 raise DocumentError(f"{what}: {media_type} without 'config' and 'layers'")
             return ManifestDocument(raw, digest, media_type, Manifest.model_validate(data))
     except ValidationError as exc:
-        raise DocumentError(f"{what} ({media_type}) is malformed: {_first_error(exc)}") from None
+        raise DocumentError(f"{what} ({media_type}) is malformed: {first_error(exc)}") from None
     raise DocumentError(f"{what}: unsupported media type {media_type!r}")
 
 
@@ -140,7 +165,7 @@ def parse_config(
     try:
         config = ImageConfig.model_validate(data)
     except ValidationError as exc:
-        raise DocumentError(f"image config {digest} is malformed: {_first_error(exc)}") from None
+        raise DocumentError(f"image config {digest} is malformed: {first_error(exc)}") from None
     return ConfigDocument(raw, digest, media_type, config)
 
 
@@ -161,7 +186,7 @@ def make_config_document(config: ImageConfig, media_type: str) -> ConfigDocument
     return ConfigDocument(raw, Digest.of(raw), media_type, config)
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     return f"{loc}: {err['msg']}" if loc else err["msg"]

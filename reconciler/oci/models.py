@@ -35,10 +35,16 @@ def canonical_json(model: WireModel) -> bytes:
     ).encode("utf-8")
 
 
+# A descriptor's size is a fact to check against the bytes; one past this is a lie, refused
+# before any byte is read (4 TiB: far over any real layer).
+SIZE_MAX = 1 << 42
+
+
 class Descriptor(WireModel):
-    media_type: str = Field(alias="mediaType")
+    # Strict scalars: untrusted JSON with a size of "12" or true is malformed, not coerced.
+    media_type: str = Field(alias="mediaType", strict=True)
     digest: Digest
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=SIZE_MAX, strict=True)
     urls: tuple[str, ...] | None = None
     annotations: dict[str, str] | None = None
     data: str | None = None
@@ -47,7 +53,7 @@ class Descriptor(WireModel):
 
 
 class Manifest(WireModel):
-    schema_version: int = Field(alias="schemaVersion")
+    schema_version: int = Field(alias="schemaVersion", strict=True)
     media_type: str | None = Field(default=None, alias="mediaType")
     artifact_type: str | None = Field(default=None, alias="artifactType")
     config: Descriptor
@@ -57,7 +63,7 @@ class Manifest(WireModel):
 
 
 class Index(WireModel):
-    schema_version: int = Field(alias="schemaVersion")
+    schema_version: int = Field(alias="schemaVersion", strict=True)
     media_type: str | None = Field(default=None, alias="mediaType")
     artifact_type: str | None = Field(default=None, alias="artifactType")
     manifests: tuple[Descriptor, ...]

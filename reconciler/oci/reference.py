@@ -1,22 +1,25 @@
-"""Image references, with the docker reference grammar (distribution/reference).
+"""Image references, parsed as distribution/reference's ParseNormalizedNamed parses them.
 
     reference  := name [ ":" tag ] [ "@" digest ]
-    name       := [ domain "/" ] path-component ( "/" path-component )*
-    domain     := host [ ":" port ]            (a DNS name, IPv4, or [IPv6])
+    name       := [ domain "/" ] path-comp ( "/" path-comp )*
+    domain     := host [ ":" port ]       host: a DNS-like name, IPv4, or [IPv6] (hex and ':')
+    dns-label  := [A-Za-z0-9] | [A-Za-z0-9] [A-Za-z0-9-]* [A-Za-z0-9]
     path-comp  := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*
-    tag        := [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
+    tag        := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
 
-The first component is a registry host only when it contains "." or ":", is "localhost", or
-has an uppercase letter; otherwise the reference lives on docker.io, and a one-component
-docker.io repository is under `library/`. Every reference is kept fully qualified.
+The first component is a registry only when the name has a "/" after it and it is
+"localhost", contains "." or ":", or has an uppercase letter; otherwise the image is on
+docker.io. "index.docker.io" is docker.io, and a one-component docker.io repository is under
+`library/`. The repository (after that prefix, without the registry) is at most 255
+characters; a bare 64-hex string is an image ID, not a name. Every reference is kept fully
+qualified, so a first component that looks like a host but is not one is an error (where
+distribution would keep the whole name with no registry).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler
@@ -26,32 +29,22 @@ from reconciler.errors import ReferenceError_
 from reconciler.oci.digest import Digest
 
 DEFAULT_REGISTRY = "docker.io"
-_LEGACY_DEFAULT_REGISTRIES = frozenset({"index.docker.io", "registry-1.docker.io"})
+# splitDockerDomain maps only the old "Docker Index" name to docker.io, and case-sensitively:
+# registry-1.docker.io or Docker.io name a registry of their own.
+_LEGACY_DEFAULT_REGISTRY = "index.docker.io"
+_OFFICIAL_PREFIX = "library/"
+# RepositoryNameTotalLengthMax: since distribution/reference#9 it bounds the path alone.
 NAME_TOTAL_MAX = 255
 TAG_MAX = 128
 
-_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+# ParseNormalizedNamed refuses a whole input of exactly this (anchoredIdentifierRegexp).
+_IDENTIFIER = re.compile(r"[a-f0-9]{64}")
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = re.compile(
-    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?"
-)
+# Hex digits and colons only: no zone ("%eth0") and no embedded IPv4 ("::ffff:1.2.3.4").
+_IPV6 = r"\[[a-fA-F0-9:]+\]"
+_DOMAIN = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+)?")
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-
-
-@dataclass(frozen=True, order=True)
-class Repository:
-    """A repository of a registry: where blobs and manifests are read from or pushed to."""
-
-    registry: str
-    repository: str
-
-    def __str__(self) -> str:
-        # A local store (an OCI layout, an archive) is one repository: its name says it all.
-        return f"{self.registry}/{self.repository}" if self.repository else self.registry
-
-    @classmethod
-    def of(cls, reference: Reference) -> Repository:
-        return cls(reference.registry, reference.repository)
 
 
 @dataclass(frozen=True)
@@ -65,10 +58,21 @@ class Reference:
 
     @classmethod
     def parse(cls, value: str) -> Reference:
-        if not isinstance(value, str) or not value:
-            raise ReferenceError_("empty image reference")
-        if value != value.strip() or any(c.isspace() for c in value):
+        if not isinstance(value, str):
+            raise ReferenceError_(f"image reference must be a string, not {type(value).__name__}")
+        if not value:
+            raise ReferenceError_("invalid reference '': empty image reference")
+        if any(c.isspace() for c in value):
             raise ReferenceError_(f"invalid reference {value!r}: contains whitespace")
+        if _IDENTIFIER.fullmatch(value):
+            # ParseNormalizedNamed: "cannot specify 64-byte hexadecimal strings"; with a
+            # registry, a namespace or a tag the same characters are an ordinary name.
+            raise ReferenceError_(
+                f"invalid reference {value!r}: a bare 64-character hex string is an image ID,"
+                " not a repository name"
+            )
+        # Neither a name nor a tag holds "@", and a digest holds no "/": the first "@" ends
+        # the name, and a ":" after the last "/" starts the tag (a port's ":" is followed by "/").
         rest, digest = value, None
         if "@" in rest:
             rest, _, digest_text = rest.partition("@")
@@ -77,21 +81,19 @@ class Reference:
             except ReferenceError_ as exc:
                 raise ReferenceError_(f"invalid reference {value!r}: {exc}") from None
         tag = None
-        last_slash = rest.rfind("/")
         colon = rest.rfind(":")
-        if colon > last_slash:
+        if colon > rest.rfind("/"):
             rest, tag = rest[:colon], rest[colon + 1 :]
             if len(tag) > TAG_MAX:
                 raise ReferenceError_(
                     f"invalid reference {value!r}: tag longer than {TAG_MAX} characters"
                 )
             if not _TAG.fullmatch(tag):
-                raise ReferenceError_(f"invalid reference {value!r}: invalid tag {tag!r}")
+                raise ReferenceError_(
+                    f"invalid reference {value!r}: invalid tag {tag!r} (a letter, digit or '_',"
+                    " then letters, digits, '_', '.' or '-')"
+                )
         registry, repository = _split_domain(rest, value)
-        if len(rest) > NAME_TOTAL_MAX:
-            raise ReferenceError_(
-                f"invalid reference {value!r}: name longer than {NAME_TOTAL_MAX} characters"
-            )
         return cls(registry, repository, tag, digest)
 
     @property
@@ -139,93 +141,52 @@ class Reference:
 
 
 def _split_domain(name: str, original: str) -> tuple[str, str]:
+    """The registry and repository of `name` (no tag or digest), normalised and checked."""
     first, sep, remainder = name.partition("/")
-    is_domain = sep and (
-        "." in first or ":" in first or first == "localhost" or first.lower() != first
-    )
-    if is_domain:
+    # splitDockerDomain: a name without "/" is always an official image ("localhost",
+    # "r.io" and "192.168.0.1" included); otherwise the first component is a registry when
+    # it is "localhost", has "." or ":", or has an uppercase letter (a path never does).
+    if sep and (first == "localhost" or "." in first or ":" in first or first.lower() != first):
         registry, repository = first, remainder
         if not _DOMAIN.fullmatch(registry):
-            raise ReferenceError_(f"invalid reference {original!r}: invalid registry {registry!r}")
+            raise ReferenceError_(
+                f"invalid reference {original!r}: invalid registry {registry!r} (a host name,"
+                " an IPv4 address or a [hex:colon] IPv6 address, with an optional :port)"
+            )
+        if registry == _LEGACY_DEFAULT_REGISTRY:
+            registry = DEFAULT_REGISTRY
     else:
         registry, repository = DEFAULT_REGISTRY, name
-    if registry in _LEGACY_DEFAULT_REGISTRIES:
-        registry = DEFAULT_REGISTRY
     if registry == DEFAULT_REGISTRY and "/" not in repository:
-        repository = f"library/{repository}"
-    if not repository:
-        raise ReferenceError_(f"invalid reference {original!r}: empty repository")
+        repository = _OFFICIAL_PREFIX + repository
     for component in repository.split("/"):
-        if not _PATH_COMPONENT.fullmatch(component):
-            raise ReferenceError_(
-                f"invalid reference {original!r}: invalid repository component {component!r}"
-                " (lowercase letters, digits and . _ __ - separators)"
-            )
+        _check_component(component, original)
+    # Parse checks the path it got from the normalised name: "library/" counts, the
+    # registry does not (distribution/reference#9).
+    if len(repository) > NAME_TOTAL_MAX:
+        raise ReferenceError_(
+            f"invalid reference {original!r}: repository {repository[:40]!r}... is longer than"
+            f" {NAME_TOTAL_MAX} characters"
+        )
     return registry, repository
 
 
-LOCAL_TRANSPORTS = ("oci", "docker-archive")
+def _check_component(component: str, original: str) -> None:
+    if _PATH_COMPONENT.fullmatch(component):
+        return
+    if not component:
+        problem = "an empty path component (a leading, trailing or doubled '/')"
+    elif _PATH_COMPONENT.fullmatch(component.lower()):
+        problem = f"the repository must be lowercase ({component!r})"
+    else:
+        problem = (
+            f"invalid repository component {component!r} (lowercase letters and digits,"
+            " joined by one '.', one '_', two '_' or any number of '-')"
+        )
+    raise ReferenceError_(f"invalid reference {original!r}: {problem}")
 
 
-def is_local(host: str) -> bool:
-    """True for the `registry` of a local store: `oci:/abs/path`, `docker-archive:/abs/path`."""
-    return host.startswith(tuple(f"{t}:" for t in LOCAL_TRANSPORTS))
-
-
-@dataclass(frozen=True)
-class LocalSource:
-    """`oci:PATH[:TAG]` or `docker-archive:PATH[:NAME:TAG]`, as skopeo writes them.
-
-    The path ends at the first ':' after the transport (as in skopeo, a path cannot hold one);
-    the rest selects the image: an OCI layout's tag, or an archive's NAME:TAG.
-    """
-
-    transport: str
-    path: str
-    selector: str | None = None
-
-    @classmethod
-    def parse(cls, value: str) -> LocalSource | None:
-        """The local source `value` names, or None when it names no local transport."""
-        transport, sep, rest = value.partition(":")
-        if not sep or transport not in LOCAL_TRANSPORTS:
-            return None
-        path, sep, selector = rest.partition(":")
-        if not path:
-            raise ReferenceError_(f"invalid reference {value!r}: {transport}: needs a path")
-        if sep and not selector:
-            raise ReferenceError_(f"invalid reference {value!r}: empty selector after the path")
-        if any(c.isspace() or c == "\0" for c in selector):
-            raise ReferenceError_(f"invalid reference {value!r}: the selector has whitespace")
-        if transport == "docker-archive" and selector:
-            ref = Reference.parse(selector)
-            if ref.tag is None or ref.digest is not None:
-                raise ReferenceError_(
-                    f"invalid reference {value!r}: select an archive's image by NAME:TAG"
-                )
-        return cls(transport, path, selector or None)
-
-    def host(self, base: Path) -> str:
-        """The store's key: its transport and absolute path (relative paths are from `base`)."""
-        return f"{self.transport}:{os.path.normpath((base / self.path).absolute())}"
-
-    def __str__(self) -> str:
-        return f"{self.transport}:{self.path}" + (f":{self.selector}" if self.selector else "")
-
-
-def parse_target(value: str, base: Path | None = None) -> Reference:
-    """A target tag: registry/repository:tag, or `oci:PATH:TAG` (a layout's tag)."""
-    local = LocalSource.parse(value)
-    if local is None:
-        ref = Reference.parse(value)
-        if ref.tag is None or ref.digest is not None:
-            raise ReferenceError_(f"target {value} must be registry/repository:tag (no digest)")
-        return ref
-    if local.transport != "oci":
-        raise ReferenceError_(f"target {value}: only oci:PATH:TAG is a local target")
-    if local.selector is None or not _TAG.fullmatch(local.selector):
-        raise ReferenceError_(f"target {value} must be oci:PATH:TAG, with a tag")
-    return Reference(local.host(base or Path()), "", local.selector)
+TAG_PATTERN = _TAG  # a tag alone (an OCI layout's tag is one too)
 
 
 def parse_repository(registry: str, repository: str) -> Reference:

@@ -16,7 +16,7 @@ from reconciler.errors import AuthError, DocumentError, RegistryError, Verificat
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest, verified
 from reconciler.oci.document import IndexDocument, ManifestDocument
-from reconciler.registry.client import Registries
+from reconciler.store.registry.client import Registries
 from tests.conftest import World
 from tests.support.registry import Registry, start_registry
 from tests.support.server import Answer, canned_server

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from reconciler.errors import AuthError, NotFoundError, RegistryError, VerificationError
-from reconciler.registry.auth import parse_scopes, scope_params, scopes_for
-from reconciler.registry.retry import RetryPolicy, parse_retry_after
+from reconciler.store.registry.auth import parse_scopes, scope_params, scopes_for
+from reconciler.store.registry.retry import RetryPolicy, parse_retry_after
 
 
 def test_retry_after_forms() -> None:

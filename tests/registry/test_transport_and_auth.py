@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import AuthError
-from reconciler.registry.auth import load_credentials, parse_challenge
-from reconciler.registry.transport import RegistryOptions, is_loopback, policy_for
+from reconciler.store.registry.auth import load_credentials, parse_challenge
+from reconciler.store.registry.transport import RegistryOptions, is_loopback, policy_for
 
 
 @pytest.mark.parametrize(

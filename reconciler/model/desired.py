@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ResolveError
+from reconciler.model.sources import ResolvedBase, ResolvedImage, ResolvedLayer
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import (
@@ -29,6 +30,7 @@ from reconciler.oci.document import (
     make_index_document,
     make_manifest_document,
 )
+from reconciler.oci.location import Address, Location
 from reconciler.oci.models import (
     ContainerConfig,
     Descriptor,
@@ -39,8 +41,6 @@ from reconciler.oci.models import (
     RootFS,
 )
 from reconciler.oci.platform import Platform, PlatformKey
-from reconciler.oci.reference import Reference, Repository
-from reconciler.resolve import ResolvedBase, ResolvedImage, ResolvedLayer
 from reconciler.spec import ConfigSpec, ImageSpecBody, LoadedSpec
 
 BASE_NAME = "org.opencontainers.image.base.name"
@@ -55,7 +55,7 @@ SCRATCH_PLATFORM = PlatformKey("linux", "amd64")
 class DesiredBlob:
     descriptor: Descriptor
     role: str  # "layer" or "config"
-    source: Repository | None = None  # None: generated here, `data` or `file` holds it
+    source: Location | None = None  # None: generated here, `data` or `file` holds it
     data: bytes | None = None
     file: Path | None = None  # a layer built from local files
 
@@ -87,7 +87,7 @@ class DesiredImage:
     name: str
     root: ManifestDocument | IndexDocument
     manifests: tuple[DesiredManifest, ...]
-    targets: tuple[Reference, ...]
+    targets: tuple[Address, ...]
     mirror: bool
 
     @property
@@ -115,13 +115,13 @@ def build_desired(
     return DesiredImage(spec.name, index, manifests, body.targets, False)
 
 
-def _base_blobs(document: ManifestDocument, source: Repository) -> tuple[DesiredBlob, ...]:
+def _base_blobs(document: ManifestDocument, source: Location) -> tuple[DesiredBlob, ...]:
     manifest = document.manifest
     layers = (DesiredBlob(layer, "layer", source) for layer in manifest.layers)
     return (DesiredBlob(manifest.config, "config", source), *layers)
 
 
-def _build_mirror(spec: LoadedSpec, base: ResolvedBase, source: Repository) -> DesiredImage:
+def _build_mirror(spec: LoadedSpec, base: ResolvedBase, source: Location) -> DesiredImage:
     kept = {image.manifest.digest for image in base.images}
     attachments = [
         (entry, document)
@@ -165,7 +165,7 @@ def _added_blob(layer: ResolvedLayer, fmt: mt.Format, file: str) -> DesiredBlob:
     descriptor = Descriptor(media_type=media_type, digest=layer.digest, size=layer.size)
     if layer.source is None:
         return DesiredBlob(descriptor, "layer", file=layer.local)
-    return DesiredBlob(descriptor, "layer", Repository.of(layer.source))
+    return DesiredBlob(descriptor, "layer", Location.of(layer.source))
 
 
 def _history_entry(layer: ResolvedLayer, created: str | None) -> History:
@@ -380,3 +380,38 @@ def _build_scratch(spec: LoadedSpec, layers: Sequence[ResolvedLayer]) -> Desired
     ]
     index = _make_index(fmt, entries, dict(body.annotations))
     return DesiredImage(spec.name, index, tuple(manifests), body.targets, False)
+
+
+@dataclass(frozen=True)
+class ImageParts:
+    """What a sink must hold for a desired image, in the order that keeps it whole: blobs, then
+    per-platform manifests, then the index (DESIGN.md section 7). Every sink walks this one
+    value: a registry or a layout through the plan (less what it holds), an archive whole."""
+
+    blobs: tuple[DesiredBlob, ...]  # each distributable blob once, in manifest order
+    manifests: tuple[DesiredManifest, ...]
+    index: IndexDocument | None
+
+    @property
+    def documents(self) -> tuple[ManifestDocument | IndexDocument, ...]:
+        """The manifests' and the index's bytes, children first."""
+        children = tuple(m.document for m in self.manifests)
+        return children if self.index is None else (*children, self.index)
+
+
+def image_parts(desired: DesiredImage, present: frozenset[Digest] = frozenset()) -> ImageParts:
+    """The parts a sink lacks, given the digests it holds. A manifest it holds vouches for its
+    blobs (a store accepts a manifest only over its blobs); its blobs are left out with it.
+    Non-distributable layers (with `urls`) are never part of it."""
+    manifests = tuple(m for m in desired.manifests if m.document.digest not in present)
+    seen: set[Digest] = set()
+    blobs: list[DesiredBlob] = []
+    for manifest in manifests:
+        for blob in manifest.blobs:
+            if blob.digest not in seen and not blob.foreign:
+                seen.add(blob.digest)
+                blobs.append(blob)
+    index = (
+        desired.index if desired.index is not None and desired.index.digest not in present else None
+    )
+    return ImageParts(tuple(blobs), manifests, index)

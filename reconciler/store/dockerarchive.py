@@ -15,28 +15,32 @@ archive and its layers stay where they are. Which manifest describes them:
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from reconciler.archive.reader import ArchiveError
-from reconciler.diffid import sniff_compression
-from reconciler.errors import DocumentError, NotFoundError, ReferenceError_
-from reconciler.local.store import LocalStore, TarFiles, blob_name, digest_or_none
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reconciler.errors import ArchiveError, DocumentError, NotFoundError, ReferenceError_
 from reconciler.oci import mediatypes as mt
+from reconciler.oci.diffid import sniff_compression
 from reconciler.oci.digest import Digest, Hasher
 from reconciler.oci.document import (
     CONFIG_SIZE_LIMIT,
     MANIFEST_SIZE_LIMIT,
+    Document,
     IndexDocument,
     ManifestDocument,
+    first_error,
     make_manifest_document,
+    parse_config,
     parse_document,
 )
+from reconciler.oci.location import Location
 from reconciler.oci.models import Descriptor, Manifest
 from reconciler.oci.reference import Reference
-from reconciler.registry.client import ManifestHead
+from reconciler.store.base import ManifestHead
+from reconciler.store.files import LocalReader, TarFiles, blob_name, digest_or_none, read_json
+from reconciler.store.layout import LayoutIndex
 
 SNIFF = 512
 
@@ -50,12 +54,28 @@ class ArchivedImage:
     members: dict[Digest, str] = field(default_factory=dict)  # blobs outside blobs/<alg>/
 
 
-class DockerArchive(LocalStore):
-    transport = "docker-archive"
+class ArchiveEntry(BaseModel):
+    """One image of manifest.json, as `docker save` writes it."""
 
-    def __init__(self, host: str, path: Path) -> None:
-        self.tar = TarFiles(path)
-        super().__init__(host, path, self.tar)
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    config: str = Field(alias="Config", strict=True)
+    repo_tags: tuple[str, ...] | None = Field(default=None, alias="RepoTags")
+    layers: tuple[str, ...] = Field(alias="Layers")
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.repo_tags or ()
+
+
+class ArchiveManifest(BaseModel):
+    entries: tuple[ArchiveEntry, ...]
+
+
+class DockerArchive(LocalReader):
+    def __init__(self, location: Location) -> None:
+        self.tar = TarFiles(Path(location.authority))
+        super().__init__(location, self.tar)
         self._images: dict[str, ArchivedImage] = {}
         self._stamp: object = None
 
@@ -65,38 +85,32 @@ class DockerArchive(LocalStore):
             self._images.clear()
             self._stamp = index
 
-    def _entries(self) -> list[dict[str, Any]]:
-        data = (
-            self.tar.index.read_json("manifest.json") if "manifest.json" in self.tar.index else None
-        )
-        if data is None:
+    def _entries(self) -> tuple[ArchiveEntry, ...]:
+        if "manifest.json" not in self.tar.index:
             raise ArchiveError(f"{self.path}: no manifest.json (not a docker save archive)")
-        if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
-            raise ArchiveError(f"{self.path}: manifest.json is not a list of images")
-        for i, entry in enumerate(data):
-            layers, tags = entry.get("Layers"), entry.get("RepoTags") or []
-            if not isinstance(entry.get("Config"), str):
-                raise ArchiveError(f"{self.path}: manifest.json[{i}].Config is not a file name")
-            if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-                raise ArchiveError(f"{self.path}: manifest.json[{i}].Layers is not a list of names")
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                raise ArchiveError(f"{self.path}: manifest.json[{i}].RepoTags is not a list")
-        return data
+        data = read_json(self.tar, "manifest.json")
+        try:
+            return ArchiveManifest.model_validate({"entries": data}).entries
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = error["loc"][1:]  # past "entries"
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+            raise ArchiveError(f"{self.path}: manifest.json{where}: {error['msg']}") from None
 
-    def _select(self, identifier: str) -> tuple[dict[str, Any], str | None]:
+    def _select(self, identifier: str) -> tuple[ArchiveEntry, str | None]:
         entries = self._entries()
         if not identifier:
             if len(entries) != 1:
-                tags = [t for e in entries for t in e.get("RepoTags") or []]
+                tags = [t for e in entries for t in e.tags]
                 raise ReferenceError_(
-                    f"{self.host} holds {len(entries)} images; name one with :NAME:TAG "
+                    f"{self.label} holds {len(entries)} images; name one with :NAME:TAG "
                     f"({', '.join(tags) or 'none is tagged'})"
                 )
-            tags = entries[0].get("RepoTags") or []
+            tags = list(entries[0].tags)
             return entries[0], _normal(tags[0]) if len(tags) == 1 else None
         want = _normal(identifier)
         for entry in entries:
-            for tag in entry.get("RepoTags") or []:
+            for tag in entry.tags:
                 if _normal(tag) == want:
                     return entry, want
         raise LookupError(identifier)
@@ -111,7 +125,7 @@ class DockerArchive(LocalStore):
             entry, name = self._select(identifier)
         except LookupError:
             return None
-        config_name = entry["Config"]
+        config_name = entry.config
         config_raw = self.tar.read(config_name, CONFIG_SIZE_LIMIT)
         config_digest = Digest.of(config_raw)
         image = self._from_layout(config_digest, name) or self._synthesized(
@@ -124,26 +138,27 @@ class DockerArchive(LocalStore):
         """The saved manifest of this config, when the archive carries an OCI layout."""
         if "index.json" not in self.tar.index:
             return None
-        top = self.tar.index.read_json("index.json")
-        candidates = [m for m in (top.get("manifests") or []) if isinstance(m, dict)]
+        try:
+            top = LayoutIndex.model_validate(read_json(self.tar, "index.json"))
+        except ValidationError as exc:
+            raise ArchiveError(f"{self.path}: index.json: {first_error(exc)}") from None
+        candidates = list(top.manifests)
         seen: set[str] = set()
         while candidates:
             entry = candidates.pop(0)
-            digest = digest_or_none(entry.get("digest"))
-            if digest is None or str(digest) in seen or blob_name(digest) not in self.tar.index:
+            digest = entry.digest
+            if str(digest) in seen or blob_name(digest) not in self.tar.index:
                 continue
             seen.add(str(digest))
             raw = self.tar.read(blob_name(digest), MANIFEST_SIZE_LIMIT)
             if Digest.of(raw, digest.algorithm) != digest:
                 raise ArchiveError(f"{self.path}: {blob_name(digest)} does not match its digest")
             try:
-                document = parse_document(raw, entry.get("mediaType"), digest)
+                document = parse_document(raw, entry.media_type, digest)
             except DocumentError:
                 continue
             if isinstance(document, IndexDocument):
-                candidates += [
-                    m.model_dump(by_alias=True, mode="json") for m in document.index.manifests
-                ]
+                candidates += document.index.manifests
             elif (
                 isinstance(document, ManifestDocument) and document.manifest.config.digest == config
             ):
@@ -151,22 +166,20 @@ class DockerArchive(LocalStore):
         return None
 
     def _synthesized(
-        self, entry: dict[str, Any], config_raw: bytes, config_digest: Digest, name: str | None
+        self, entry: ArchiveEntry, config_raw: bytes, config_digest: Digest, name: str | None
     ) -> ArchivedImage:
         try:
-            config = json.loads(config_raw)
-            diff_ids = [Digest.parse(d) for d in config["rootfs"]["diff_ids"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ArchiveError(
-                f"{self.path}: {entry['Config']}: no usable rootfs.diff_ids ({exc})"
-            ) from None
-        layers: list[str] = entry["Layers"]
+            config = parse_config(config_raw, mt.DOCKER_CONFIG, config_digest)
+        except DocumentError as exc:
+            raise ArchiveError(f"{self.path}: {entry.config}: {exc}") from None
+        diff_ids = config.config.rootfs.diff_ids
+        layers = entry.layers
         if len(layers) != len(diff_ids):
             raise ArchiveError(
                 f"{self.path}: manifest.json lists {len(layers)} layers, "
                 f"the config {len(diff_ids)} diff_ids"
             )
-        members = {config_digest: entry["Config"]}
+        members = {config_digest: entry.config}
         descriptors = []
         for layer, diff_id in zip(layers, diff_ids, strict=True):
             member = self.tar.index.member(layer)
@@ -210,7 +223,7 @@ class DockerArchive(LocalStore):
         name = blob_name(digest)
         return name if name in self.tar.index else None
 
-    async def head_manifest(self, repository: str, identifier: str) -> ManifestHead | None:
+    async def head_manifest(self, identifier: str) -> ManifestHead | None:
         digest = digest_or_none(identifier)
         if digest is not None:
             for known in self._known():
@@ -222,20 +235,18 @@ class DockerArchive(LocalStore):
             return None
         return ManifestHead(image.digest, image.media_type, len(image.raw))
 
-    async def get_manifest(
-        self, repository: str, identifier: str
-    ) -> ManifestDocument | IndexDocument:
-        head = await self.head_manifest(repository, identifier)
+    async def get_manifest(self, identifier: str) -> Document:
+        head = await self.head_manifest(identifier)
         image = next((i for i in self._known() if head and i.digest == head.digest), None)
         if image is None:
-            raise NotFoundError(f"{self.host}: no image {identifier or '(default)'}")
+            raise NotFoundError(f"{self.label}: no image {identifier or '(default)'}")
         return parse_document(
-            image.raw, image.media_type, image.digest, what=f"{self.host}@{image.digest}"
+            image.raw, image.media_type, image.digest, what=f"{self.label}@{image.digest}"
         )
 
-    async def list_tags(self, repository: str, limit: int = 10_000) -> list[str]:
+    async def list_tags(self, limit: int = 10_000) -> list[str]:
         entries = await asyncio.to_thread(self._entries)
-        return [t for e in entries for t in e.get("RepoTags") or []][:limit]
+        return [t for e in entries for t in e.tags][:limit]
 
     def base_name(self, identifier: str) -> str | None:
         image = self.image(identifier)

@@ -33,7 +33,7 @@ from reconciler.errors import (
     RegistryError,
     RegistryErrorDetail,
 )
-from reconciler.registry.auth import (
+from reconciler.store.registry.auth import (
     TOKEN_BODY_LIMIT,
     HostAuth,
     load_credentials,
@@ -41,8 +41,8 @@ from reconciler.registry.auth import (
     netloc,
     scopes_for,
 )
-from reconciler.registry.retry import RetryPolicy, parse_retry_after
-from reconciler.registry.transport import RegistryOptions, TransportPolicy, policy_for
+from reconciler.store.registry.retry import RetryPolicy, parse_retry_after
+from reconciler.store.registry.transport import RegistryOptions, TransportPolicy, policy_for
 
 # httpcore reads a response 64 KiB at a time, and each read costs a trip through h11 and anyio:
 # for a blob of hundreds of MiB that per-read overhead was the largest CPU cost of a copy

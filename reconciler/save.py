@@ -16,30 +16,28 @@ is written to a temporary file next to the output and renamed into place only wh
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import io
 import json
-import os
 import platform as host_platform
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from reconciler.archive.tarstream import TarStream
 from reconciler.cache import ContentCache
-from reconciler.desired import DesiredBlob, DesiredImage, DesiredManifest
 from reconciler.errors import ResolveError
-from reconciler.execute import local_bytes
+from reconciler.fileio import AtomicFile, Window
+from reconciler.model.desired import DesiredBlob, DesiredImage, DesiredManifest, image_parts
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.document import CONFIG_SIZE_LIMIT
 from reconciler.oci.platform import PlatformKey
-from reconciler.oci.reference import Reference, is_local
-from reconciler.registry.client import Registries
+from reconciler.oci.reference import Reference
+from reconciler.store.generated import generated_bytes
+from reconciler.store.open import Stores
 
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 EPOCH = "1970-01-01T00:00:00Z"
@@ -129,7 +127,7 @@ def legacy_layers(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def _repo_tags(desired: DesiredImage, tags: tuple[str, ...]) -> tuple[Reference, ...]:
     if tags:
         return tuple(Reference.parse(t) for t in tags)
-    named = tuple(t for t in desired.targets if not is_local(t.registry))
+    named = tuple(t.reference for t in desired.targets if t.reference is not None)
     if not named:
         raise ResolveError(
             f"spec {desired.name} has only local targets; name the image with --tag NAME:TAG"
@@ -143,18 +141,17 @@ def _blob_name(digest: str) -> str:
 
 
 class ArchiveWriter:
-    def __init__(self, registries: Registries, cache: ContentCache | None = None) -> None:
-        self.registries = registries
+    def __init__(self, stores: Stores, cache: ContentCache | None = None) -> None:
+        self.stores = stores
         self.cache = cache  # configs the resolver already read are taken from here
 
     async def _chunks(self, blob: DesiredBlob) -> AsyncIterator[bytes]:
         source = blob.source
         if source is None:
-            async for chunk in local_bytes(blob):
+            async for chunk in generated_bytes(blob):
                 yield chunk
             return
-        client = self.registries.client(source.registry)
-        async with client.open_blob(source.repository, blob.digest, blob.size) as stream:
+        async with self.stores.reader(source).open_blob(blob.digest, blob.size) as stream:
             async for chunk in stream:
                 yield chunk
 
@@ -165,31 +162,20 @@ class ArchiveWriter:
         if cached is not None:
             return cached[0]
         assert blob.source is not None  # noqa: S101 - checked in _chunks' terms
-        client = self.registries.client(blob.source.registry)
-        return await client.get_blob(blob.source.repository, blob.digest, CONFIG_SIZE_LIMIT)
+        return await self.stores.reader(blob.source).get_blob(blob.digest, CONFIG_SIZE_LIMIT)
 
     async def save(self, desired: DesiredImage, output: Path, options: SaveOptions) -> SaveResult:
         chosen = pick_manifest(desired, options.platform)
         config_blob = chosen.blobs[0]
         config = json.loads(await self._config(config_blob))
         refs = _repo_tags(desired, options.tags)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                tar = TarStream(handle)
-                blobs = await self._write_layout(tar, desired, refs)
-                handle.flush()
-                self._write_docker_part(tar, chosen, config, refs, options, tmp)
-                tar.close()
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, output)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        with AtomicFile(output.parent, output.name) as out:
+            tar = TarStream(out.handle)
+            blobs = await self._write_layout(tar, desired, refs)
+            out.handle.flush()
+            self._write_docker_part(tar, chosen, config, refs, options, out.temporary)
+            tar.close()
+            out.commit(output)
         return SaveResult(
             output, output.stat().st_size, chosen.platform, blobs, tuple(str(r) for r in refs)
         )
@@ -198,22 +184,12 @@ class ArchiveWriter:
         self, tar: TarStream, desired: DesiredImage, refs: tuple[Reference, ...]
     ) -> int:
         tar.add_bytes("oci-layout", LAYOUT)
-        written: set[str] = set()
-        for manifest in desired.manifests:
-            for blob in manifest.blobs:
-                key = str(blob.digest)
-                if key in written or blob.foreign:
-                    continue
-                written.add(key)
-                await tar.add_stream(_blob_name(key), blob.size, self._chunks(blob))
-            key = str(manifest.document.digest)
-            if key not in written:
-                written.add(key)
-                tar.add_bytes(_blob_name(key), manifest.document.raw)
+        parts = image_parts(desired)
+        for blob in parts.blobs:
+            await tar.add_stream(_blob_name(str(blob.digest)), blob.size, self._chunks(blob))
+        for document in parts.documents:
+            tar.add_bytes(_blob_name(str(document.digest)), document.raw)
         root = desired.root
-        if str(root.digest) not in written:
-            written.add(str(root.digest))
-            tar.add_bytes(_blob_name(str(root.digest)), root.raw)
         index = {
             "schemaVersion": 2,
             "mediaType": mt.OCI_INDEX,
@@ -231,7 +207,7 @@ class ArchiveWriter:
             ],
         }
         tar.add_bytes("index.json", _json(index))
-        return len(written)
+        return len(parts.blobs) + len(parts.documents)
 
     def _write_docker_part(
         self,
@@ -282,27 +258,8 @@ def _add_uncompressed(tar: TarStream, name: str, archive: Path, where: tuple[int
     """Inflate a gzip member already in the archive into a plain tar member, via a disk file."""
     offset, size = where
     with archive.open("rb") as source, tempfile.TemporaryFile() as spool:
-        source.seek(offset)
-        with gzip.GzipFile(fileobj=_Window(source, size)) as inflated:
+        with gzip.GzipFile(fileobj=Window(source, offset, size, str(archive))) as inflated:
             shutil.copyfileobj(inflated, spool, 1024 * 1024)
         length = spool.tell()
         spool.seek(0)
         tar.add_file(name, spool, length)
-
-
-class _Window(io.RawIOBase):
-    """`size` bytes of a file from its current position, as a readable stream."""
-
-    def __init__(self, handle: BinaryIO, size: int) -> None:
-        self._handle, self._left = handle, size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._left <= 0:
-            return 0
-        data = self._handle.read(min(len(buffer), self._left))
-        buffer[: len(data)] = data
-        self._left -= len(data)
-        return len(data)

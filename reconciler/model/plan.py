@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconciler.desired import DesiredBlob, DesiredImage
-from reconciler.observe import ObservedImage
+from reconciler.model.desired import DesiredBlob, DesiredImage, image_parts
+from reconciler.model.observed import ObservedImage
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import IndexDocument, ManifestDocument
+from reconciler.oci.location import Address, Location
 from reconciler.oci.platform import PlatformKey
-from reconciler.oci.reference import Reference, Repository
 
 
 class BlobMethod(StrEnum):
@@ -27,17 +27,17 @@ class BlobMethod(StrEnum):
 @dataclass(frozen=True)
 class BlobAction:
     method: BlobMethod
-    destination: Repository
+    destination: Location
     blob: DesiredBlob
 
     @property
-    def source(self) -> Repository | None:
+    def source(self) -> Location | None:
         return self.blob.source
 
 
 @dataclass(frozen=True)
 class ManifestAction:
-    destination: Repository
+    destination: Location
     document: ManifestDocument | IndexDocument
     platform: PlatformKey | None
 
@@ -48,7 +48,7 @@ class ManifestAction:
 
 @dataclass(frozen=True)
 class TagAction:
-    target: Reference
+    target: Address
     old: Digest | None
     document: ManifestDocument | IndexDocument
 
@@ -64,7 +64,7 @@ class SpecPlan:
     blobs: tuple[BlobAction, ...]
     manifests: tuple[ManifestAction, ...]  # children first, the index last
     tags: tuple[TagAction, ...]
-    in_sync_tags: tuple[Reference, ...]
+    in_sync_tags: tuple[Address, ...]
     skipped_blobs: int  # blobs the destinations already hold
 
     @property
@@ -76,11 +76,11 @@ class SpecPlan:
         return sum(a.blob.size for a in self.blobs if a.method is not BlobMethod.MOUNT)
 
 
-def _method(blob: DesiredBlob, destination: Repository) -> BlobMethod:
+def _method(blob: DesiredBlob, destination: Location) -> BlobMethod:
     if blob.source is None:
         return BlobMethod.UPLOAD
-    if blob.source.registry == destination.registry:
-        return BlobMethod.MOUNT
+    if destination.is_registry and blob.source.store == destination.store:
+        return BlobMethod.MOUNT  # a registry's cross-repository mount (local stores have none)
     return BlobMethod.COPY
 
 
@@ -88,27 +88,23 @@ def build_plan(desired: DesiredImage, observed: ObservedImage) -> SpecPlan:
     blobs: list[BlobAction] = []
     manifests: list[ManifestAction] = []
     skipped = 0
-    for destination, present in observed.present:
-        needed_manifests = [m for m in desired.manifests if m.document.digest not in present]
-        seen: set[Digest] = set()
-        for manifest in needed_manifests:
-            for blob in manifest.blobs:
-                if blob.digest in seen or blob.foreign:
-                    continue
-                seen.add(blob.digest)
-                if blob.digest in present:
-                    skipped += 1
-                else:
-                    blobs.append(BlobAction(_method(blob, destination), destination, blob))
-            manifests.append(ManifestAction(destination, manifest.document, manifest.platform))
-        if desired.index is not None and desired.index.digest not in present:
-            manifests.append(ManifestAction(destination, desired.index, None))
+    for presence in observed.present:
+        destination, present = presence.destination, presence.digests
+        parts = image_parts(desired, present)
+        for blob in parts.blobs:
+            if blob.digest in present:
+                skipped += 1
+            else:
+                blobs.append(BlobAction(_method(blob, destination), destination, blob))
+        manifests += (ManifestAction(destination, m.document, m.platform) for m in parts.manifests)
+        if parts.index is not None:
+            manifests.append(ManifestAction(destination, parts.index, None))
     tags = tuple(
-        TagAction(target, current, desired.root)
-        for target, current in observed.tags
-        if current != desired.root.digest
+        TagAction(tag.target, tag.digest, desired.root)
+        for tag in observed.tags
+        if tag.digest != desired.root.digest
     )
-    in_sync = tuple(t for t, current in observed.tags if current == desired.root.digest)
+    in_sync = tuple(tag.target for tag in observed.tags if tag.digest == desired.root.digest)
     return SpecPlan(
         desired.name, desired.root.digest, tuple(blobs), tuple(manifests), tags, in_sync, skipped
     )

@@ -8,87 +8,34 @@ streamed and verified while they pass through.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import httpx
 
 from reconciler.errors import DocumentError, ReferenceError_, RegistryError
 from reconciler.oci.digest import Digest, verified
 from reconciler.oci.document import MANIFEST_SIZE_LIMIT, Document, parse_document
+from reconciler.oci.location import Location
 from reconciler.oci.mediatypes import MANIFEST_ACCEPT
-from reconciler.oci.reference import is_local
-from reconciler.registry.auth import log_safe
-from reconciler.registry.http import (
+from reconciler.store.base import ManifestHead, UploadSession
+from reconciler.store.registry.auth import log_safe
+from reconciler.store.registry.http import (
     HttpTransport,
     body_chunks,
     error_from,
     int_header,
     read_capped,
 )
-from reconciler.registry.retry import RetryPolicy
-from reconciler.registry.transport import RegistryOptions, TransportPolicy
-
-if TYPE_CHECKING:
-    from reconciler.settings import Settings
+from reconciler.store.registry.retry import RetryPolicy
+from reconciler.store.registry.transport import RegistryOptions, TransportPolicy
 
 log = logging.getLogger("reconciler.registry")
 
 STREAM_CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ManifestHead:
-    """What a HEAD on a manifest tells: its digest, media type and size."""
-
-    digest: Digest
-    media_type: str | None
-    size: int | None
-
-
-class ImageStore(Protocol):
-    """What the engine asks of a place that holds images: a registry, or a local store
-    (reconciler.local: an OCI layout, a docker-save archive)."""
-
-    host: str
-
-    async def head_manifest(self, repository: str, identifier: str) -> ManifestHead | None: ...
-
-    async def get_manifest(self, repository: str, identifier: str) -> Document: ...
-
-    async def head_blob(self, repository: str, digest: Digest) -> int | None: ...
-
-    def open_blob(
-        self, repository: str, digest: Digest, size: int | None = None
-    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]: ...
-
-    async def get_blob(self, repository: str, digest: Digest, limit: int) -> bytes: ...
-
-    async def mount_blob(self, repository: str, digest: Digest, source: str) -> Any: ...
-
-    async def upload_blob(
-        self,
-        repository: str,
-        digest: Digest,
-        size: int,
-        chunks: AsyncIterable[bytes],
-        *,
-        session: Any = None,
-        chunk_size: int | None = None,
-    ) -> None: ...
-
-    async def put_manifest(
-        self, repository: str, identifier: str, raw: bytes, media_type: str, digest: Digest
-    ) -> None: ...
-
-    async def list_tags(self, repository: str, limit: int = 10_000) -> list[str]: ...
-
-    async def delete_manifest(self, repository: str, identifier: str) -> int: ...
 
 
 class RegistryClient:
@@ -237,7 +184,9 @@ class RegistryClient:
                 chunks.append(chunk)
         return b"".join(chunks)
 
-    async def mount_blob(self, repository: str, digest: Digest, source: str) -> httpx.URL | None:
+    async def mount_blob(
+        self, repository: str, digest: Digest, source: str
+    ) -> UploadSession | None:
         """Cross-repository mount. None when mounted; else the upload session it opened."""
         url = self._url(f"{repository}/blobs/uploads/")
         response = await self._send(
@@ -250,7 +199,7 @@ class RegistryClient:
             return None
         if response.status_code == 202:
             # The registry could not mount (no access, or no blob there) and opened an upload.
-            return self._location(response)
+            return UploadSession(str(self._location(response)))
         raise await self._fail(response, f"mount {digest.short} from {source} into {repository}")
 
     async def start_upload(self, repository: str) -> httpx.URL:
@@ -268,12 +217,12 @@ class RegistryClient:
         size: int,
         chunks: AsyncIterable[bytes],
         *,
-        session: httpx.URL | None = None,
+        session: UploadSession | None = None,
         chunk_size: int | None = None,
     ) -> None:
         """Upload a blob: one streamed PUT, or PATCH chunks then PUT when a chunk size is set
         (here or in the registry's options)."""
-        location = session or await self.start_upload(repository)
+        location = httpx.URL(session.url) if session else await self.start_upload(repository)
         chunk_size = chunk_size or self.policy.chunk_size
         if chunk_size is None:
             response = await self._send(
@@ -380,6 +329,59 @@ class RegistryClient:
         return response.request.url.join(location)
 
 
+class RegistryRepository:
+    """One repository of a registry, as a store (reconciler.store.base): reads, writes, mounts
+    from other repositories of the same registry, and deletes tags."""
+
+    def __init__(self, client: RegistryClient, location: Location) -> None:
+        self.client = client
+        self.location = location
+        self.repository = location.repository
+
+    async def head_manifest(self, identifier: str) -> ManifestHead | None:
+        return await self.client.head_manifest(self.repository, identifier)
+
+    async def get_manifest(self, identifier: str) -> Document:
+        return await self.client.get_manifest(self.repository, identifier)
+
+    async def head_blob(self, digest: Digest) -> int | None:
+        return await self.client.head_blob(self.repository, digest)
+
+    def open_blob(
+        self, digest: Digest, size: int | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        return self.client.open_blob(self.repository, digest, size)
+
+    async def get_blob(self, digest: Digest, limit: int) -> bytes:
+        return await self.client.get_blob(self.repository, digest, limit)
+
+    async def list_tags(self, limit: int = 10_000) -> list[str]:
+        return await self.client.list_tags(self.repository, limit)
+
+    async def upload_blob(
+        self,
+        digest: Digest,
+        size: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        session: UploadSession | None = None,
+    ) -> None:
+        await self.client.upload_blob(self.repository, digest, size, chunks, session=session)
+
+    async def put_manifest(
+        self, identifier: str, raw: bytes, media_type: str, digest: Digest
+    ) -> None:
+        await self.client.put_manifest(self.repository, identifier, raw, media_type, digest)
+
+    async def mount_blob(self, digest: Digest, source: Location) -> UploadSession | None:
+        if source.store != self.location.store:
+            raise ValueError(f"cannot mount from {source} into {self.location}")
+        return await self.client.mount_blob(self.repository, digest, source.repository)
+
+    async def delete_manifest(self, identifier: str) -> int:
+        return await self.client.delete_manifest(self.repository, identifier)
+
+
 class Registries:
     """One client per registry host over one shared transport; closed together."""
 
@@ -388,53 +390,21 @@ class Registries:
         options: Mapping[str, RegistryOptions] | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
-        concurrency: int = 8,
         retry: RetryPolicy | None = None,
         on_response: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.transport = HttpTransport(options, env, timeout, retry, on_response)
         self.retry = self.transport.retry
-        self._concurrency = concurrency
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._clients: dict[str, ImageStore] = {}
+        self._clients: dict[str, RegistryClient] = {}
 
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, on_response: Callable[[str, str, int], None] | None = None
-    ) -> Registries:
-        """The pool the process settings describe (per-registry options, limits, retries)."""
-        return cls(
-            settings.registry_options(),
-            timeout=settings.timeout,
-            concurrency=settings.concurrency,
-            retry=settings.retry_policy(),
-            on_response=on_response,
-        )
-
-    def client(self, host: str) -> ImageStore:
-        """The client of a registry host, or the store a local host names (`oci:/path`)."""
+    def client(self, host: str) -> RegistryClient:
+        """The client of a registry host (one per host, sharing the transport)."""
         client = self._clients.get(host)
         if client is None:
-            if is_local(host):
-                from reconciler.local import open_store  # the stores import this module
-
-                client = self._clients[host] = open_store(host)
-            else:
-                client = self._clients[host] = RegistryClient(
-                    self.transport.policy(host), self.transport
-                )
+            client = self._clients[host] = RegistryClient(
+                self.transport.policy(host), self.transport
+            )
         return client
-
-    def slot(self, host: str) -> asyncio.Semaphore:
-        """The per-registry limit on requests and blob transfers running at once.
-
-        Each operation takes exactly one slot (a copy takes its destination's), so a limit of 1
-        cannot deadlock a copy between two repositories of one registry.
-        """
-        slot = self._slots.get(host)
-        if slot is None:
-            slot = self._slots[host] = asyncio.Semaphore(self._concurrency)
-        return slot
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -1,0 +1,52 @@
+"""One read of the specs directory, as a value: this replica's specs (by shard) with their
+fingerprints, and the files that do not parse.
+
+`scan_specs` reads and parses files, so the daemon runs it in a worker thread
+(`asyncio.to_thread`): a directory of a thousand specs must not stall `/healthz`, the backoff
+timers or the registry requests of a pass in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.errors import SpecError
+from reconciler.spec import LoadedSpec, load_specs
+
+
+def shard_of(name: str, shards: int) -> int:
+    """A stable hash of the spec's name (the same on every replica and every run)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % shards
+
+
+def fingerprint(spec: LoadedSpec) -> str:
+    """What the spec asks for; moving it to another file or line changes nothing."""
+    return hashlib.sha256(spec.body.model_dump_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ScannedSpec:
+    spec: LoadedSpec
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Scan:
+    specs: tuple[ScannedSpec, ...]  # this shard's only
+    errors: tuple[SpecError, ...]  # every file's, whatever shard its specs would be in
+
+    @property
+    def bad_files(self) -> dict[str, SpecError]:
+        return {e.location.file: e for e in self.errors}
+
+
+def scan_specs(specs_dir: Path, shard: int, shards: int) -> Scan:
+    loaded = load_specs([specs_dir])
+    mine = tuple(
+        ScannedSpec(spec, fingerprint(spec))
+        for spec in loaded.specs
+        if shard_of(spec.name, shards) == shard
+    )
+    return Scan(mine, loaded.errors)

@@ -1,0 +1,54 @@
+"""What a pass tells about each spec: its state, what was desired, observed, planned and done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.model.desired import DesiredImage
+from reconciler.model.observed import ObservedImage
+from reconciler.model.plan import SpecPlan
+from reconciler.model.state import SpecState
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What executing one plan did."""
+
+    mounted: int = 0
+    copied: int = 0
+    uploaded: int = 0
+    skipped: int = 0
+    bytes_pushed: int = 0
+    manifests: int = 0
+    tags: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{self.mounted} mounted, {self.copied} copied, {self.uploaded} uploaded, "
+            f"{self.manifests} manifests, {self.tags} tags"
+        )
+
+
+@dataclass(frozen=True)
+class SpecReport:
+    file: str
+    state: SpecState
+    name: str | None = None
+    desired: DesiredImage | None = None
+    observed: ObservedImage | None = None
+    plan: SpecPlan | None = None
+    result: ExecResult | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    specs: tuple[SpecReport, ...]
+    applied: bool
+
+    def count(self, state: SpecState) -> int:
+        return sum(1 for s in self.specs if s.state is state)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.count(SpecState.FAILED) or self.count(SpecState.INVALID))
