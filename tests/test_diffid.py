@@ -9,8 +9,8 @@ import zlib
 
 import pytest
 
-from reconciler.diffid import DiffIdComputer, sniff_compression
 from reconciler.errors import VerificationError
+from reconciler.oci.diffid import DiffIdComputer, sniff_compression
 from reconciler.oci.mediatypes import Compression
 
 
