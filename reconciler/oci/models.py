@@ -71,6 +71,15 @@ class Index(WireModel):
     annotations: dict[str, str] | None = None
 
 
+class LayoutIndex(WireModel):
+    """index.json of an OCI image layout (image-spec image-layout.md): the layout's images."""
+
+    # Required by image-layout.md, but layouts written by hand often leave it out, and
+    # containers/image reads them all the same; a version other than 2 is refused.
+    schema_version: int | None = Field(default=None, alias="schemaVersion", strict=True)
+    manifests: tuple[Descriptor, ...]
+
+
 class ContainerConfig(WireModel):
     """The `config` object of an image config (the runtime defaults)."""
 

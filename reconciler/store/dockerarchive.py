@@ -36,11 +36,10 @@ from reconciler.oci.document import (
     parse_document,
 )
 from reconciler.oci.location import Location
-from reconciler.oci.models import Descriptor, Manifest
+from reconciler.oci.models import Descriptor, LayoutIndex, Manifest
 from reconciler.oci.reference import Reference
 from reconciler.store.base import ManifestHead
 from reconciler.store.files import LocalReader, TarFiles, blob_name, digest_or_none, read_json
-from reconciler.store.layout import LayoutIndex
 
 SNIFF = 512
 

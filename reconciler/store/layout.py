@@ -21,7 +21,7 @@ import os
 from collections.abc import AsyncIterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from reconciler.errors import ArchiveError, NotFoundError, PushError, ReferenceError_
 from reconciler.fileio import AtomicFile, write_atomic
@@ -29,7 +29,7 @@ from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest, Hasher
 from reconciler.oci.document import IndexDocument, ManifestDocument, first_error, parse_document
 from reconciler.oci.location import Location
-from reconciler.oci.models import Descriptor
+from reconciler.oci.models import Descriptor, LayoutIndex
 from reconciler.oci.reference import Reference
 from reconciler.store.base import ManifestHead, UploadSession
 from reconciler.store.files import (
@@ -45,17 +45,6 @@ from reconciler.store.files import (
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "io.containerd.image.name"
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
-
-
-class LayoutIndex(BaseModel):
-    """index.json of an OCI layout (image-spec image-layout.md): an index of descriptors."""
-
-    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
-
-    # Required by image-layout.md, but layouts written by hand often leave it out, and
-    # containers/image reads them all the same; a version other than 2 is refused.
-    schema_version: int | None = Field(default=None, alias="schemaVersion", strict=True)
-    manifests: tuple[Descriptor, ...]
 
 
 def _names(entry: Descriptor) -> tuple[str, ...]:
