@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from reconciler.errors import VerificationError
 from reconciler.memo import Memo
 from reconciler.model.desired import DesiredImage, DesiredManifest
 from reconciler.model.observed import ObservedImage, ObservedTag, Presence
@@ -53,9 +54,11 @@ class Observer:
         key = ("manifest", destination, digest)
         return await self._memo.get(key, lambda: self._head(destination, head))
 
-    async def has_blob(self, destination: Location, digest: Digest) -> bool:
-        async def head() -> bool:
-            return await self.stores.reader(destination).head_blob(digest) is not None
+    async def blob_size(self, destination: Location, digest: Digest) -> int | None:
+        """The size of a blob the destination holds; None when it holds none."""
+
+        async def head() -> int | None:
+            return await self.stores.reader(destination).head_blob(digest)
 
         key = ("blob", destination, digest)
         return await self._memo.get(key, lambda: self._head(destination, head))
@@ -86,8 +89,16 @@ class Observer:
         if not root_checked and await self.has_manifest(destination, digest):
             return frozenset({digest, *(b.digest for b in manifest.blobs)})
         blobs = [b for b in manifest.blobs if not b.foreign]
-        found = await asyncio.gather(*(self.has_blob(destination, b.digest) for b in blobs))
-        return frozenset(b.digest for b, ok in zip(blobs, found, strict=True) if ok)
+        sizes = await asyncio.gather(*(self.blob_size(destination, b.digest) for b in blobs))
+        for blob, size in zip(blobs, sizes, strict=True):
+            # A size is a fact to check, even when nothing is to be pushed: a manifest over a
+            # blob of another size would be refused by loaders, or lie about what it holds.
+            if size is not None and size != blob.size:
+                raise VerificationError(
+                    f"{destination} holds {blob.digest} as {size} bytes; the manifest says "
+                    f"{blob.size}"
+                )
+        return frozenset(b.digest for b, size in zip(blobs, sizes, strict=True) if size is not None)
 
 
 def _everything(desired: DesiredImage) -> set[Digest]:

@@ -39,7 +39,7 @@ from reconciler.oci.location import Address, Location
 from reconciler.oci.models import Descriptor
 from reconciler.oci.platform import PlatformKey
 from reconciler.spec import LayerSpec, LoadedSpec
-from reconciler.store.base import NamedImages
+from reconciler.store.base import ManifestHead, NamedImages
 from reconciler.store.open import Stores
 
 SNIFF_BYTES = 512
@@ -67,17 +67,17 @@ class Resolver:
         self._verified: dict[Digest, Document | ConfigDocument] = {}
         self._verified_layers: dict[tuple[Digest, str | None, Digest | None], LayerFacts] = {}
 
-    async def resolve_tag(self, address: Address) -> Digest:
-        """The digest a base tag names now: one HEAD per (store, tag) per run."""
+    async def resolve_tag(self, address: Address) -> ManifestHead:
+        """What a base tag names now: one HEAD per (store, tag) per run."""
         location = address.location
 
-        async def head() -> Digest:
+        async def head() -> ManifestHead:
             store = self.stores.reader(location)
             async with self.stores.slot(location):
                 found = await store.head_manifest(address.identifier)
             if found is None:
                 raise NotFoundError(f"base image {address} not found")
-            return found.digest
+            return found
 
         return await self._memo.get(("tag", location, address.identifier), head)
 
@@ -110,21 +110,23 @@ class Resolver:
                 return parse_config(cached[0], descriptor.media_type, digest)
             async with self.stores.slot(source):
                 raw = await self.stores.reader(source).get_blob(digest, CONFIG_SIZE_LIMIT)
-            if len(raw) != descriptor.size:
-                raise DocumentError(
-                    f"config {digest.short} is {len(raw)} bytes, its descriptor says "
-                    f"{descriptor.size}"
-                )
-            config = parse_config(raw, descriptor.media_type, digest)
+            try:
+                config = parse_config(raw, descriptor.media_type, digest)
+            except DocumentError as exc:
+                raise DocumentError(f"{source}: {exc}") from None
             self.cache.put_document(digest, raw, descriptor.media_type)
             return config
 
         known = self._verified.get(digest)
-        if isinstance(known, ConfigDocument):
-            return known
-        config = await self._memo.get(("config", source, digest), load)
-        self._verified[digest] = config
-        return config
+        if not isinstance(known, ConfigDocument):
+            known = await self._memo.get(("config", source, digest), load)
+            self._verified[digest] = known
+        if len(known.raw) != descriptor.size:  # whoever read it first, this descriptor may lie
+            raise DocumentError(
+                f"{source}: config {digest} is {len(known.raw)} bytes, its descriptor says "
+                f"{descriptor.size}"
+            )
+        return known
 
     async def resolve_base(self, spec: LoadedSpec) -> ResolvedBase | None:
         address = spec.body.base_address(Path(spec.file).parent)
@@ -133,8 +135,12 @@ class Resolver:
         if not address.location.is_registry:
             return await self._resolve_local(spec, address)
         label = str(address)
-        digest = address.digest or await self.resolve_tag(address)
-        return await self._resolve_root(spec, address.location, label, label, digest)
+        if address.digest is not None:
+            return await self._resolve_root(spec, address.location, label, label, address.digest)
+        head = await self.resolve_tag(address)
+        return await self._resolve_root(
+            spec, address.location, label, label, head.digest, head.size
+        )
 
     async def _resolve_local(self, spec: LoadedSpec, address: Address) -> ResolvedBase:
         """A base read from an OCI layout or a docker-save archive (paths from the spec file)."""
@@ -157,14 +163,24 @@ class Resolver:
             name = None
             if isinstance(store, NamedImages):
                 name = await asyncio.to_thread(store.base_name, address.identifier)
-            return await self._resolve_root(spec, location, name, written, head.digest)
+            return await self._resolve_root(spec, location, name, written, head.digest, head.size)
         except (ReconcilerError, OSError) as exc:
             raise ResolveError(f"{where}: {exc}") from exc
 
     async def _resolve_root(
-        self, spec: LoadedSpec, source: Location, name: str | None, label: str, digest: Digest
+        self,
+        spec: LoadedSpec,
+        source: Location,
+        name: str | None,
+        label: str,
+        digest: Digest,
+        size: int | None = None,
     ) -> ResolvedBase:
         root = await self.fetch_document(source, digest)
+        if size is not None and size != len(root.raw):
+            raise DocumentError(
+                f"{source}: manifest {digest} is {len(root.raw)} bytes, but {size} were announced"
+            )
         wanted = spec.body.platforms
         if isinstance(root, ManifestDocument):
             image = await self._image(source, root, None)

@@ -407,6 +407,7 @@ def test_missing_layout_and_tag_are_clear(cli: Cli) -> None:
     cli.write_spec("notag.yaml", "base: oci:../out:2\ntargets: [oci:../out2:1]\n")
     (cli.root / "out").mkdir()
     (cli.root / "out" / "index.json").write_text('{"manifests": []}')
+    (cli.root / "out" / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     result = cli("diff", str(cli.specs / "notag.yaml"))
     assert "no image '2' there (tags: none)" in result.stdout, result.stdout
 

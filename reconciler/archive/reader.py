@@ -57,12 +57,16 @@ class ArchiveIndex:
         self.path = path
         self.members: dict[str, Member] = {}
         self._symlinks: dict[str, tuple[str, str]] = {}  # name -> (target, as written)
+        last: str | None = None
         try:
+            self._length = path.stat().st_size
             with tarfile.open(path, mode="r:") as tar:
                 for info in tar:
                     self._add(tar, info)
+                    last = info.name
         except tarfile.TarError as exc:
-            raise ArchiveError(f"{path}: not a readable tar archive: {exc}") from None
+            where = f" after member {last!r}" if last else ""
+            raise ArchiveError(f"{path}: not a readable tar archive{where}: {exc}") from None
         for name in self._symlinks:
             self.members[name] = self._follow(name)
 
@@ -70,6 +74,10 @@ class ArchiveIndex:
         name = _clean(self.path, info.name)
         if info.isdir():
             return
+        if info.offset_data + info.size > self._length:
+            raise ArchiveError(
+                f"{self.path}: member {name!r} ends past the end of the archive (truncated)"
+            )
         if name in self.members or name in self._symlinks:
             raise ArchiveError(f"{self.path}: member {name!r} appears twice; refused")
         if info.issym():

@@ -37,16 +37,25 @@ def read_json(files: Files, name: str, limit: int = JSON_LIMIT) -> Any:
 
 
 class DirFiles:
+    """Files of a layout directory. A file whose real path leaves the directory (a symbolic
+    link out of it) is refused: its bytes are not the layout's to vouch for."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.label = str(root)
+        self._real = root.resolve()
 
     def size(self, name: str) -> int | None:
+        path = self.root / name
         try:
-            stat = (self.root / name).stat()
+            stat = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return stat.st_size if S_ISREG(stat.st_mode) else None
+        if not S_ISREG(stat.st_mode):
+            return None
+        if not path.resolve().is_relative_to(self._real):
+            raise ArchiveError(f"{self.root}: {name} is a link out of the layout; refused")
+        return stat.st_size
 
     def read(self, name: str, limit: int) -> bytes:
         size = self.size(name)

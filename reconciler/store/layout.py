@@ -77,6 +77,8 @@ class OciLayout(LocalReader):
             return ()
         if self.files.size("index.json") is None:
             raise NotFoundError(f"{self.label}: not an OCI layout (no index.json)")
+        if self.files.size("oci-layout") is None:
+            raise ArchiveError(f"{self.label}: not an OCI layout (no oci-layout file)")
         data = read_json(self.files, "index.json")
         try:
             index = LayoutIndex.model_validate(data)
