@@ -210,7 +210,15 @@ class DockerArchive(LocalReader):
         return hasher.digest()
 
     def _known(self) -> list[ArchivedImage]:
+        """Every image of the archive, so that a digest finds its image on a fresh store too."""
         self._fresh()
+        entries = self._entries()
+        if len(self._images) < len(entries):
+            for entry in entries:
+                if entry.tags:
+                    self.image(entry.tags[0])
+                elif len(entries) == 1:
+                    self.image("")
         return list(self._images.values())
 
     def blob_member(self, digest: Digest) -> str | None:
@@ -225,7 +233,7 @@ class DockerArchive(LocalReader):
     async def head_manifest(self, identifier: str) -> ManifestHead | None:
         digest = digest_or_none(identifier)
         if digest is not None:
-            for known in self._known():
+            for known in await asyncio.to_thread(self._known):
                 if known.digest == digest:
                     return ManifestHead(digest, known.media_type, len(known.raw))
             return None

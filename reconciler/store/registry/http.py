@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import httpx
 from httpcore._async.http11 import AsyncHTTP11Connection
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler import __version__
 from reconciler.errors import (
@@ -30,9 +29,11 @@ from reconciler.errors import (
     AuthError,
     DocumentError,
     NotFoundError,
+    ReconcilerError,
     RegistryError,
     RegistryErrorDetail,
 )
+from reconciler.oci.document import load_json
 from reconciler.store.registry.auth import (
     TOKEN_BODY_LIMIT,
     HostAuth,
@@ -132,48 +133,27 @@ class HttpTransport:
         must start over with a fresh session rather than repeat a step).
         """
         replayable = _resendable(content) and retry_here
-        retry = 0
-        while True:
-            try:
-                response = await self._authorized(host, method, url, headers, content, stream)
-            except RegistryError as exc:
-                wait = self.retry.delay(retry) if exc.retryable and replayable else None
-                if wait is None:
-                    if replayable:
-                        exc.retryable = False  # this layer spent the retries already
-                    raise
-                log.warning(
-                    "%s %s: %s; retry %d in %.2fs", method, log_safe(url), exc, retry + 1, wait
-                )
-                await asyncio.sleep(wait)
-                retry += 1
-                continue
+
+        async def attempt() -> httpx.Response:
+            response = await self._authorized(host, method, url, headers, content, stream)
             if response.status_code not in RETRYABLE_STATUSES:
                 return response
             after = parse_retry_after(response.headers.get("Retry-After"))
-            wait = self.retry.delay(retry, after) if replayable else None
-            if wait is None:
-                if not replayable:
-                    why = f"registry answered {response.status_code}"
-                elif after is not None and after > self.retry.cap:
-                    why = (
-                        f"registry asked to wait (Retry-After {after:.0f}s), longer than "
-                        f"retry_max_delay ({self.retry.cap:g}s)"
-                    )
-                else:
-                    why = f"registry still answered {response.status_code} after {retry} retries"
-                raise await error_from(response, why, retryable=not replayable)
-            await response.aclose()
-            log.warning(
-                "%s %s -> %d; retry %d in %.2fs",
-                method,
-                log_safe(url),
-                response.status_code,
-                retry + 1,
-                wait,
-            )
-            await asyncio.sleep(wait)
-            retry += 1
+            if replayable and after is not None and after > self.retry.cap:
+                why = (
+                    f"registry asked to wait (Retry-After {after:.0f}s), longer than "
+                    f"retry_max_delay ({self.retry.cap:g}s)"
+                )
+                raise await error_from(response, why, retryable=False)
+            raise await error_from(response, f"registry answered {response.status_code}")
+
+        if not replayable:
+            return await attempt()  # the caller starts over, with a fresh session
+        try:
+            return await self.retry.run(attempt, f"{method} {log_safe(url)}")
+        except RegistryError as exc:
+            exc.retryable = False  # this layer spent the retries already
+            raise
 
     async def _authorized(
         self,
@@ -334,22 +314,34 @@ def int_header(response: httpx.Response, name: str) -> int | None:
     return int(value)
 
 
+class ErrorItem(BaseModel):
+    """One entry of a registry's error envelope (distribution spec, "Error Codes")."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    code: str = Field(default="", strict=True)
+    message: str = Field(default="", strict=True)
+
+
+class ErrorEnvelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    errors: tuple[ErrorItem, ...] = ()
+
+
 async def error_from(
     response: httpx.Response, message: str, *, retryable: bool | None = None
 ) -> RegistryError:
     """An error for an unexpected answer, carrying the registry's error codes; closes it."""
-    details: list[RegistryErrorDetail] = []
+    details: tuple[RegistryErrorDetail, ...] = ()
     try:
         body = await read_capped(response, ERROR_BODY_LIMIT)
-        payload = json.loads(body) if body else {}
-        for item in payload.get("errors", []) if isinstance(payload, dict) else []:
-            if isinstance(item, dict):
-                details.append(
-                    RegistryErrorDetail(
-                        str(item.get("code", "")), str(item.get("message", ""))[:500]
-                    )
-                )
-    except (ValueError, RegistryError, httpx.HTTPError):
+        if body:
+            envelope = ErrorEnvelope.model_validate(load_json(body, "error body", ERROR_BODY_LIMIT))
+            details = tuple(
+                RegistryErrorDetail(e.code, e.message[:500]) for e in envelope.errors[:20]
+            )
+    except (ReconcilerError, ValidationError, httpx.HTTPError):
         pass  # the status alone still says what went wrong
     finally:
         await response.aclose()
