@@ -24,7 +24,7 @@ not edit this file by hand.
 
 ## What reconciler does
 
-**Retries (one policy, `reconciler/registry/retry.py`).** Retried: connection failures (refused,
+**Retries (one policy, `reconciler/store/registry/retry.py`).** Retried: connection failures (refused,
 reset, timed out, a body cut short), `408`, `429`, `500`, `502`, `503`, `504`, and a blob whose
 bytes did not match their digest in transit. Waits grow from `retry_delay` (0.5 s) doubling
 each time with full jitter, capped at `retry_max_delay` (30 s), at most `retries` (5) times.
