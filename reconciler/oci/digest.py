@@ -17,6 +17,7 @@ from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from reconciler.errors import ReferenceError_, VerificationError
+from reconciler.oci.strings import string_value_schema
 
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[0-9a-f]+")
@@ -66,21 +67,8 @@ class Digest:
     def __get_pydantic_core_schema__(
         cls, _source: Any, _handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        def validate(value: Any) -> Digest:
-            if isinstance(value, Digest):
-                return value
-            try:
-                return cls.parse(value)
-            except ReferenceError_ as exc:
-                raise ValueError(str(exc)) from None
-
-        return core_schema.no_info_plain_validator_function(
-            validate,
-            json_schema_input_schema=core_schema.str_schema(
-                pattern=r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$"
-            ),
-            serialization=core_schema.to_string_ser_schema(),
-        )
+        pattern = r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$"
+        return string_value_schema(Digest, cls.parse, core_schema.str_schema(pattern=pattern))
 
 
 class Hasher:

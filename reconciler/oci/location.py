@@ -25,6 +25,7 @@ from pydantic_core import core_schema
 from reconciler.errors import ReferenceError_
 from reconciler.oci.digest import Digest
 from reconciler.oci.reference import TAG_PATTERN, Reference
+from reconciler.oci.strings import string_value_schema
 
 
 class Scheme(StrEnum):
@@ -95,21 +96,9 @@ class Address:
     def __get_pydantic_core_schema__(
         cls, _source: Any, _handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        # As a field, an Address is a target (bases stay strings in a spec); a relative
-        # path was made absolute before, from the spec's directory (ImageSpecBody).
-        def validate(value: Any) -> Address:
-            if isinstance(value, Address):
-                return value
-            try:
-                return parse_target(value, Path())
-            except ReferenceError_ as exc:
-                raise ValueError(str(exc)) from None
-
-        return core_schema.no_info_plain_validator_function(
-            validate,
-            json_schema_input_schema=core_schema.str_schema(min_length=1),
-            serialization=core_schema.to_string_ser_schema(),
-        )
+        # As a field, an Address is a target (bases stay strings in a spec); a relative path
+        # was made absolute before, from the spec's directory (ImageSpecBody).
+        return string_value_schema(Address, lambda value: parse_target(value, Path()))
 
     def __str__(self) -> str:
         reference = self.reference

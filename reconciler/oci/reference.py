@@ -27,6 +27,7 @@ from pydantic_core import core_schema
 
 from reconciler.errors import ReferenceError_
 from reconciler.oci.digest import Digest
+from reconciler.oci.strings import string_value_schema
 
 DEFAULT_REGISTRY = "docker.io"
 # splitDockerDomain maps only the old "Docker Index" name to docker.io, and case-sensitively:
@@ -117,19 +118,7 @@ class Reference:
     def __get_pydantic_core_schema__(
         cls, _source: Any, _handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        def validate(value: Any) -> Reference:
-            if isinstance(value, Reference):
-                return value
-            try:
-                return cls.parse(value)
-            except ReferenceError_ as exc:
-                raise ValueError(str(exc)) from None
-
-        return core_schema.no_info_plain_validator_function(
-            validate,
-            json_schema_input_schema=core_schema.str_schema(min_length=1),
-            serialization=core_schema.to_string_ser_schema(),
-        )
+        return string_value_schema(Reference, cls.parse)
 
     def __str__(self) -> str:
         text = self.name
