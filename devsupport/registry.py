@@ -6,15 +6,21 @@ requests reconciler sends.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 REGISTRY_BINARY = "docker-registry"
+SENTINEL_PREFIX = "/v2/reconciler-sentinel-"
+SENTINEL_TIMEOUT = 10.0
 _LISTENING = re.compile(r"listening on (?:\[?[0-9a-f.:]+\]?):([0-9]+)")
 _ACCESS = re.compile(
     r'^\S+ - \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3}) '
@@ -54,6 +60,8 @@ class Registry:
         )
         self.port = self._wait_for_port()
         self.host = f"127.0.0.1:{self.port}"
+        self.tls = "tls:" in extra_config
+        self._sentinels = 0
 
     def _wait_for_port(self, timeout: float = 15.0) -> int:
         deadline = time.monotonic() + timeout
@@ -75,8 +83,22 @@ class Registry:
         return self.log_path.stat().st_size
 
     def requests(self, since: int = 0, until: int | None = None) -> list[Request]:
-        # Access lines are written when a response completes; give the last one a moment.
-        time.sleep(0.2)
+        """The requests logged after `since` (a `mark()`): up to `until`, or else up to a
+        sentinel request sent now, so that every earlier request's line has been written."""
+        if until is None:
+            sentinel = self._send_sentinel()
+            deadline = time.monotonic() + SENTINEL_TIMEOUT
+            while True:
+                found = self._read(since, None)
+                if any(r.path == sentinel for r in found):
+                    return [r for r in found[: [r.path for r in found].index(sentinel)]
+                            if not r.path.startswith(SENTINEL_PREFIX)]  # fmt: skip
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the sentinel {sentinel} never reached {self.log_path}")
+                time.sleep(0.01)  # polling for the sentinel's own line, not a fixed wait
+        return [r for r in self._read(since, until) if not r.path.startswith(SENTINEL_PREFIX)]
+
+    def _read(self, since: int, until: int | None) -> list[Request]:
         with self.log_path.open("rb") as handle:
             handle.seek(since)
             raw = handle.read() if until is None else handle.read(until - since)
@@ -87,6 +109,20 @@ class Registry:
             if match:
                 out.append(Request(match["method"], match["path"], int(match["status"])))
         return out
+
+    def _send_sentinel(self) -> str:
+        self._sentinels += 1
+        path = f"{SENTINEL_PREFIX}{os.getpid()}-{self._sentinels}/tags/list"
+        scheme = "https" if self.tls else "http"
+        context = ssl._create_unverified_context() if self.tls else None  # noqa: S323 - a test CA
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - a loopback URL we built
+                f"{scheme}://{self.host}{path}", timeout=SENTINEL_TIMEOUT, context=context
+            ):
+                pass
+        except urllib.error.HTTPError:
+            pass  # 404 or 401: the registry logged it all the same
+        return path
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -24,11 +24,11 @@ not edit this file by hand.
 
 ## What reconciler does
 
-**Retries (one policy, `reconciler/store/registry/retry.py`).** Retried: connection failures (refused,
-reset, timed out, a body cut short), `408`, `429`, `500`, `502`, `503`, `504`, and a blob whose
-bytes did not match their digest in transit. Waits grow from `retry_delay` (0.5 s) doubling
-each time with full jitter, capped at `retry_max_delay` (30 s), at most `retries` (5) times.
-`Retry-After` (seconds or an HTTP-date) replaces the computed wait; a registry that asks for
+**Retries (one policy, `reconciler/store/registry/retry.py`).** Retried: connection failures
+(refused, reset, timed out, a body cut short), `408`, `429`, `500`, `502`, `503`, `504`, and a
+blob whose bytes did not match their digest in transit. Waits grow from `retry_delay` (0.5 s)
+doubling each time with full jitter, capped at `retry_max_delay` (30 s), at most `retries` (5)
+times. `Retry-After` (seconds or an HTTP-date) replaces the computed wait; a registry that asks for
 more than `retry_max_delay` fails the spec at once with the wait it asked for. Nothing else is
 retried: a `401` is answered once by authenticating again, and every other `4xx` fails with the
 registry's error codes in the message. Steps of an upload session (`PATCH`, the final `PUT`)

@@ -5,23 +5,14 @@ theirs are too)."""
 
 from __future__ import annotations
 
-import re
 import textwrap
-import time
 import uuid
 from pathlib import Path
-
-import httpx
 
 from reconciler.spec import LoadedSpec, load_specs
 from reconciler.store.open import Stores
 from reconciler.store.registry.retry import RetryPolicy
 from tests.support.registry import Registry, Request
-
-_ACCESS = re.compile(
-    r'^\S+ - \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3}) '
-)
-SENTINEL_TIMEOUT = 10.0
 
 
 def unique(prefix: str) -> str:
@@ -60,24 +51,7 @@ def load_spec(directory: Path, name: str, body: str) -> LoadedSpec:
 
 def traffic(registry: Registry, since: int) -> list[Request]:
     """The requests the registry logged after `since` (a `registry.mark()`), up to a sentinel."""
-    path = f"/v2/{unique('sentinel')}/tags/list"
-    httpx.get(f"http://{registry.host}{path}", timeout=SENTINEL_TIMEOUT)
-    deadline = time.monotonic() + SENTINEL_TIMEOUT
-    while True:
-        with registry.log_path.open("rb") as handle:
-            handle.seek(since)
-            text = handle.read().decode(errors="replace")
-        requests: list[Request] = []
-        for line in text.splitlines():
-            match = _ACCESS.match(line)
-            if match is None:
-                continue
-            if match["path"] == path:
-                return requests
-            requests.append(Request(match["method"], match["path"], int(match["status"])))
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the sentinel {path} never reached {registry.log_path}")
-        time.sleep(0.01)  # polling for the sentinel's line, not waiting a fixed time
+    return registry.requests(since)
 
 
 def calls(requests: list[Request], method: str, fragment: str = "") -> list[Request]:

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from reconciler.errors import AuthError
+from reconciler.errors import AuthError, DocumentError
+from reconciler.oci.document import load_json
 
 log = logging.getLogger("reconciler.auth")
 
@@ -432,18 +434,27 @@ class HostAuth:
         return token
 
 
+class TokenAnswer(BaseModel):
+    """A token server's answer (distribution's token spec): `token`, or OAuth2's
+    `access_token`, and a lifetime in seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    token: StrictStr | None = None
+    access_token: StrictStr | None = None
+    expires_in: StrictInt | StrictFloat | None = None
+
+
 def _parse_token(body: bytes, scopes: Scopes, host: str) -> _Token:
     try:
-        answer = json.loads(body)
-        value = answer.get("token") or answer.get("access_token")
-        expires_in = answer.get("expires_in", 60)
-    except (ValueError, AttributeError):
+        answer = TokenAnswer.model_validate(load_json(body, "token answer", TOKEN_BODY_LIMIT))
+    except (DocumentError, ValidationError):
         raise AuthError(f"token server for {host} sent no JSON token") from None
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+    value = answer.token or answer.access_token
+    if not value or any(c.isspace() for c in value):
         raise AuthError(f"token server for {host} sent no usable token")
-    if not isinstance(expires_in, int | float) or expires_in <= 0:
-        expires_in = 60
-    lifetime = float(expires_in)
+    expires_in = answer.expires_in
+    lifetime = float(expires_in) if expires_in is not None and 0 < expires_in < 1e9 else 60.0
     # Renew a little before the server's deadline, so a request never leaves with a dying token.
     margin = min(10.0, lifetime * 0.1)
     return _Token(value, scopes, time.monotonic() + lifetime - margin)

@@ -8,17 +8,23 @@ streamed and verified while they pass through.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from reconciler.errors import DocumentError, ReferenceError_, RegistryError
 from reconciler.oci.digest import Digest, verified
-from reconciler.oci.document import MANIFEST_SIZE_LIMIT, Document, parse_document
+from reconciler.oci.document import (
+    MANIFEST_SIZE_LIMIT,
+    Document,
+    first_error,
+    load_json,
+    parse_document,
+)
 from reconciler.oci.location import Location
 from reconciler.oci.mediatypes import MANIFEST_ACCEPT
 from reconciler.store.base import ManifestHead, UploadSession
@@ -36,6 +42,28 @@ from reconciler.store.registry.transport import RegistryOptions, TransportPolicy
 log = logging.getLogger("reconciler.registry")
 
 STREAM_CHUNK = 1024 * 1024
+
+
+class TagList(BaseModel):
+    """A page of `GET /v2/<name>/tags/list` (distribution spec, "Listing Tags")."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    tags: tuple[StrictStr, ...] | None = None  # null for a repository without tags
+
+
+def next_page(url: httpx.URL, link: str | None) -> httpx.URL | None:
+    """The `rel="next"` target of a `Link` header (RFC 8288), on the same origin only: a page
+    link never takes a request, and its credentials, to another host."""
+    for part in (link or "").split(","):
+        target, _, params = part.strip().partition(">")
+        if not target.startswith("<") or 'rel="next"' not in params.replace(" ", ""):
+            continue
+        following = url.join(target[1:])
+        if (following.scheme, following.host, following.port) != (url.scheme, url.host, url.port):
+            return None
+        return following
+    return None
 
 
 class RegistryClient:
@@ -298,16 +326,17 @@ class RegistryClient:
             if response.status_code != 200:
                 raise await self._fail(response, f"list tags of {repository}")
             try:
-                body = json.loads(await read_capped(response, MANIFEST_SIZE_LIMIT))
-            except ValueError:
-                raise DocumentError(f"tag list of {repository} is not JSON") from None
+                raw = await read_capped(response, MANIFEST_SIZE_LIMIT)
             finally:
                 await response.aclose()
-            page = body.get("tags") if isinstance(body, dict) else None
-            tags += [t for t in page or [] if isinstance(t, str)]
-            link = response.headers.get("Link", "")
-            url = url.join(link[1 : link.index(">")]) if link.startswith("<") else None
-        return tags
+            what = f"tag list of {self.host}/{repository}"
+            try:
+                page = TagList.model_validate(load_json(raw, what, MANIFEST_SIZE_LIMIT))
+            except ValidationError as exc:
+                raise DocumentError(f"{what}: {first_error(exc)}") from None
+            tags += page.tags or ()
+            url = next_page(url, response.headers.get("Link"))
+        return tags[:limit]
 
     async def delete_manifest(self, repository: str, identifier: str) -> int:
         """DELETE a manifest by digest or tag; returns the status (202 deleted, 404 gone)."""
