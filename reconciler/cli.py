@@ -7,10 +7,11 @@ Exit codes: validate 0/1; diff 0 in sync, 2 changes, 1 error; apply 0 done, 1 an
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,11 +21,14 @@ from reconciler.engine import Engine, RunReport, SpecState, open_stores, resolve
 from reconciler.errors import ReconcilerError, SettingsError
 from reconciler.logs import setup_logging
 from reconciler.oci.platform import PlatformKey
-from reconciler.render import render_json, render_text
+from reconciler.render import render_json, render_markdown, render_text
 from reconciler.resolve import Resolver
 from reconciler.save import ArchiveWriter, SaveOptions, SaveResult
 from reconciler.settings import Settings, load_settings
 from reconciler.spec import LoadedSpec, LoadResult, json_schema_text, load_specs
+
+if TYPE_CHECKING:
+    from reconciler.lock import LockMode, LockReport
 
 app = typer.Typer(
     name="reconciler",
@@ -43,6 +47,7 @@ EXIT_CHANGES = 2
 class Output(StrEnum):
     TEXT = "text"
     JSON = "json"
+    MARKDOWN = "markdown"  # a pull-request comment (docs/ci.md)
 
 
 ConfigOption = Annotated[
@@ -60,12 +65,33 @@ PathsArgument = Annotated[
         help="Spec files or directories. Default: the configured specs_dir.", show_default=False
     ),
 ]
-OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text, json or markdown.")]
+
+# `-v` before the command (`reconciler -v apply`) or after it (`reconciler apply -v`): the
+# top-level callback sets it on every invocation, a command's own `-v` can only turn it on.
+_verbose: contextvars.ContextVar[bool] = contextvars.ContextVar("verbose", default=False)
+
+
+def _turn_verbose_on(value: bool) -> None:
+    if value:
+        _verbose.set(True)
+
+
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        callback=_turn_verbose_on,
+        expose_value=False,
+        help="Log at DEBUG (each tag set, each request), whatever log_level says.",
+    ),
+]
 
 
 def _settings(config: Path | None) -> Settings:
     try:
-        settings = load_settings(config)
+        settings = load_settings(config, log_level="debug" if _verbose.get() else None)
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
@@ -98,7 +124,7 @@ def validate(paths: PathsArgument = None, config: ConfigOption = None) -> None:
 
 def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
     async def go() -> RunReport:
-        async with open_stores(settings) as stores:
+        async with open_stores(settings, one_shot=True) as stores:
             progress = _terminal_progress() if apply else None
             engine = Engine(settings, stores, progress)
             try:
@@ -116,7 +142,8 @@ def _reconcile(
     """The shared body of diff and apply: load, run one pass, print the report on stdout."""
     settings = _settings(config)
     report = _run(_load(paths, settings), settings, apply=apply)
-    typer.echo(render_json(report) if output is Output.JSON else render_text(report), nl=False)
+    render = {Output.JSON: render_json, Output.MARKDOWN: render_markdown}.get(output, render_text)
+    typer.echo(render(report), nl=False)
     return report
 
 
@@ -125,6 +152,7 @@ def diff(
     paths: PathsArgument = None,
     output: OutputOption = Output.TEXT,
     config: ConfigOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Compare desired images with the registries. Exit 0 in sync, 2 changes, 1 error."""
     report = _reconcile(paths, output, config, apply=False)
@@ -138,10 +166,64 @@ def apply(
     paths: PathsArgument = None,
     output: OutputOption = Output.TEXT,
     config: ConfigOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Reconcile once: push missing blobs, manifests and tags. Exit 0 done, 1 any failure."""
     report = _reconcile(paths, output, config, apply=True)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
+
+
+@app.command()
+def lock(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Spec files or directories (default: specs_dir); with --update, also the "
+            "names of specs or base references whose entries move.",
+            show_default=False,
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 2 if any entry is stale; write nothing.")
+    ] = False,
+    update: Annotated[
+        bool, typer.Option("--update", help="Move entries to what their tags name now.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Pin base tags to digests in reconciler.lock, one per specs directory. Exit 0 done (or up
+    to date), 2 stale (--check), 1 error."""
+    from reconciler.lock import LockMode, describe
+
+    if check and update:
+        typer.echo("error: --check and --update do not go together", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    settings = _settings(config)
+    where = [Path(p) for p in paths or () if Path(p).exists()]
+    names = [p for p in paths or () if not Path(p).exists()]
+    if names and not update:
+        typer.echo(f"error: no such file or directory: {', '.join(names)}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    loaded = _load(where or None, settings)
+    _print_errors(loaded)
+    mode = LockMode.CHECK if check else LockMode.UPDATE if update else LockMode.WRITE
+    report = _lock(loaded, settings, mode, names)
+    typer.echo("\n".join(describe(report, mode, Path.cwd())))
+    if loaded.errors or report.errors:
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(EXIT_CHANGES if check and report.stale else EXIT_OK)
+
+
+def _lock(loaded: LoadResult, settings: Settings, mode: LockMode, names: list[str]) -> LockReport:
+    from reconciler.lock import Locker
+
+    async def go() -> LockReport:
+        async with open_stores(settings, one_shot=True) as stores:
+            cache = ContentCache(settings.state_dir)
+            resolver = Resolver(stores, cache, settings.max_uncompressed)
+            return await Locker(resolver).run(loaded.specs, mode, names)
+
+    return asyncio.run(go())
 
 
 @app.command()
@@ -177,7 +259,7 @@ def save(
         options = SaveOptions(wanted, tuple(tag or ()), uncompressed_layers)
 
         async def go() -> SaveResult:
-            async with open_stores(settings) as stores:
+            async with open_stores(settings, one_shot=True) as stores:
                 cache = ContentCache(settings.state_dir)
                 resolver = Resolver(stores, cache, settings.max_uncompressed)
                 desired = await resolve_desired(loaded, resolver)
@@ -222,8 +304,12 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at DEBUG, whatever log_level says.")
+    ] = False,
 ) -> None:
     """GitOps reconciler for container images."""
+    _verbose.set(verbose)
 
 
 class _RichProgress:

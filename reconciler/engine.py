@@ -15,12 +15,14 @@ from collections.abc import Callable
 from reconciler.cache import ContentCache
 from reconciler.errors import ReconcilerError, SpecError
 from reconciler.execute import Executor, Progress
+from reconciler.lockfile import LockSet
 from reconciler.logs import current_spec
 from reconciler.model.desired import DesiredImage, build_desired
 from reconciler.model.plan import build_plan
 from reconciler.model.report import RunReport, SpecReport
 from reconciler.model.state import SpecState
 from reconciler.observe import Observer
+from reconciler.render import describe_applied
 from reconciler.resolve import Resolver
 from reconciler.settings import Settings
 from reconciler.spec import LoadedSpec, LoadResult
@@ -32,14 +34,20 @@ __all__ = ["Engine", "RunReport", "SpecReport", "SpecState", "open_stores", "res
 
 
 def open_stores(
-    settings: Settings, on_response: Callable[[str, str, int], None] | None = None
+    settings: Settings,
+    on_response: Callable[[str, str, int], None] | None = None,
+    *,
+    one_shot: bool = False,
 ) -> Stores:
-    """The stores the process settings describe (per-registry options, limits, retries)."""
+    """The stores the process settings describe (per-registry options, limits, retries).
+
+    `one_shot` for a command that runs once (diff, apply): a host that refuses its very first
+    connection fails fast (Settings.retry_policy)."""
     return Stores(
         settings.registry_options(),
         timeout=settings.timeout,
         concurrency=settings.concurrency,
-        retry=settings.retry_policy(),
+        retry=settings.retry_policy(one_shot=one_shot),
         on_response=on_response,
     )
 
@@ -50,15 +58,21 @@ class Engine:
         settings: Settings,
         stores: Stores,
         progress: Progress | None = None,
+        *,
+        use_locks: bool = True,
+        watch_locked_bases: bool = False,
     ) -> None:
         self.settings = settings
         self.stores = stores
         self.cache = ContentCache(settings.state_dir)
         self.progress = progress
+        self.use_locks = use_locks  # base tags from the lock files beside the specs
+        self.watch_locked_bases = watch_locked_bases  # and say when a locked tag moved
 
     async def run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
         """One pass: every valid spec reconciled (or planned), every invalid one reported."""
-        resolver = Resolver(self.stores, self.cache, self.settings.max_uncompressed)
+        locks = LockSet() if self.use_locks else None
+        resolver = Resolver(self.stores, self.cache, self.settings.max_uncompressed, locks)
         observer = Observer(self.stores)
         executor = Executor(self.stores, self.progress) if apply else None
         reports = await asyncio.gather(
@@ -77,17 +91,26 @@ class Engine:
     ) -> SpecReport:
         desired = observed = plan = None
         current_spec.set(spec.name)  # this task's log lines carry the spec's name
+        if spec.body.suspend:
+            return SpecReport(spec.file, SpecState.SUSPENDED, spec.name)
         try:
             desired = await resolve_desired(spec, resolver)
             observed = await observer.observe(desired)
             plan = build_plan(desired, observed)
-            if executor is None or plan.in_sync:
-                state = SpecState.SYNCED if plan.in_sync else SpecState.OUT_OF_SYNC
-                return SpecReport(spec.file, state, spec.name, desired, observed, plan)
-            result = await executor.execute(plan)
-            log.info("%s: applied (%s)", spec.name, result.summary())
+            result = None
+            if executor is not None and not plan.in_sync:
+                result = await executor.execute(plan)
+                log.info("%s: applied: %s", spec.name, describe_applied(plan, result))
+            elif executor is not None:
+                log.info("%s: in sync", spec.name)
+            applied = result is not None
+            state = SpecState.SYNCED if plan.in_sync or applied else SpecState.OUT_OF_SYNC
+            moved = await self._base_moved(spec, resolver) if state is SpecState.SYNCED else None
+            if moved is not None:
+                log.warning("%s: %s", spec.name, moved)
+                state = SpecState.BASE_MOVED
             return SpecReport(
-                spec.file, SpecState.SYNCED, spec.name, desired, observed, plan, result
+                spec.file, state, spec.name, desired, observed, plan, result, error=moved
             )
         except (ReconcilerError, OSError) as exc:
             message = str(exc)
@@ -97,6 +120,19 @@ class Engine:
         log.error("%s: %s", spec.name, message)
         return SpecReport(
             spec.file, SpecState.FAILED, spec.name, desired, observed, plan, error=message
+        )
+
+    async def _base_moved(self, spec: LoadedSpec, resolver: Resolver) -> str | None:
+        """What to say when a locked base tag names another digest upstream now."""
+        if not self.watch_locked_bases:
+            return None
+        moved = await resolver.base_moved(spec)
+        locked = resolver.locked_base(spec) if moved is not None else None
+        if moved is None or locked is None:
+            return None
+        return (
+            f"base {spec.body.base} now names {moved.short} (locked: {locked.digest.short}); "
+            "not rebuilt until the lock is updated in git"
         )
 
 
@@ -110,4 +146,4 @@ async def resolve_desired(spec: LoadedSpec, resolver: Resolver) -> DesiredImage:
 
 
 def _invalid(error: SpecError) -> SpecReport:
-    return SpecReport(error.location.file, SpecState.INVALID, error=str(error))
+    return SpecReport(error.location.file, SpecState.INVALID, error.spec_name, error=str(error))

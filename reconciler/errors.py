@@ -52,11 +52,18 @@ class SpecLocation:
 
 
 class SpecError(ReconcilerError):
-    """A spec is invalid. The message names file, line and field."""
+    """A spec is invalid. The message names file, line and field.
 
-    def __init__(self, location: SpecLocation, message: str) -> None:
+    `spec_name` is the spec's name when it could still be read (its `metadata.name`, or the
+    file stem it defaults to), so that reports show the invalid spec under its own name.
+    """
+
+    def __init__(
+        self, location: SpecLocation, message: str, *, spec_name: str | None = None
+    ) -> None:
         self.location = location
         self.message = message
+        self.spec_name = spec_name
         super().__init__(f"{location}: {message}")
 
 
@@ -116,6 +123,7 @@ class RegistryError(ReconcilerError):
         errors: Sequence[RegistryErrorDetail] = (),
         retryable: bool | None = None,
         retry_after: float | None = None,
+        first_contact_refused: bool = False,
     ) -> None:
         self.method = method
         self.url = url
@@ -126,6 +134,9 @@ class RegistryError(ReconcilerError):
         self.retryable = retryable
         # Seconds the registry asked us to wait (Retry-After), when it said so.
         self.retry_after = retry_after
+        # The connection was refused by a host that has not answered once in this process:
+        # most likely nothing listens there (the retry policy may give up early).
+        self.first_contact_refused = first_contact_refused
         parts = [message]
         if method or url:
             parts.append(f"({method} {url}".rstrip() + (f" -> {status})" if status else ")"))

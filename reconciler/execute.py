@@ -90,7 +90,7 @@ class Executor:
                 tag.document.media_type,
                 tag.document.digest,
             )
-            log.info("tagged %s -> %s", tag.target, tag.new)
+            log.debug("tagged %s -> %s (was %s)", tag.target, tag.new, tag.old or "unset")
         return ExecResult(
             mounted=counts[BlobMethod.MOUNT],
             copied=counts[BlobMethod.COPY],

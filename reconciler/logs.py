@@ -51,5 +51,6 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
     # httpx logs every request at INFO; ours are logged at DEBUG by the registry layer.
-    for noisy in ("httpx", "httpcore", "apscheduler", "watchdog"):
+    # asyncio says which selector it uses at DEBUG: noise for `-v`.
+    for noisy in ("httpx", "httpcore", "apscheduler", "watchdog", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

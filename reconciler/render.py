@@ -1,4 +1,5 @@
-"""Render a run for people (`diff` text, like `terraform plan`) and for programs (`-o json`).
+"""Render a run for people (`diff` text, like `terraform plan`), for programs (`-o json`) and
+for pull-request comments (`-o markdown`).
 
 Pure: takes a RunReport, returns text. The JSON shape is documented in docs/diff-json.md and
 is stable within `reconciler.dev/v1alpha1`.
@@ -7,10 +8,12 @@ is stable within `reconciler.dev/v1alpha1`.
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from typing import Any
 
 from reconciler.model.plan import BlobAction, BlobMethod, SpecPlan
-from reconciler.model.report import RunReport, SpecReport
+from reconciler.model.report import ExecResult, RunReport, SpecReport
 from reconciler.model.state import SpecState
 
 DIFF_KIND = "Diff"
@@ -57,6 +60,20 @@ def _plan_lines(plan: SpecPlan) -> list[str]:
     return lines
 
 
+def describe_applied(plan: SpecPlan, result: ExecResult) -> str:
+    """What applying one plan did, for the log: "2 tags moved, 3 blobs (1.2 MiB) pushed"."""
+    moved = sum(1 for tag in plan.tags if tag.old is not None)
+    pushed = result.copied + result.uploaded
+    parts = [
+        f"{_plural(moved, 'tag')} moved" if moved else "",
+        f"{_plural(len(plan.tags) - moved, 'tag')} created" if len(plan.tags) > moved else "",
+        f"{_plural(pushed, 'blob')} ({human_size(result.bytes_pushed)}) pushed" if pushed else "",
+        f"{_plural(result.mounted, 'blob')} mounted" if result.mounted else "",
+        f"{_plural(result.manifests, 'manifest')} pushed" if result.manifests else "",
+    ]
+    return ", ".join(p for p in parts if p) or "nothing to push"
+
+
 def render_text(report: RunReport) -> str:
     lines: list[str] = []
     for spec in report.specs:
@@ -80,6 +97,12 @@ def render_text(report: RunReport) -> str:
 def _total_line(report: RunReport) -> str:
     summary = summarize(report)
     specs = len(report.specs)
+    if report.applied:
+        changed = any(s.result is not None for s in report.specs)
+    else:
+        changed = bool(summary["blobs"] or summary["manifests"] or summary["tags"])
+    if not changed and (summary["failed"] or summary["invalid"]):
+        return _failures_line(summary, specs)
     parts = []
     if report.applied:
         parts.append(
@@ -99,9 +122,26 @@ def _total_line(report: RunReport) -> str:
             f"{_plural(summary['manifests'], 'manifest')}, {_plural(summary['tags'], 'tag')}"
         )
     parts.append(f"{summary['inSync']} of {specs} specs in sync")
-    for key, label in (("failed", "failed"), ("invalid", "invalid")):
+    for key, label in (
+        ("failed", "failed"),
+        ("invalid", "invalid"),
+        ("suspended", "suspended"),
+        ("baseMoved", "with a moved base"),
+    ):
         if summary[key]:
             parts.append(f"{summary[key]} {label}")
+    return "; ".join(parts) + "."
+
+
+def _failures_line(summary: dict[str, int], specs: int) -> str:
+    """The total of a run where only failures happened: never "No changes", since what the
+    failed specs would change is unknown."""
+    broken = summary["failed"] + summary["invalid"]
+    what = [f"{_plural(summary[k], 'spec')} {k}" for k in ("failed", "invalid") if summary[k]]
+    parts = [", ".join(what)]
+    if specs > broken:
+        parts.append("nothing to push for the " + ("other" if specs - broken == 1 else "others"))
+    parts.append(f"{summary['inSync']} of {specs} specs in sync")
     return "; ".join(parts) + "."
 
 
@@ -115,6 +155,8 @@ def summarize(report: RunReport) -> dict[str, int]:
         "outOfSync": report.count(SpecState.OUT_OF_SYNC),
         "failed": report.count(SpecState.FAILED),
         "invalid": report.count(SpecState.INVALID),
+        "suspended": report.count(SpecState.SUSPENDED),
+        "baseMoved": report.count(SpecState.BASE_MOVED),
         "blobs": len(blob_actions),
         "bytes": sum(p.bytes_to_push for p in plans),
         "mounts": sum(1 for a in blob_actions if a.method is BlobMethod.MOUNT),
@@ -129,6 +171,40 @@ def summarize(report: RunReport) -> dict[str, int]:
         "bytesPushed": sum(r.bytes_pushed for r in results),
         "manifestsPushed": sum(r.manifests for r in results),
         "tagsSet": sum(r.tags for r in results),
+    }
+
+
+def plan_json(plan: SpecPlan) -> dict[str, Any]:
+    """A plan's blobs, manifests and tags, as `diff -o json` and the daemon's /status show it
+    (docs/diff-json.md): one function, so both always agree."""
+    return {
+        "blobs": [
+            {
+                "action": str(a.method),
+                "digest": str(a.blob.digest),
+                "size": a.blob.size,
+                "mediaType": a.blob.descriptor.media_type,
+                "role": a.blob.role,
+                "source": str(a.source) if a.source else None,
+                "destination": str(a.destination),
+            }
+            for a in plan.blobs
+        ],
+        "manifests": [
+            {
+                "kind": "index" if m.is_index else "manifest",
+                "digest": str(m.document.digest),
+                "mediaType": m.document.media_type,
+                "size": len(m.document.raw),
+                "platform": str(m.platform) if m.platform else None,
+                "destination": str(m.destination),
+            }
+            for m in plan.manifests
+        ],
+        "tags": [
+            {"reference": str(t.target), "from": str(t.old) if t.old else None, "to": str(t.new)}
+            for t in plan.tags
+        ],
     }
 
 
@@ -154,35 +230,8 @@ def _spec_json(spec: SpecReport) -> dict[str, Any]:
             }
             for tag in spec.observed.tags
         ]
-    plan = spec.plan
-    if plan is not None:
-        entry["blobs"] = [
-            {
-                "action": str(a.method),
-                "digest": str(a.blob.digest),
-                "size": a.blob.size,
-                "mediaType": a.blob.descriptor.media_type,
-                "role": a.blob.role,
-                "source": str(a.source) if a.source else None,
-                "destination": str(a.destination),
-            }
-            for a in plan.blobs
-        ]
-        entry["manifests"] = [
-            {
-                "kind": "index" if m.is_index else "manifest",
-                "digest": str(m.document.digest),
-                "mediaType": m.document.media_type,
-                "size": len(m.document.raw),
-                "platform": str(m.platform) if m.platform else None,
-                "destination": str(m.destination),
-            }
-            for m in plan.manifests
-        ]
-        entry["tags"] = [
-            {"reference": str(t.target), "from": str(t.old) if t.old else None, "to": str(t.new)}
-            for t in plan.tags
-        ]
+    if spec.plan is not None:
+        entry.update(plan_json(spec.plan))
     if spec.result is not None:
         r = spec.result
         entry["applied"] = {
@@ -206,3 +255,172 @@ def render_json(report: RunReport) -> str:
         "summary": summarize(report),
     }
     return json.dumps(document, indent=2) + "\n"
+
+
+# Markdown for pull-request comments. Everything a spec author, a store or a registry controls
+# (names, files, references, messages) is escaped where it is placed, and the whole comment
+# stays under GitHub's 65,536-character limit however many specs change.
+
+MARKDOWN_LIMIT = 65_000
+MARKDOWN_MARKER = "<!-- reconciler-diff -->"  # lets a CI job find and edit its earlier comment
+_MAX_NAME = 200  # characters of a name or a file shown: a cell stays a cell
+_MAX_PLAN_LINES = 100  # per spec, so that one huge spec cannot crowd all the others out
+_MAX_LINE = 400
+_MAX_ERROR = 2_000
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -/,")
+_BACKTICKS = re.compile(r"`+")
+_DIFF_HEAD = (
+    "| spec | state | tags to move | blobs to push | bytes to push |",
+    "|---|---|--:|--:|--:|",
+)
+_APPLY_HEAD = (
+    "| spec | state | tags moved | blobs pushed | bytes pushed |",
+    "|---|---|--:|--:|--:|",
+)
+
+
+def _visible(text: str, keep: str = "") -> str:
+    """Control and format characters (newlines, bidi overrides, ...) are shown as escapes, not
+    obeyed: a message cannot add a line to a cell or reorder what a reader sees."""
+    return "".join(
+        char
+        if char == " " or char in keep or unicodedata.category(char)[0] not in "CZ"
+        else f"\\u{ord(char):04x}"
+        for char in text
+    )
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def md_code(text: str) -> str:
+    """`text` as an inline <code> element, safe in a table cell and inside <summary>.
+
+    Every ASCII character but letters, digits, space, '-', '/' and ',' becomes a numeric
+    entity: no '|' splits a cell, no '<' opens a tag, no backtick, '*', '_', '[', '$' or '\\'
+    means anything to Markdown, and no 'www.' or 'http:' becomes a link. Entities are decoded
+    after Markdown has parsed, so they show as the characters they stand for. The code element
+    keeps GitHub from turning an '@team' in a name into a mention.
+    """
+    body = "".join(
+        char if char in _SAFE or ord(char) > 127 else f"&#{ord(char)};"
+        for char in _visible(_clip(text, _MAX_NAME))
+    )
+    return f"<code>{body}</code>"
+
+
+def md_fence(lines: list[str], info: str = "") -> str:
+    """A fenced code block that no line can close early: the fence is longer than any run of
+    backticks inside (CommonMark: a closing fence is at least as long as the opening one)."""
+    body = [_visible(line, keep="\t") for line in lines]
+    longest = max((len(run) for line in body for run in _BACKTICKS.findall(line)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return "\n".join([fence + info, *body, fence])
+
+
+def _md_blob(action: BlobAction) -> str:
+    if action.method is BlobMethod.UPLOAD:
+        how = "upload"
+    elif action.method is BlobMethod.MOUNT:
+        how = f"mount from {action.source.repository if action.source else '?'}"
+    else:
+        how = f"copy from {action.source}"
+    size = human_size(action.blob.size)
+    return f"+ blob     {action.blob.digest.short}  {size:>10}  {how} -> {action.destination}"
+
+
+def _md_plan(plan: SpecPlan) -> list[str]:
+    """The text plan's lines with short digests, at most _MAX_PLAN_LINES of them."""
+    lines = [_md_blob(action) for action in plan.blobs]
+    for manifest in plan.manifests:
+        kind = "index   " if manifest.is_index else "manifest"
+        platform = f"  {manifest.platform}" if manifest.platform else ""
+        digest = manifest.document.digest.short
+        lines.append(f"+ {kind} {digest}{platform} -> {manifest.destination}")
+    for tag in plan.tags:
+        sign, old = ("~", tag.old.short) if tag.old else ("+", "(none)")
+        lines.append(f"{sign} tag      {tag.target}  {old} -> {tag.new.short}")
+    if len(lines) > _MAX_PLAN_LINES:
+        more = len(lines) - _MAX_PLAN_LINES
+        lines = [*lines[:_MAX_PLAN_LINES], f"  … {more} more lines (-o json has them all)"]
+    return [_clip(line, _MAX_LINE) for line in lines]
+
+
+def _md_row(spec: SpecReport) -> str:
+    label = md_code(spec.name or spec.file)
+    result, plan = spec.result, spec.plan
+    if result is not None:
+        blobs = result.mounted + result.copied + result.uploaded
+        cells = [str(result.tags), str(blobs), human_size(result.bytes_pushed)]
+    elif plan is not None:
+        cells = [str(len(plan.tags)), str(len(plan.blobs)), human_size(plan.bytes_to_push)]
+    else:
+        cells = ["—", "—", "—"]
+    return f"| {label} | {spec.state} | " + " | ".join(cells) + " |"
+
+
+def _md_section(spec: SpecReport) -> str:
+    """One collapsible section: the plan in a diff block (GitHub colours + lines), then the
+    error. A blank line after <summary> ends the HTML block so the fence is Markdown again."""
+    if (spec.plan is None or spec.plan.in_sync) and not spec.error:
+        return ""  # nothing to unfold: the row says it all
+    summary = f"{md_code(spec.name or spec.file)} {spec.state}"
+    if spec.name is not None:
+        summary += f" in {md_code(spec.file)}"
+    parts = [f"<details><summary>{summary}</summary>", ""]
+    if spec.plan is not None and not spec.plan.in_sync:
+        parts += [md_fence(_md_plan(spec.plan), "diff"), ""]
+    if spec.error:
+        parts += [md_fence(_clip(spec.error, _MAX_ERROR).splitlines() or [""], "text"), ""]
+    parts.append("</details>")
+    return "\n".join(parts)
+
+
+def _md_changed(spec: SpecReport) -> bool:
+    """Worth a row: anything with work, an error or news (a moved base); a suspended spec has
+    none of these and is only counted, like a synced one."""
+    if spec.plan is not None and not spec.plan.in_sync:
+        return True
+    return spec.state not in (SpecState.SYNCED, SpecState.SUSPENDED) or bool(spec.error)
+
+
+def _md_omitted(count: int, command: str) -> str:
+    specs = "spec" if count == 1 else "specs"
+    return (
+        f"_{count} more {specs} left out to stay under GitHub's comment size limit; "
+        f"`reconciler {command} -o json` has them all._"
+    )
+
+
+def render_markdown(report: RunReport) -> str:
+    """A pull-request comment: heading, total, one table row per spec that is not in sync (all
+    specs when none changed), one collapsible section per changed or failed spec. Failed and
+    invalid specs come first, so a cut for size never hides an error behind many changes."""
+    command = "apply" if report.applied else "diff"
+    head = [MARKDOWN_MARKER, f"### reconciler {command}", "", _total_line(report), ""]
+    changed = [s for s in report.specs if _md_changed(s)]
+    changed.sort(key=lambda s: s.state not in (SpecState.FAILED, SpecState.INVALID))
+    listed = changed or list(report.specs)
+    if not listed:
+        return "\n".join(head)
+    head += _APPLY_HEAD if report.applied else _DIFF_HEAD
+    # Room left once the fixed parts and the longest possible "left out" line are counted.
+    room = MARKDOWN_LIMIT - len("\n".join(head)) - len(_md_omitted(len(listed), command)) - 8
+    rows: list[str] = []
+    sections: list[str] = []
+    for spec in listed:
+        row, section = _md_row(spec), _md_section(spec)
+        cost = len(row) + 1 + (len(section) + 2 if section else 0)
+        if cost > room:
+            break
+        room -= cost
+        rows.append(row)
+        if section:
+            sections.append(section)
+    lines = [*head, *rows, ""]
+    if sections:
+        lines += ["\n\n".join(sections), ""]
+    if len(rows) < len(listed):
+        lines += [_md_omitted(len(listed) - len(rows), command), ""]
+    return "\n".join(lines)

@@ -19,8 +19,10 @@ from reconciler.errors import (
     NotFoundError,
     ReconcilerError,
     ResolveError,
+    SpecError,
     VerificationError,
 )
+from reconciler.lockfile import LockedBase, LockSet
 from reconciler.memo import Memo
 from reconciler.model.sources import ResolvedBase, ResolvedImage, ResolvedLayer
 from reconciler.oci import mediatypes as mt
@@ -56,10 +58,12 @@ class Resolver:
         stores: Stores,
         cache: ContentCache,
         max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
+        locks: LockSet | None = None,
     ) -> None:
         self.stores = stores
         self.cache = cache
         self.max_uncompressed = max_uncompressed
+        self.locks = locks  # with a lock in a spec's directory, its base tags come from there
         self._memo = Memo()
         # Content that passed its digest check, shared by digest across sources. A failure is
         # remembered per source only: a damaged copy in one store never fails a spec that
@@ -137,10 +141,44 @@ class Resolver:
         label = str(address)
         if address.digest is not None:
             return await self._resolve_root(spec, address.location, label, label, address.digest)
+        locked = self.locked_base(spec)
+        if locked is not None:
+            return await self._resolve_root(spec, address.location, label, label, locked.digest)
         head = await self.resolve_tag(address)
         return await self._resolve_root(
             spec, address.location, label, label, head.digest, head.size
         )
+
+    def locked_base(self, spec: LoadedSpec) -> LockedBase | None:
+        """The lock entry of a spec's base tag; None when no lock covers its directory. A lock
+        that does not cover the base is the spec's error (the lock must be written again)."""
+        if self.locks is None:
+            return None
+        try:
+            lock = self.locks.for_spec(spec.file)
+        except SpecError as exc:
+            raise ResolveError(f"{spec.location(('base',))}: {exc}") from exc
+        if lock is None:
+            return None
+        entry = lock.get(spec.body.base)
+        if entry is None:
+            raise ResolveError(
+                f"{spec.location(('base',))}: {spec.body.base} is not in {lock.path}; "
+                "run `reconciler lock` and commit the lock"
+            )
+        return entry
+
+    async def base_moved(self, spec: LoadedSpec) -> Digest | None:
+        """The digest a locked base tag names now, when it is not the locked one (one HEAD per
+        tag per run, shared with every spec on that base)."""
+        address = spec.body.base_address(Path(spec.file).parent)
+        if address is None or not address.location.is_registry or address.digest is not None:
+            return None
+        locked = self.locked_base(spec)
+        if locked is None:
+            return None
+        head = await self.resolve_tag(address)
+        return head.digest if head.digest != locked.digest else None
 
     async def _resolve_local(self, spec: LoadedSpec, address: Address) -> ResolvedBase:
         """A base read from an OCI layout or a docker-save archive (paths from the spec file)."""

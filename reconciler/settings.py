@@ -134,6 +134,18 @@ class Settings(BaseSettings):
     prune: bool = Field(
         default=False, description="Delete tags this reconciler wrote when their spec is deleted."
     )
+    mode: Literal["apply", "observe"] = Field(
+        default="apply",
+        description="Daemon: apply reconciles; observe never writes to any store and reports "
+        "OutOfSync specs with their plan in /status and in metrics (as Argo CD without "
+        "auto-sync).",
+    )
+    base_policy: Literal["follow", "locked"] = Field(
+        default="follow",
+        description="Daemon: follow rebuilds when a base tag moves; locked builds what the "
+        "lock files (reconciler.lock) say and reports a moved base tag as BaseMoved, without "
+        "rebuilding, until the lock is updated in git.",
+    )
     registries: dict[str, RegistrySettings] = Field(
         default_factory=dict, description="Per-registry transport options, keyed by host[:port]."
     )
@@ -146,8 +158,17 @@ class Settings(BaseSettings):
             raise ValueError(f"shard {value!r} must be i/N with 0 <= i < N")
         return value
 
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(self.retries, self.retry_delay, self.retry_max_delay)
+    def retry_policy(self, *, one_shot: bool = False) -> RetryPolicy:
+        """The retry policy. `one_shot` (the CLI, not the daemon): a host that refuses the
+        first connection of the process is tried once more after a moment, then its specs
+        fail, rather than after seconds of backoff; once a host has answered, the usual
+        retries apply. The daemon keeps retrying: a registry may be restarting."""
+        return RetryPolicy(
+            self.retries,
+            self.retry_delay,
+            self.retry_max_delay,
+            first_contact_retries=min(1, self.retries) if one_shot else None,
+        )
 
     def registry_options(self) -> dict[str, RegistryOptions]:
         return {host: entry.options() for host, entry in self.registries.items()}

@@ -7,6 +7,7 @@ returns the good specs and the errors side by side.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -202,6 +203,10 @@ class ImageSpecBody(SpecModel):
     )
     created: str | None = Field(
         default=None, description="RFC 3339 time for the config; default: the base's."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="true: still validated, never resolved or pushed; reported as Suspended.",
     )
     # minItems stays in the JSON Schema for editors; the validator below gives the message
     # (a Field min_length would also report an emptied list when one target is malformed).
@@ -419,7 +424,8 @@ def _validate(path: Path, document: YamlDocument) -> tuple[LoadedSpec | None, li
             document.value, context={"dir": path.parent.absolute()}
         )
     except ValidationError as exc:
-        return None, [_spec_error(document, err) for err in exc.errors()]
+        name = _readable_name(path, document.value)
+        return None, [_spec_error(document, err, name) for err in exc.errors()]
     name = model.metadata.name or path.stem
     if model.metadata.name is None and not _NAME.fullmatch(name):
         return None, [
@@ -431,11 +437,18 @@ def _validate(path: Path, document: YamlDocument) -> tuple[LoadedSpec | None, li
     return LoadedSpec(name, document.file, document.line, model.spec, document), []
 
 
-def _spec_error(document: YamlDocument, err: Any) -> SpecError:
+def _readable_name(path: Path, value: dict[str, Any]) -> str | None:
+    """The name of a document that does not validate, if its metadata still says one."""
+    metadata = value.get("metadata", {})
+    name = metadata.get("name", path.stem) if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and _NAME.fullmatch(name) else None
+
+
+def _spec_error(document: YamlDocument, err: Any, spec_name: str | None = None) -> SpecError:
     loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
     message = str(err["msg"])
     if err["type"] == "extra_forbidden":
-        message = "unknown field"
+        message = "unknown field" + _did_you_mean(loc)
     elif err["type"] == "missing":
         message = "required field is missing"
     elif message.startswith("Value error, "):
@@ -443,8 +456,35 @@ def _spec_error(document: YamlDocument, err: Any) -> SpecError:
     if err["type"] == "literal_error":
         message = f"{message} (got {err.get('input')!r})"
     return SpecError(
-        SpecLocation(document.file, document.line_of(loc), format_path(loc) or None), message
+        SpecLocation(document.file, document.line_of(loc), format_path(loc) or None),
+        message,
+        spec_name=spec_name,
     )
+
+
+def _did_you_mean(loc: tuple[str | int, ...]) -> str:
+    """ "; did you mean 'layers'?" when one field allowed where `loc` points is close to it."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    models: list[type[BaseModel]] = [ImageSpecDocument]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # an item of a list: the list's item models are already in `models`
+        fields = [f for m in models for n, f in m.model_fields.items() if part in (n, f.alias)]
+        models = [m for f in fields for m in _models_in(f.annotation)]
+    # Wire names only (`baseAnnotations`, not `base_annotations`): what the spec is written in.
+    known = {
+        (f.alias or n).lower(): f.alias or n for m in models for n, f in m.model_fields.items()
+    }
+    close = difflib.get_close_matches(loc[-1].lower(), list(known), n=1)
+    return f"; did you mean {known[close[0]]!r}?" if close else ""
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's type holds: `LayerSpec` in `tuple[LayerSpec, ...] | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def _check_across(candidates: list[LoadedSpec]) -> tuple[list[LoadedSpec], list[SpecError]]:
@@ -460,6 +500,7 @@ def _check_across(candidates: list[LoadedSpec]) -> tuple[list[LoadedSpec], list[
                 SpecError(
                     SpecLocation(spec.file, spec.line, "metadata.name"),
                     f"name {spec.name!r} is already used by {first.file}:{first.line}",
+                    spec_name=spec.name,
                 )
             )
             bad.add(i)
@@ -474,6 +515,7 @@ def _check_across(candidates: list[LoadedSpec]) -> tuple[list[LoadedSpec], list[
                         spec.location(("targets", j)),
                         f"target {key} is also written by spec {other.name!r} "
                         f"({other.file}:{other.document.line_of(('spec', 'targets'))})",
+                        spec_name=spec.name,
                     )
                 )
                 bad.update((i, k))

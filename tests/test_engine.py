@@ -68,7 +68,7 @@ def test_diff_apply_diff_with_a_failing_spec(
     assert broken.state is SpecState.FAILED and broken.desired is None
     assert broken.error is not None and "not found" in broken.error
     (invalid,) = [s for s in planned.specs if s.state is SpecState.INVALID]
-    assert invalid.file.endswith("invalid.yaml") and invalid.name is None
+    assert invalid.file.endswith("invalid.yaml") and invalid.name == "invalid"  # its stem
     assert invalid.error is not None and "spec.bogus: unknown field" in invalid.error
     assert [s.state for s in planned.specs] == [
         SpecState.FAILED,

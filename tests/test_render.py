@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from reconciler.model.desired import build_desired
 from reconciler.model.plan import build_plan
 from reconciler.model.report import ExecResult, RunReport, SpecReport
@@ -106,3 +108,63 @@ def test_human_size() -> None:
         "3.0 GiB",
         "5000.0 GiB",
     ]
+
+
+def test_invalid_spec_is_shown_under_the_name_it_could_read() -> None:
+    specs = (
+        SpecReport("web.yaml", SpecState.INVALID, "web", error="web.yaml:5: spec.layer: unknown"),
+        SpecReport("bad.yaml", SpecState.INVALID, error="bad.yaml:1: invalid YAML"),
+    )
+    report = RunReport(specs, applied=False)
+    lines = render_text(report).splitlines()
+    assert lines[:4] == [
+        "web (web.yaml): Invalid",
+        "  ! web.yaml:5: spec.layer: unknown",
+        "(invalid) (bad.yaml): Invalid",
+        "  ! bad.yaml:1: invalid YAML",
+    ]
+    named, unnamed = json.loads(render_json(report))["specs"]
+    assert (named["name"], named["state"], named["desired"]) == ("web", "Invalid", None)
+    assert unnamed["name"] is None
+
+
+IN_SYNC = SpecReport("ok.yaml", SpecState.SYNCED, "ok")
+FAILED = SpecReport("down.yaml", SpecState.FAILED, "down", error="connection refused")
+INVALID = SpecReport("bad.yaml", SpecState.INVALID, "bad", error="bad.yaml:3: spec.base: bad")
+
+
+@pytest.mark.parametrize(
+    ("specs", "applied", "total"),
+    [
+        ((IN_SYNC,), False, "No changes; 1 of 1 specs in sync."),
+        ((FAILED,), False, "1 spec failed; 0 of 1 specs in sync."),
+        (
+            (IN_SYNC, FAILED),
+            False,
+            "1 spec failed; nothing to push for the other; 1 of 2 specs in sync.",
+        ),
+        (
+            (IN_SYNC, IN_SYNC, FAILED, FAILED, INVALID),
+            False,
+            "2 specs failed, 1 spec invalid; nothing to push for the others; 2 of 5 specs in sync.",
+        ),
+        ((INVALID,), True, "1 spec invalid; 0 of 1 specs in sync."),
+        (
+            (IN_SYNC, FAILED),
+            True,
+            "1 spec failed; nothing to push for the other; 1 of 2 specs in sync.",
+        ),
+    ],
+)
+def test_a_run_with_failures_never_says_no_changes(
+    specs: tuple[SpecReport, ...], applied: bool, total: str
+) -> None:
+    assert render_text(RunReport(specs, applied)).splitlines()[-1] == total
+
+
+def test_changes_and_failures_give_the_plan_then_the_failures() -> None:
+    applied = report(applied=True)
+    last = render_text(applied).splitlines()[-1]
+    assert last.startswith("Applied: 1 blobs mounted") and last.endswith(
+        "; 1 of 3 specs in sync; 1 failed; 1 invalid."
+    )

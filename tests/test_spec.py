@@ -124,6 +124,89 @@ def test_field_errors_name_file_line_and_field(tmp_path: Path, body: str, expect
 
 
 @pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "base: r.io/b:1\nlayer: []\ntargets: [r.io/a:1]",
+            "spec.layer: unknown field; did you mean 'layers'?",
+        ),
+        (
+            "base: r.io/b:1\ntarget: [r.io/a:1]",
+            "spec.target: unknown field; did you mean 'targets'?",
+        ),
+        (
+            "base: r.io/b:1\nbaseAnnotation: false\ntargets: [r.io/a:1]",
+            "spec.baseAnnotation: unknown field; did you mean 'baseAnnotations'?",
+        ),
+        (
+            f"base: r.io/b:1\nlayers:\n  - ref: r.io/l@{D}\n    digets: {D}\ntargets: [r.io/a:1]",
+            "x.yaml:7: spec.layers[0].digets: unknown field; did you mean 'digest'?",
+        ),
+        (
+            f"base: r.io/b:1\nlayers:\n  - ref: r.io/l@{D}\n    mediatype: x\ntargets: [r.io/a:1]",
+            "spec.layers[0].mediatype: unknown field; did you mean 'mediaType'?",
+        ),
+        (
+            "base: r.io/b:1\nconfig:\n  working_directory: /app\ntargets: [r.io/a:1]",
+            "spec.config.working_directory: unknown field; did you mean 'workingDir'?",
+        ),
+        # Nothing close: no guess.
+        (
+            "base: r.io/b:1\ncolour: blue\ntargets: [r.io/a:1]",
+            "x.yaml:5: spec.colour: unknown field",
+        ),
+        (
+            f"base: r.io/b:1\nlayers:\n  - ref: r.io/l@{D}\n    layers: []\ntargets: [r.io/a:1]",
+            "x.yaml:7: spec.layers[0].layers: unknown field",
+        ),
+    ],
+)
+def test_unknown_field_suggests_the_close_one(tmp_path: Path, body: str, expected: str) -> None:
+    write(tmp_path, "x.yaml", HEADER + "spec:\n" + textwrap.indent(body, "  ") + "\n")
+    errors = errors_of(tmp_path)  # a misspelt `target` also leaves `targets` missing
+    (error,) = [e for e in errors if "unknown field" in e]
+    assert error.endswith(expected), errors
+
+
+def test_unknown_top_level_and_metadata_fields_suggest_too(tmp_path: Path) -> None:
+    write(tmp_path, "x.yaml", HEADER + "metdata: {nmae: web}\n" + spec(GOOD)[len(HEADER) :])
+    assert errors_of(tmp_path) == ["x.yaml:3: metdata: unknown field; did you mean 'metadata'?"]
+    write(tmp_path, "x.yaml", spec(GOOD).replace("spec:", "metadata: {nmae: web}\nspec:"))
+    assert errors_of(tmp_path) == ["x.yaml:3: metadata.nmae: unknown field; did you mean 'name'?"]
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "name"),
+    [
+        ("x.yaml", spec("base: r.io/B:1\ntargets: [r.io/a:1]", "web"), "web"),
+        ("web.yaml", spec("base: r.io/B:1\ntargets: [r.io/a:1]"), "web"),  # the stem default
+        ("web.yaml", spec(GOOD, "Web"), None),  # the name itself is what is wrong
+        ("web.yaml", HEADER + "metadata: [web]\n" + spec(GOOD)[len(HEADER) :], None),
+        ("My Spec.yaml", spec("base: r.io/B:1\ntargets: [r.io/a:1]"), None),
+        ("web.yaml", HEADER + "spec:\n  base: [unclosed\n", None),  # not even YAML
+        ("web.yaml", "- a\n", None),
+    ],
+)
+def test_invalid_specs_keep_the_name_they_could_read(
+    tmp_path: Path, file: str, text: str, name: str | None
+) -> None:
+    write(tmp_path, file, text)
+    errors = load_specs([tmp_path]).errors
+    assert errors and [e.spec_name for e in errors] == [name] * len(errors), errors
+
+
+def test_specs_held_back_by_a_conflict_keep_their_names(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", spec(GOOD, "a"))
+    write(tmp_path, "b.yaml", spec(GOOD, "b"))
+    write(tmp_path, "c.yaml", spec("base: r.io/b:1\ntargets: [r.io/c:1]", "b"))
+    errors = load_specs([tmp_path]).errors
+    assert sorted((e.location.file.rsplit("/", 1)[-1], e.spec_name) for e in errors) == [
+        ("b.yaml", "b"),
+        ("c.yaml", "b"),
+    ]
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         (

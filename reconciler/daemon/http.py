@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from reconciler.daemon.status import StatusBoard
+from reconciler.daemon.status import PENDING, StatusBoard
 from reconciler.model.state import SpecState
 
 
@@ -52,6 +52,17 @@ class Metrics:
         for state in SpecState:
             specs.labels(str(state)).set_function(
                 lambda state=state: board.counts()[state]  # type: ignore[misc]
+            )
+        pending = Gauge(
+            "reconciler_pending",
+            "What the plans of specs not in sync would push (observe mode), by kind: blobs, "
+            "bytes, manifests, tags.",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in PENDING:
+            pending.labels(kind).set_function(
+                lambda kind=kind: board.pending()[kind]  # type: ignore[misc]
             )
 
     def on_response(self, host: str, method: str, status: int) -> None:

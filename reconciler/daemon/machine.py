@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from reconciler.daemon.status import SpecStatus, TagStatus
+from reconciler.model.plan import SpecPlan
 from reconciler.model.state import SpecState
 from reconciler.spec import LoadedSpec
 
@@ -77,6 +78,10 @@ class SpecRecord:
     tags: tuple[TagStatus, ...] = ()
     last_attempt: float | None = None  # wall-clock seconds
     last_success: float | None = None
+    # SYNCED only: what the last run reported, when it is not plain Synced (OutOfSync in
+    # observe mode, Suspended, BaseMoved), and the plan it left to do.
+    shown: SpecState | None = None
+    plan: SpecPlan | None = None
 
     @classmethod
     def new(cls, spec: LoadedSpec, fingerprint: str) -> SpecRecord:
@@ -88,15 +93,17 @@ class SpecRecord:
         return self.phase not in (Phase.QUEUED, Phase.RUNNING)
 
     def status(self) -> SpecStatus:
+        settled = self.phase is Phase.SYNCED
         return SpecStatus(
             self.name,
             self.spec.file,
-            _SHOWN[self.phase],
+            (self.shown if settled else None) or _SHOWN[self.phase],
             self.tags,
             self.last_attempt,
             self.last_success,
             self.message,
             self.failures,
+            self.plan if settled else None,
         )
 
     # -- events from the specs directory -------------------------------------------------
@@ -157,7 +164,16 @@ class SpecRecord:
             return self
         return replace(self, phase=Phase.RUNNING, then=None, last_attempt=wall)
 
-    def succeeded(self, tags: tuple[TagStatus, ...] | None, wall: float) -> SpecRecord:
+    def succeeded(
+        self,
+        tags: tuple[TagStatus, ...] | None,
+        wall: float,
+        shown: SpecState | None = None,
+        plan: SpecPlan | None = None,
+        message: str | None = None,
+    ) -> SpecRecord:
+        """The run ended without error: Synced, or what it reported instead (`shown`: OutOfSync
+        in observe mode with the `plan` left to do, Suspended, BaseMoved with a `message`)."""
         if self.phase is not Phase.RUNNING:
             return self
         ended = self.then or Phase.SYNCED
@@ -167,9 +183,11 @@ class SpecRecord:
             phase=ended,
             then=None,
             failures=0,
-            message=self.message if keep else None,
+            message=self.message if keep else message,
             tags=self.tags if tags is None else tags,
             last_success=wall,
+            shown=shown,
+            plan=plan,
         )
 
     def failed(

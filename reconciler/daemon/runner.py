@@ -67,7 +67,7 @@ def tags_of(report: SpecReport) -> tuple[TagStatus, ...] | None:
     if report.desired is None:
         return None
     digest = str(report.desired.root.digest)
-    if report.state is SpecState.SYNCED:
+    if report.state in (SpecState.SYNCED, SpecState.BASE_MOVED):  # BaseMoved: synced to its lock
         return tuple(TagStatus(str(t), digest, digest) for t in report.desired.targets)
     observed = {t.target: t.digest for t in report.observed.tags} if report.observed else {}
     return tuple(
@@ -294,7 +294,8 @@ class Daemon:
         async with self._scanning:
             self._watch_specs()
             dir_ = self.settings.specs_dir
-            scan = await asyncio.to_thread(scan_specs, dir_, self.shard, self.shards)
+            locked = self.settings.base_policy == "locked"
+            scan = await asyncio.to_thread(scan_specs, dir_, self.shard, self.shards, locked)
             self._apply_scan(scan)
 
     def _apply_scan(self, scan: Scan) -> None:
@@ -344,8 +345,12 @@ class Daemon:
         names = [spec.name for spec in specs]
         started = time.monotonic()
         try:
-            engine = Engine(self.settings, self._registries)
-            report = await engine.run(LoadResult(specs, (), len(specs)), apply=True)
+            locked = self.settings.base_policy == "locked"
+            engine = Engine(
+                self.settings, self._registries, use_locks=locked, watch_locked_bases=locked
+            )
+            apply = self.settings.mode == "apply"
+            report = await engine.run(LoadResult(specs, (), len(specs)), apply=apply)
         except asyncio.CancelledError:
             self._commit(self._records[n].abandoned("abandoned at shutdown") for n in names)
             raise
@@ -372,7 +377,7 @@ class Daemon:
     def _outcome(
         self, record: SpecRecord, report: SpecReport, now: float, wall: float
     ) -> SpecRecord:
-        if report.state is not SpecState.SYNCED:
+        if report.state in (SpecState.FAILED, SpecState.INVALID):
             self.metrics.reconciles.labels("failed").inc()
             delay = backoff_delay(record.failures + 1, self.settings.resync_interval)
             delay *= random.uniform(1.0, 1.2)  # noqa: S311 - jitter, so failures spread out
@@ -389,7 +394,11 @@ class Daemon:
                 self.metrics.blobs.labels(action).inc(count)
             self.metrics.bytes.inc(result.bytes_pushed)
             self.written.add(record.name, [(str(t.target), str(t.new)) for t in report.plan.tags])
-        return record.succeeded(tags_of(report), wall)
+        if report.state is SpecState.SYNCED:
+            return record.succeeded(tags_of(report), wall)
+        # Observe mode's OutOfSync keeps its plan for /status; BaseMoved says what moved.
+        plan = report.plan if report.state is SpecState.OUT_OF_SYNC else None
+        return record.succeeded(tags_of(report), wall, report.state, plan, report.error)
 
     async def _prune(self, name: str) -> None:
         assert self._registries is not None  # noqa: S101 - set before any pass starts

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import SpecError
+from reconciler.lockfile import LockSet
 from reconciler.spec import LoadedSpec, load_specs
 
 
@@ -21,9 +22,20 @@ def shard_of(name: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % shards
 
 
-def fingerprint(spec: LoadedSpec) -> str:
-    """What the spec asks for; moving it to another file or line changes nothing."""
-    return hashlib.sha256(spec.body.model_dump_json().encode()).hexdigest()
+def fingerprint(spec: LoadedSpec, locks: LockSet | None = None) -> str:
+    """What the spec asks for; moving it to another file or line changes nothing. With locks
+    (base_policy locked), its base's lock entry is part of it: a lock updated in git is a
+    change of the spec, and runs it."""
+    text = spec.body.model_dump_json()
+    if locks is not None:
+        try:
+            lock = locks.for_spec(spec.file)
+        except SpecError as exc:
+            text += f"\0lock error: {exc}"
+        else:
+            entry = lock.get(spec.body.base) if lock is not None else None
+            text += f"\0lock: {entry.digest if entry is not None else None}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -42,10 +54,11 @@ class Scan:
         return {e.location.file: e for e in self.errors}
 
 
-def scan_specs(specs_dir: Path, shard: int, shards: int) -> Scan:
+def scan_specs(specs_dir: Path, shard: int, shards: int, locked: bool = False) -> Scan:
     loaded = load_specs([specs_dir])
+    locks = LockSet() if locked else None
     mine = tuple(
-        ScannedSpec(spec, fingerprint(spec))
+        ScannedSpec(spec, fingerprint(spec, locks))
         for spec in loaded.specs
         if shard_of(spec.name, shards) == shard
     )

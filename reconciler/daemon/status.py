@@ -13,7 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.model.plan import SpecPlan
 from reconciler.model.state import SpecState
+from reconciler.render import plan_json
+
+PENDING = ("blobs", "bytes", "manifests", "tags")
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,11 @@ class SpecStatus:
     last_success: float | None = None
     message: str | None = None
     failures: int = 0
+    plan: SpecPlan | None = None  # what the spec still needs (observe mode), as diff shows it
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        shown = {"plan": plan_json(self.plan)} if self.plan is not None else {}
+        return shown | {
             "name": self.key,
             "file": self.file,
             "state": str(self.state),
@@ -47,6 +53,18 @@ class SpecStatus:
             "lastSuccess": _iso(self.last_success),
             "message": self.message,
             "consecutiveFailures": self.failures,
+        }
+
+    def pending(self) -> dict[str, int]:
+        """What its plan would push: blobs, bytes, manifests and tags (0 when in sync)."""
+        plan = self.plan
+        if plan is None:
+            return dict.fromkeys(PENDING, 0)
+        return {
+            "blobs": len(plan.blobs),
+            "bytes": plan.bytes_to_push,
+            "manifests": len(plan.manifests),
+            "tags": len(plan.tags),
         }
 
 
@@ -61,6 +79,14 @@ class BoardView:
         for status in self.specs:
             counts[status.state] += 1
         return counts
+
+    def pending(self) -> dict[str, int]:
+        """What every spec's plan would push, added up (observe mode)."""
+        total = dict.fromkeys(PENDING, 0)
+        for status in self.specs:
+            for kind, count in status.pending().items():
+                total[kind] += count
+        return total
 
 
 def _iso(when: float | None) -> str | None:
@@ -91,6 +117,9 @@ class StatusBoard:
 
     def counts(self) -> dict[SpecState, int]:
         return self.view.counts()
+
+    def pending(self) -> dict[str, int]:
+        return self.view.pending()
 
     def snapshot(self) -> dict[str, Any]:
         view = self.view  # one read: the rest works on this view even if a new one lands

@@ -22,12 +22,6 @@ class ExecResult:
     manifests: int = 0
     tags: int = 0
 
-    def summary(self) -> str:
-        return (
-            f"{self.mounted} mounted, {self.copied} copied, {self.uploaded} uploaded, "
-            f"{self.manifests} manifests, {self.tags} tags"
-        )
-
 
 @dataclass(frozen=True)
 class SpecReport:

@@ -10,6 +10,8 @@
 - Redirects are followed by hand, for GET and HEAD only: relative `Location` resolved against
   the request, at most 5 hops, never from HTTPS to HTTP, and `Authorization` dropped as soon as
   a hop leaves the origin it was meant for.
+- A connection refused by a host that has not answered once in this process is marked
+  `first_contact_refused`: the retry policy of a one-shot command gives up on it early.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class HttpTransport:
         self.retry = retry or RetryPolicy()
         self._pools: dict[tuple[str, Path | None, str], httpx.AsyncClient] = {}
         self._auth: dict[str, HostAuth] = {}
+        self._answered: set[str] = set()  # host[:port] of every origin that answered once
 
     def policy(self, host: str) -> TransportPolicy:
         return policy_for(host, self._options.get(host))
@@ -209,12 +212,8 @@ class HttpTransport:
             except httpx.HTTPError as exc:
                 if self._on_response is not None:
                     self._on_response(netloc(url), method, 0)
-                raise RegistryError(
-                    f"{type(exc).__name__}: {exc}".rstrip(": "),
-                    method=method,
-                    url=log_safe(url),
-                    retryable=True,
-                ) from exc
+                raise self._transport_error(exc, method, url) from exc
+            self._answered.add(netloc(url))
             log.debug("%s %s -> %s", method, log_safe(url), response.status_code)
             if self._on_response is not None:
                 self._on_response(netloc(url), method, response.status_code)
@@ -241,6 +240,23 @@ class HttpTransport:
             f"more than {MAX_REDIRECTS} redirects", method=method, url=log_safe(url)
         )
 
+    def _transport_error(self, exc: httpx.HTTPError, method: str, url: httpx.URL) -> RegistryError:
+        host = netloc(url)
+        if isinstance(exc, httpx.ConnectError) and _refused(exc):
+            return RegistryError(
+                f"ConnectError: {host} refused the connection",
+                method=method,
+                url=log_safe(url),
+                retryable=True,
+                first_contact_refused=host not in self._answered,
+            )
+        return RegistryError(
+            f"{type(exc).__name__}: {exc}".rstrip(": "),
+            method=method,
+            url=log_safe(url),
+            retryable=True,
+        )
+
     async def _fetch_token(
         self, method: str, url: httpx.URL, headers: dict[str, str], form: dict[str, str] | None
     ) -> tuple[int, bytes]:
@@ -260,6 +276,27 @@ class HttpTransport:
         for pool in self._pools.values():
             await pool.aclose()
         self._pools.clear()
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed connect was refused (ECONNREFUSED), not a DNS, TLS or routing failure.
+
+    httpx wraps what the socket raised (anyio: "All connection attempts failed", from the last
+    address's error), so the chain is searched, exception groups included.
+    """
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
 
 
 def _resendable(content: Content) -> bool:

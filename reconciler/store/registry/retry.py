@@ -8,6 +8,13 @@ other 4xx (a 401 is answered once by re-authenticating, in auth.py), and anythin
 Waits grow exponentially from `base` with full jitter, capped at `cap`. A `Retry-After` header
 (seconds or an HTTP-date) sets the wait instead; when it asks for longer than `cap`, we stop and
 report it rather than block a run for an unbounded time.
+
+A connection refused by a host that has not answered once in this process (the transport marks
+the error `first_contact_refused`) most likely means nothing listens there: a typo, a registry
+not started. A one-shot command gives it `first_contact_retries` quick tries and fails, instead
+of backing off for seconds; the daemon (`first_contact_retries=None`) retries it like any
+transport failure, since a registry may be restarting. A reset mid-stream or a 5xx is not a
+refusal, and a host that answered before gets the usual retries.
 """
 
 from __future__ import annotations
@@ -33,9 +40,17 @@ class RetryPolicy:
     attempts: int = 5  # retries after the first try
     base: float = 0.5  # seconds before the first retry (before jitter)
     cap: float = 30.0  # longest wait between two tries, and the most Retry-After we honour
+    first_contact_retries: int | None = None  # for a refusal before the host ever answered
+    first_contact_delay: float = 0.2  # seconds before each of those
 
-    def delay(self, retry: int, retry_after: float | None = None) -> float | None:
-        """Seconds to wait before retry number `retry` (0-based); None means give up."""
+    def delay(
+        self, retry: int, retry_after: float | None = None, *, first_contact: bool = False
+    ) -> float | None:
+        """Seconds to wait before retry number `retry` (0-based); None means give up.
+
+        `first_contact`: the error is a connection refused by a host that never answered."""
+        if first_contact and self.first_contact_retries is not None:
+            return self.first_contact_delay if retry < self.first_contact_retries else None
         if retry >= self.attempts:
             return None
         if retry_after is not None:
@@ -49,10 +64,19 @@ class RetryPolicy:
             try:
                 return await operation()
             except ReconcilerError as exc:
-                wait = self.delay(retry, getattr(exc, "retry_after", None))
+                wait = self.delay(
+                    retry,
+                    getattr(exc, "retry_after", None),
+                    first_contact=getattr(exc, "first_contact_refused", False),
+                )
                 if not exc.retryable or wait is None:
                     if exc.retryable:
-                        log.warning("%s: giving up after %d retries", what, retry)
+                        log.warning(
+                            "%s: giving up after %d %s",
+                            what,
+                            retry,
+                            "retry" if retry == 1 else "retries",
+                        )
                     raise
                 log.warning("%s failed (%s); retry %d in %.2fs", what, exc, retry + 1, wait)
                 await asyncio.sleep(wait)

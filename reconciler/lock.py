@@ -1,0 +1,219 @@
+"""`reconciler lock`: pin every base tag of the specs to a digest, in one lock file per directory.
+
+- `lock` writes what is missing (a base tag no entry covers: resolved now) and drops entries no
+  spec uses; an entry already there stays as it is, so running it twice changes nothing and
+  asks no registry about tags that are locked.
+- `lock --check` asks each locked tag what it names now and says what moved, what is missing
+  and what is unused: the lock is stale if any (exit 2). It writes nothing.
+- `lock --update [NAME...]` moves entries to what their tags name now: every entry, or those of
+  the named specs or base references.
+Bases by digest need no entry (the spec pins them), nor do `oci:` and `docker-archive:` bases
+(their content is in the repository).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from reconciler.errors import ReconcilerError, SpecError
+from reconciler.lockfile import LockedBase, lock_path, read_lock, write_lock
+from reconciler.oci.digest import Digest
+from reconciler.oci.document import IndexDocument
+from reconciler.oci.location import Address
+from reconciler.resolve import Resolver
+from reconciler.spec import LoadedSpec
+
+# Index entries that describe no runnable image (buildx attestations and the like).
+_UNKNOWN = "unknown/unknown"
+
+
+class LockMode(StrEnum):
+    WRITE = "write"
+    CHECK = "check"
+    UPDATE = "update"
+
+
+class Change(StrEnum):
+    ADDED = "added"  # no entry covered this base tag; locked now
+    MOVED = "moved"  # the tag names another digest than the lock says
+    MISSING = "missing"  # --check: no entry covers this base tag
+    UNUSED = "unused"  # an entry no spec uses (dropped when written)
+
+
+@dataclass(frozen=True)
+class LockChange:
+    lock: Path
+    reference: str
+    change: Change
+    old: Digest | None = None
+    new: Digest | None = None
+    platforms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LockReport:
+    changes: tuple[LockChange, ...]
+    errors: tuple[str, ...]
+    written: tuple[Path, ...]
+    locks: int  # lock files considered
+    entries: int  # entries they hold (after writing)
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.changes)
+
+
+def _tag_bases(specs: Iterable[LoadedSpec]) -> dict[Path, dict[str, list[LoadedSpec]]]:
+    """Per lock file: the base tags its specs name (as written), and the specs naming each."""
+    groups: dict[Path, dict[str, list[LoadedSpec]]] = {}
+    for spec in specs:
+        address = spec.body.base_address(Path(spec.file).parent)
+        if address is None or not address.location.is_registry or address.digest is not None:
+            continue
+        groups.setdefault(lock_path(spec.file), {}).setdefault(spec.body.base, []).append(spec)
+    return groups
+
+
+class Locker:
+    """Resolves base tags for lock files; one per command, sharing one resolver's requests."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+
+    async def run(
+        self, specs: Iterable[LoadedSpec], mode: LockMode, names: Collection[str] = ()
+    ) -> LockReport:
+        groups = _tag_bases(specs)
+        outcomes = await asyncio.gather(
+            *(self._one(path, bases, mode, names) for path, bases in sorted(groups.items()))
+        )
+        changes = tuple(c for o in outcomes for c in o[0])
+        errors = tuple(e for o in outcomes for e in o[1])
+        written = tuple(path for o, path in zip(outcomes, sorted(groups), strict=True) if o[2])
+        entries = sum(o[3] for o in outcomes)
+        return LockReport(changes, errors, written, len(groups), entries)
+
+    async def _one(
+        self,
+        path: Path,
+        bases: dict[str, list[LoadedSpec]],
+        mode: LockMode,
+        names: Collection[str],
+    ) -> tuple[list[LockChange], list[str], bool, int]:
+        try:
+            existing = read_lock(path)
+        except SpecError as exc:
+            return [], [str(exc)], False, 0
+        old = {b.reference: b for b in existing.bases} if existing else {}
+        changes: list[LockChange] = [
+            LockChange(path, ref, Change.UNUSED, old[ref].digest)
+            for ref in sorted(set(old) - set(bases))
+        ]
+        errors: list[str] = []
+        kept: list[LockedBase] = []
+        for reference, users in sorted(bases.items()):
+            entry = old.get(reference)
+            ask = (
+                entry is None
+                or mode is LockMode.CHECK
+                or (mode is LockMode.UPDATE and _named(reference, users, names))
+            )
+            if not ask:
+                kept.append(entry)  # type: ignore[arg-type]  # ask is False only with an entry
+                continue
+            try:
+                fresh = await self._resolve(reference, users[0])
+            except ReconcilerError as exc:
+                errors.append(f"{users[0].location(('base',))}: {exc}")
+                if entry is not None:
+                    kept.append(entry)
+                continue
+            if entry is None:
+                change = Change.MISSING if mode is LockMode.CHECK else Change.ADDED
+                changes.append(
+                    LockChange(path, reference, change, None, fresh.digest, fresh.platforms)
+                )
+                kept.append(fresh)
+            elif entry.digest != fresh.digest:
+                changes.append(
+                    LockChange(path, reference, Change.MOVED, entry.digest, fresh.digest)
+                )
+                kept.append(fresh if mode is LockMode.UPDATE else entry)
+            else:
+                kept.append(entry)  # unchanged: keep when it was resolved, for a stable file
+        wrote = False
+        if mode is not LockMode.CHECK and not errors:
+            wrote = write_lock(path, tuple(kept))
+        return changes, errors, wrote, len(kept)
+
+    async def _resolve(self, reference: str, spec: LoadedSpec) -> LockedBase:
+        address = spec.body.base_address(Path(spec.file).parent)
+        assert isinstance(address, Address)  # noqa: S101 - _tag_bases kept tags only
+        head = await self.resolver.resolve_tag(address)
+        root = await self.resolver.fetch_document(address.location, head.digest)
+        if isinstance(root, IndexDocument):
+            platforms = sorted(
+                {str(e.platform) for e in root.index.manifests if e.platform is not None}
+                - {_UNKNOWN}
+            )
+        else:
+            config = await self.resolver.fetch_config(address.location, root.manifest.config)
+            cfg = config.config
+            platforms = [
+                f"{cfg.os}/{cfg.architecture}" + (f"/{cfg.variant}" if cfg.variant else "")
+            ]
+        resolved = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return LockedBase(reference, head.digest, root.media_type, tuple(platforms), resolved)
+
+
+def _named(reference: str, users: list[LoadedSpec], names: Collection[str]) -> bool:
+    """--update without names moves every entry; with names, those of the named specs or
+    references."""
+    return not names or reference in names or any(spec.name in names for spec in users)
+
+
+_SIGNS = {Change.ADDED: "+", Change.MOVED: "~", Change.MISSING: "!", Change.UNUSED: "-"}
+
+
+def describe(report: LockReport, mode: LockMode, root: Path | None = None) -> list[str]:
+    """The lines `reconciler lock` prints: one per change, then a total."""
+
+    def where(path: Path) -> str:
+        if root is not None and path.is_relative_to(root):
+            return str(path.relative_to(root))
+        return str(path)
+
+    lines = []
+    for c in report.changes:
+        sign = _SIGNS[c.change]
+        if c.change is Change.MOVED:
+            assert c.old is not None and c.new is not None  # noqa: S101 - a move has both
+            text = f"{c.reference} moved: {c.old.short} -> {c.new.short}"
+            if mode is LockMode.CHECK:
+                text += " (not updated: run `reconciler lock --update`)"
+        elif c.change is Change.UNUSED:
+            text = f"{c.reference}: no spec uses it" + (
+                "; dropped" if mode is not LockMode.CHECK else ""
+            )
+        else:
+            assert c.new is not None  # noqa: S101 - added and missing carry what the tag names
+            platforms = f" ({', '.join(c.platforms)})" if c.platforms else ""
+            verb = "not in the lock" if c.change is Change.MISSING else "locked"
+            text = f"{c.reference} {verb}: {c.new.short}{platforms}"
+        lines.append(f"{where(c.lock)}: {sign} {text}")
+    lines += [f"error: {e}" for e in report.errors]
+    counts = {kind: sum(1 for c in report.changes if c.change is kind) for kind in Change}
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) or "no change"
+    files = f"{report.locks} lock file{'s' if report.locks != 1 else ''}"
+    if mode is LockMode.CHECK:
+        verdict = "stale" if report.stale else "up to date"
+        lines.append(f"Lock {verdict}: {summary}; {report.entries} entries in {files}.")
+    else:
+        wrote = ", ".join(where(p) for p in report.written) or "nothing (already as it should be)"
+        lines.append(f"Lock: {summary}; {report.entries} entries in {files}; wrote {wrote}.")
+    return lines

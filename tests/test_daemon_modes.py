@@ -1,0 +1,126 @@
+"""The daemon's modes against real registries: observe never writes and shows the plan in
+/status and /metrics; base_policy locked builds what the lock says and reports a moved base as
+BaseMoved without rebuilding; a suspended spec is validated and never pushed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.conftest import Cli, World
+from tests.test_daemon import Daemon, copy_tag, spec_text, tag_digest, wait_for
+
+WRITES = ("PUT", "POST", "PATCH", "DELETE")
+
+
+@contextmanager
+def running(cli: Cli, **settings: str) -> Iterator[Daemon]:
+    log = cli.root / "daemon.log"
+    env = {
+        **cli.env(),
+        "RECONCILER_LISTEN": "127.0.0.1:0",
+        "RECONCILER_DEBOUNCE": "0.2",
+        "RECONCILER_RESYNC_INTERVAL": "5",
+        "RECONCILER_RESYNC_JITTER": "0",
+        **{f"RECONCILER_{k.upper()}": v for k, v in settings.items()},
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "run"], env=env, stdout=out, stderr=out
+        )
+
+    def port() -> int | None:
+        match = re.search(r"on port (\d+)", log.read_text(errors="replace"))
+        return int(match[1]) if match else None
+
+    try:
+        found, _ = wait_for("the daemon's port", port, timeout=20)
+        daemon = Daemon(process, log, found)
+        wait_for("/readyz", lambda: daemon.get("/readyz").status_code == 200)
+        yield daemon
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_observe_mode_never_writes_and_shows_the_plan(world: World, cli: Cli) -> None:
+    a = world.a.host
+    repo = f"observe/{uuid.uuid4().hex[:8]}"
+    cli.write("app.yaml", spec_text("app", f"{a}/base/single:1", f"{a}/{repo}:1", "observed"))
+    diff = cli("diff", "-o", "json")
+    assert diff.code == 2
+    planned = next(s for s in diff.json()["specs"] if s["name"] == "app")  # type: ignore[union-attr, index]
+    mark = world.a.mark()
+    with running(cli, mode="observe") as daemon:
+        status, _ = wait_for(
+            "OutOfSync with a plan",
+            lambda: (s := daemon.status().get("app")) and s["state"] == "OutOfSync" and s,
+        )
+        # diff and /status agree on the plan, field for field.
+        for key in ("blobs", "manifests", "tags"):
+            assert status["plan"][key] == planned[key], key
+        metrics = daemon.get("/metrics").text
+        assert f'reconciler_pending{{kind="tags"}} {len(planned["tags"])}.0' in metrics
+        assert 'reconciler_specs{state="OutOfSync"} 1.0' in metrics
+        # Still observed, and still nothing written, after a resync has run it again.
+        first = status["lastAttempt"]
+        again, _ = wait_for(
+            "a resync", lambda: (s := daemon.status()["app"])["lastAttempt"] != first and s, 20
+        )
+        assert again["state"] == "OutOfSync"
+    writes = [r for r in world.a.requests(since=mark) if r.method in WRITES]
+    assert writes == []
+    assert tag_digest(a, repo, "1") is None
+
+
+def test_locked_daemon_reports_a_moved_base_and_pushes_nothing(world: World, cli: Cli) -> None:
+    a = world.a.host
+    name = uuid.uuid4().hex[:8]
+    base, repo = f"{a}/locked-base/{name}:1", f"locked/{name}"
+    copy_tag(f"{a}/base/single:1", base)
+    cli.write("app.yaml", spec_text("app", base, f"{a}/{repo}:1", "locked"))
+    assert cli("lock").code == 0
+    with running(cli, base_policy="locked") as daemon:
+        wait_for("Synced", lambda: daemon.status().get("app", {}).get("state") == "Synced")
+        pushed = tag_digest(a, repo, "1")
+        assert pushed is not None
+        copy_tag(f"{a}/base/multi:1", base)  # the tag moves upstream, with no commit
+        mark = world.a.mark()
+        status, _ = wait_for(
+            "BaseMoved",
+            lambda: (s := daemon.status().get("app")) and s["state"] == "BaseMoved" and s,
+        )
+        assert "now names" in status["message"] and "lock" in status["message"]
+        assert 'reconciler_specs{state="BaseMoved"} 1.0' in daemon.get("/metrics").text
+        assert tag_digest(a, repo, "1") == pushed
+        writes = [r for r in world.a.requests(since=mark) if r.method in WRITES]
+        assert writes == []
+        # The lock moves in git: the spec is rebuilt on the new base.
+        assert cli("lock", "--update").code == 0
+        wait_for("rebuilt", lambda: tag_digest(a, repo, "1") not in (None, pushed))
+        wait_for("Synced", lambda: daemon.status().get("app", {}).get("state") == "Synced")
+
+
+def test_a_suspended_spec_is_validated_and_never_pushed(world: World, cli: Cli) -> None:
+    a = world.a.host
+    repo = f"suspended/{uuid.uuid4().hex[:8]}"
+    cli.write_spec(
+        "held.yaml", f"base: {a}/base/single:1\nsuspend: true\ntargets: [{a}/{repo}:1]\n"
+    )
+    mark = world.a.mark()
+    diff = cli("diff", "-o", "json")
+    assert diff.code == 0, diff.stdout
+    (spec,) = diff.json()["specs"]  # type: ignore[misc]
+    assert spec["state"] == "Suspended"  # type: ignore[index]
+    assert cli("apply").code == 0
+    assert world.a.requests(since=mark) == []  # not even a HEAD
+    cli.write_spec(
+        "held.yaml", f"base: {a}/base/single:1\nsuspend: yes-please\ntargets: [{a}/{repo}:1]\n"
+    )
+    invalid = cli("validate")
+    assert invalid.code == 1 and "spec.suspend" in invalid.stderr + invalid.stdout

@@ -1,0 +1,103 @@
+"""Lock files against a real registry: lock, a base tag moved by skopeo, --check, apply with the
+lock, --update; and a lock that does not cover a spec's base."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+from tests.conftest import Cli, World
+from tests.support.images import skopeo
+
+SRC = "--src-tls-verify=false"
+DEST = "--dest-tls-verify=false"
+
+
+def seed_base(world: World, source: str) -> str:
+    """A fresh base repository on registry a whose tag `1` names `source`'s image."""
+    repo = f"base/lock-{uuid.uuid4().hex[:8]}"
+    skopeo("copy", "--all", "--preserve-digests", SRC, DEST,
+           f"docker://{world.a.host}/{source}", f"docker://{world.a.host}/{repo}:1")  # fmt: skip
+    return f"{world.a.host}/{repo}:1"
+
+
+def digest_of(world: World, reference: str) -> str:
+    out = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{reference}")
+    return "sha256:" + hashlib.sha256(out.encode()).hexdigest()
+
+
+def test_lock_check_apply_update(cli: Cli, world: World) -> None:
+    base = seed_base(world, "base/multi:1")
+    target = f"{world.a.host}/team/locked-{uuid.uuid4().hex[:8]}:1"
+    cli.write_spec("web.yaml", f"base: {base}\nannotations: {{team: web}}\ntargets: [{target}]\n")
+
+    locked = cli("lock")
+    assert locked.code == 0, locked.stderr
+    lock_file = cli.specs / "reconciler.lock"
+    text = lock_file.read_text()
+    first = digest_of(world, base)
+    assert f'reference: "{base}"' in text and f"digest: {first}" in text
+    assert '["linux/amd64", "linux/arm64/v8"]' in text
+    assert "locked:" in locked.stdout and "wrote" in locked.stdout
+    assert cli("lock").stdout.rstrip().endswith("wrote nothing (already as it should be).")
+    assert lock_file.read_text() == text  # stable: a second run writes the same bytes
+
+    assert cli("lock", "--check").code == 0
+    applied = cli("apply")
+    assert applied.code == 0, applied.stdout + applied.stderr
+
+    # The base tag moves upstream (as a new release would), with no commit.
+    skopeo("copy", "--all", "--preserve-digests", SRC, DEST,
+           f"docker://{world.a.host}/base/single:1", f"docker://{base}")  # fmt: skip
+    moved = digest_of(world, base)
+    assert moved != first
+    check = cli("lock", "--check")
+    assert check.code == 2, check.stdout + check.stderr
+    assert re.search(rf"~ {re.escape(base)} moved: {first[:19]}\S* -> {moved[:19]}", check.stdout)
+    assert "Lock stale: 1 moved" in check.stdout
+    assert lock_file.read_text() == text  # --check writes nothing
+
+    # With the lock, the desired state is the repository's: nothing to push, nothing new.
+    diff = cli("diff", "-o", "json")
+    assert diff.code == 0, diff.stdout + diff.stderr
+    assert cli("apply").code == 0
+
+    updated = cli("lock", "--update", "web")
+    assert updated.code == 0, updated.stderr
+    assert f"digest: {moved}" in lock_file.read_text()
+    assert cli("diff").code == 2  # now the spec follows the moved base
+    assert cli("apply").code == 0
+    assert cli("diff").code == 0
+
+
+def test_a_base_the_lock_does_not_cover_is_an_error_with_file_and_line(
+    cli: Cli, world: World
+) -> None:
+    base = seed_base(world, "base/single:1")
+    target = f"{world.a.host}/team/uncovered-{uuid.uuid4().hex[:8]}:1"
+    cli.write_spec("app.yaml", f"base: {base}\ntargets: [{target}]\n")
+    assert cli("lock").code == 0
+    other = seed_base(world, "base/single:1")
+    cli.write_spec("app.yaml", f"base: {other}\ntargets: [{target}]\n")
+    diff = cli("diff")
+    assert diff.code == 1
+    assert re.search(r"app\.yaml:4: spec\.base: .* is not in .*reconciler\.lock", diff.stdout)
+    check = cli("lock", "--check")
+    assert (
+        check.code == 2 and "not in the lock" in check.stdout and "no spec uses it" in check.stdout
+    )
+
+
+def test_a_malformed_lock_names_file_line_and_field(cli: Cli, world: World) -> None:
+    base = seed_base(world, "base/single:1")
+    cli.write_spec("app.yaml", f"base: {base}\ntargets: [{world.a.host}/team/x:1]\n")
+    (cli.specs / "reconciler.lock").write_text(
+        "apiVersion: reconciler.dev/v1alpha1\nkind: Lock\nbases:\n"
+        f"  - reference: {base}\n    digest: sha256:nope\n    resolved: now\n"
+    )
+    for command in (("diff",), ("lock", "--check")):
+        result = cli(*command)
+        assert result.code == 1
+        assert re.search(r"reconciler\.lock:5: bases\[0\]\.digest", result.stdout + result.stderr)
+        assert "Traceback" not in result.stderr
