@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,10 @@ def invalid_file_is_left_alone(
     assert writes == []
 
 
-@pytest.fixture
-def daemon(world: World, cli: Cli) -> Iterator[Daemon]:
+@contextmanager
+def running(cli: Cli, *, ready: bool = False, **settings: str) -> Iterator[Daemon]:
+    """`reconciler run` as a process with the suite's short intervals and `settings`
+    (RECONCILER_<NAME>), until the block ends; with `ready`, once /readyz says so."""
     log = cli.root / "daemon.log"
     env = {
         **cli.env(),
@@ -117,7 +120,7 @@ def daemon(world: World, cli: Cli) -> Iterator[Daemon]:
         "RECONCILER_DEBOUNCE": "0.2",
         "RECONCILER_RESYNC_INTERVAL": "5",
         "RECONCILER_RESYNC_JITTER": "0",
-        "RECONCILER_LOG_FORMAT": "json",
+        **{f"RECONCILER_{k.upper()}": v for k, v in settings.items()},
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -130,11 +133,20 @@ def daemon(world: World, cli: Cli) -> Iterator[Daemon]:
 
     try:
         found, _ = wait_for("the daemon's port", port, timeout=20)
-        yield Daemon(process, log, found)
+        daemon = Daemon(process, log, found)
+        if ready:
+            wait_for("/readyz", lambda: daemon.get("/readyz").status_code == 200)
+        yield daemon
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def daemon(world: World, cli: Cli) -> Iterator[Daemon]:
+    with running(cli, log_format="json") as started:
+        yield started
 
 
 def test_daemon_follows_files_drift_and_base_moves(world: World, cli: Cli, daemon: Daemon) -> None:

@@ -4,48 +4,12 @@ BaseMoved without rebuilding; a suspended spec is validated and never pushed."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from tests.conftest import Cli, World
-from tests.test_daemon import Daemon, copy_tag, spec_text, tag_digest, wait_for
+from tests.test_daemon import copy_tag, running, spec_text, tag_digest, wait_for
 
 WRITES = ("PUT", "POST", "PATCH", "DELETE")
-
-
-@contextmanager
-def running(cli: Cli, **settings: str) -> Iterator[Daemon]:
-    log = cli.root / "daemon.log"
-    env = {
-        **cli.env(),
-        "RECONCILER_LISTEN": "127.0.0.1:0",
-        "RECONCILER_DEBOUNCE": "0.2",
-        "RECONCILER_RESYNC_INTERVAL": "5",
-        "RECONCILER_RESYNC_JITTER": "0",
-        **{f"RECONCILER_{k.upper()}": v for k, v in settings.items()},
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "run"], env=env, stdout=out, stderr=out
-        )
-
-    def port() -> int | None:
-        match = re.search(r"on port (\d+)", log.read_text(errors="replace"))
-        return int(match[1]) if match else None
-
-    try:
-        found, _ = wait_for("the daemon's port", port, timeout=20)
-        daemon = Daemon(process, log, found)
-        wait_for("/readyz", lambda: daemon.get("/readyz").status_code == 200)
-        yield daemon
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def test_observe_mode_never_writes_and_shows_the_plan(world: World, cli: Cli) -> None:
@@ -56,7 +20,7 @@ def test_observe_mode_never_writes_and_shows_the_plan(world: World, cli: Cli) ->
     assert diff.code == 2
     planned = next(s for s in diff.json()["specs"] if s["name"] == "app")  # type: ignore[union-attr, index]
     mark = world.a.mark()
-    with running(cli, mode="observe") as daemon:
+    with running(cli, ready=True, mode="observe") as daemon:
         status, _ = wait_for(
             "OutOfSync with a plan",
             lambda: (s := daemon.status().get("app")) and s["state"] == "OutOfSync" and s,
@@ -70,7 +34,13 @@ def test_observe_mode_never_writes_and_shows_the_plan(world: World, cli: Cli) ->
         # Still observed, and still nothing written, after a resync has run it again.
         first = status["lastAttempt"]
         again, _ = wait_for(
-            "a resync", lambda: (s := daemon.status()["app"])["lastAttempt"] != first and s, 20
+            "a resync that ended",
+            lambda: (
+                (s := daemon.status()["app"])["lastAttempt"] != first
+                and s["state"] != "Progressing"
+                and s
+            ),
+            20,
         )
         assert again["state"] == "OutOfSync"
     writes = [r for r in world.a.requests(since=mark) if r.method in WRITES]
@@ -85,7 +55,7 @@ def test_locked_daemon_reports_a_moved_base_and_pushes_nothing(world: World, cli
     copy_tag(f"{a}/base/single:1", base)
     cli.write("app.yaml", spec_text("app", base, f"{a}/{repo}:1", "locked"))
     assert cli("lock").code == 0
-    with running(cli, base_policy="locked") as daemon:
+    with running(cli, ready=True, base_policy="locked") as daemon:
         wait_for("Synced", lambda: daemon.status().get("app", {}).get("state") == "Synced")
         pushed = tag_digest(a, repo, "1")
         assert pushed is not None

@@ -58,9 +58,15 @@ def test_lock_check_apply_update(cli: Cli, world: World) -> None:
     assert "Lock stale: 1 moved" in check.stdout
     assert lock_file.read_text() == text  # --check writes nothing
 
-    # With the lock, the desired state is the repository's: nothing to push, nothing new.
+    # With the lock, the desired state is the repository's: nothing to push, nothing new, and
+    # a no-op costs one HEAD per target tag; the base's tag is not asked at all.
+    mark = world.a.mark()
     diff = cli("diff", "-o", "json")
     assert diff.code == 0, diff.stdout + diff.stderr
+    sent = world.a.requests(since=mark)
+    assert [(r.method, r.path) for r in sent] == [
+        ("HEAD", f"/v2/{target.split('/', 1)[1].rsplit(':', 1)[0]}/manifests/1")
+    ]
     assert cli("apply").code == 0
 
     updated = cli("lock", "--update", "web")
