@@ -75,12 +75,34 @@ class Engine:
         resolver = Resolver(self.stores, self.cache, self.settings.max_uncompressed, locks)
         observer = Observer(self.stores)
         executor = Executor(self.stores, self.progress) if apply else None
-        reports = await asyncio.gather(
-            *(self._one(spec, resolver, observer, executor) for spec in loaded.specs)
+        groups = await asyncio.gather(
+            *(self._spec(spec, resolver, observer, executor) for spec in loaded.specs)
         )
         invalid = tuple(_invalid(error) for error in loaded.errors)
-        ordered = sorted(reports, key=lambda r: (r.file, r.name or ""))
+        ordered = sorted((r for g in groups for r in g), key=lambda r: (r.file, r.name or ""))
         return RunReport(tuple(ordered) + invalid, apply)
+
+    async def _spec(
+        self,
+        spec: LoadedSpec,
+        resolver: Resolver,
+        observer: Observer,
+        executor: Executor | None,
+    ) -> list[SpecReport]:
+        """A spec's reports: its own, or one per instance of a fan-out spec."""
+        if not spec.body.fans_out or spec.body.suspend:
+            return [await self._one(spec, resolver, observer, executor)]
+        current_spec.set(spec.name)
+        try:
+            expanded = await resolver.fan_out(spec)
+        except ReconcilerError as exc:
+            log.error("%s: %s", spec.name, exc)
+            return [SpecReport(spec.file, SpecState.FAILED, spec.name, error=str(exc))]
+        return list(
+            await asyncio.gather(
+                *(self._one(one, resolver, observer, executor) for one in expanded)
+            )
+        )
 
     async def _one(
         self,
@@ -110,7 +132,15 @@ class Engine:
                 log.warning("%s: %s", spec.name, moved)
                 state = SpecState.BASE_MOVED
             return SpecReport(
-                spec.file, state, spec.name, desired, observed, plan, result, error=moved
+                spec.file,
+                state,
+                spec.name,
+                desired,
+                observed,
+                plan,
+                result,
+                error=moved,
+                group=spec.group,
             )
         except (ReconcilerError, OSError) as exc:
             message = str(exc)
@@ -119,7 +149,14 @@ class Engine:
             message = f"internal error ({type(exc).__name__}: {exc}); please report it"
         log.error("%s: %s", spec.name, message)
         return SpecReport(
-            spec.file, SpecState.FAILED, spec.name, desired, observed, plan, error=message
+            spec.file,
+            SpecState.FAILED,
+            spec.name,
+            desired,
+            observed,
+            plan,
+            error=message,
+            group=spec.group,
         )
 
     async def _base_moved(self, spec: LoadedSpec, resolver: Resolver) -> str | None:

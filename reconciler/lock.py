@@ -21,7 +21,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError, SpecError
-from reconciler.lockfile import LockedBase, lock_path, read_lock, write_lock
+from reconciler.lockfile import LockedBase, LockedSelection, lock_path, read_lock, write_lock
+from reconciler.model.fanout import instances
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import IndexDocument
 from reconciler.oci.location import Address
@@ -43,6 +44,7 @@ class Change(StrEnum):
     MOVED = "moved"  # the tag names another digest than the lock says
     MISSING = "missing"  # --check: no entry covers this base tag
     UNUSED = "unused"  # an entry no spec uses (dropped when written)
+    SELECTED = "selected"  # a fan-out spec selects other tags than the lock says
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class LockChange:
     change: Change
     old: Digest | None = None
     new: Digest | None = None
-    platforms: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()  # added: the platforms seen; selected: the tags now
+    was: tuple[str, ...] | None = None  # selected: the tags the lock had (None: none)
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,65 @@ class Locker:
     async def run(
         self, specs: Iterable[LoadedSpec], mode: LockMode, names: Collection[str] = ()
     ) -> LockReport:
-        groups = _tag_bases(specs)
+        plain: list[LoadedSpec] = []
+        fan_outs: list[LoadedSpec] = []
+        for spec in specs:
+            (fan_outs if spec.body.fans_out and not spec.body.suspend else plain).append(spec)
+        chosen = await asyncio.gather(*(self._select(s, mode, names) for s in fan_outs))
+        selections: dict[Path, list[LockedSelection]] = {}
+        changes: list[LockChange] = []
+        errors: list[str] = []
+        for spec, (selection, change, error) in zip(fan_outs, chosen, strict=True):
+            changes += [change] if change is not None else []
+            errors += [error] if error is not None else []
+            if selection is not None:
+                selections.setdefault(lock_path(spec.file), []).append(selection)
+                plain += instances(spec, selection.tags)
+        groups = _tag_bases(plain)
+        for path in selections:
+            groups.setdefault(path, {})
         outcomes = await asyncio.gather(
-            *(self._one(path, bases, mode, names) for path, bases in sorted(groups.items()))
+            *(
+                self._one(path, bases, mode, names, tuple(selections.get(path, ())))
+                for path, bases in sorted(groups.items())
+            )
         )
-        changes = tuple(c for o in outcomes for c in o[0])
-        errors = tuple(e for o in outcomes for e in o[1])
+        changes += [c for o in outcomes for c in o[0]]
+        errors += [e for o in outcomes for e in o[1]]
         written = tuple(path for o, path in zip(outcomes, sorted(groups), strict=True) if o[2])
         entries = sum(o[3] for o in outcomes)
-        return LockReport(changes, errors, written, len(groups), entries)
+        return LockReport(tuple(changes), tuple(errors), written, len(groups), entries)
+
+    async def _select(
+        self, spec: LoadedSpec, mode: LockMode, names: Collection[str]
+    ) -> tuple[LockedSelection | None, LockChange | None, str | None]:
+        """A fan-out spec's selection: kept from the lock, or listed now (new, --check, and
+        --update of it); and the change that is, if any."""
+        path = lock_path(spec.file)
+        try:
+            existing = read_lock(path)
+        except SpecError as exc:
+            return None, None, str(exc)
+        old = existing.selection(spec.name) if existing is not None else None
+        listing = old is None or mode is LockMode.CHECK
+        listing = listing or (mode is LockMode.UPDATE and (not names or spec.name in names))
+        if not listing:
+            return old, None, None
+        try:
+            tags = await self.resolver.select_tags(spec)
+        except ReconcilerError as exc:
+            return old, None, str(exc)
+        if old is not None and old.tags == tags:
+            return old, None, None
+        change = LockChange(
+            path,
+            f"{spec.name}: fan-out over {spec.body.base}",
+            Change.SELECTED,
+            platforms=tags,
+            was=old.tags if old is not None else None,
+        )
+        keep = old if mode is LockMode.CHECK and old is not None else None
+        return keep or LockedSelection(spec.name, tags), change, None
 
     async def _one(
         self,
@@ -104,6 +157,7 @@ class Locker:
         bases: dict[str, list[LoadedSpec]],
         mode: LockMode,
         names: Collection[str],
+        selections: tuple[LockedSelection, ...] = (),
     ) -> tuple[list[LockChange], list[str], bool, int]:
         try:
             existing = read_lock(path)
@@ -146,9 +200,15 @@ class Locker:
                 kept.append(fresh if mode is LockMode.UPDATE else entry)
             else:
                 kept.append(entry)  # unchanged: keep when it was resolved, for a stable file
+        wanted = {s.spec for s in selections}
+        changes += [
+            LockChange(path, f"{old_sel.spec}: fan-out", Change.UNUSED)
+            for old_sel in (existing.fan_out if existing else ())
+            if old_sel.spec not in wanted
+        ]
         wrote = False
         if mode is not LockMode.CHECK and not errors:
-            wrote = write_lock(path, tuple(kept))
+            wrote = write_lock(path, tuple(kept), selections)
         return changes, errors, wrote, len(kept)
 
     async def _resolve(self, reference: str, spec: LoadedSpec) -> LockedBase:
@@ -177,7 +237,13 @@ def _named(reference: str, users: list[LoadedSpec], names: Collection[str]) -> b
     return not names or reference in names or any(spec.name in names for spec in users)
 
 
-_SIGNS = {Change.ADDED: "+", Change.MOVED: "~", Change.MISSING: "!", Change.UNUSED: "-"}
+_SIGNS = {
+    Change.ADDED: "+",
+    Change.MOVED: "~",
+    Change.MISSING: "!",
+    Change.UNUSED: "-",
+    Change.SELECTED: "~",
+}
 
 
 def describe(report: LockReport, mode: LockMode, root: Path | None = None) -> list[str]:
@@ -196,6 +262,11 @@ def describe(report: LockReport, mode: LockMode, root: Path | None = None) -> li
             text = f"{c.reference} moved: {c.old.short} -> {c.new.short}"
             if mode is LockMode.CHECK:
                 text += " (not updated: run `reconciler lock --update`)"
+        elif c.change is Change.SELECTED:
+            now = ", ".join(c.platforms) or "no tag"
+            text = f"{c.reference} selects {now}"
+            if c.was is not None:
+                text += f" (locked: {', '.join(c.was) or 'no tag'})"
         elif c.change is Change.UNUSED:
             text = f"{c.reference}: no spec uses it" + (
                 "; dropped" if mode is not LockMode.CHECK else ""

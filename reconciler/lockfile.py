@@ -49,12 +49,20 @@ class _Entry(BaseModel):
     resolved: StrictStr
 
 
+class _Selection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: StrictStr
+    tags: tuple[StrictStr, ...]
+
+
 class _Document(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     api_version: Literal["reconciler.dev/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["Lock"]
     bases: tuple[_Entry, ...] = ()
+    fan_out: tuple[_Selection, ...] = Field(default=(), alias="fanOut")
 
 
 @dataclass(frozen=True, order=True)
@@ -68,13 +76,25 @@ class LockedBase:
     resolved: str = ""
 
 
+@dataclass(frozen=True, order=True)
+class LockedSelection:
+    """The tags a fan-out spec selected (highest first); each is a base entry too."""
+
+    spec: str
+    tags: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class LockFile:
     path: Path
     bases: tuple[LockedBase, ...]  # sorted by reference, each once
+    fan_out: tuple[LockedSelection, ...] = ()  # sorted by spec name
 
     def get(self, reference: str) -> LockedBase | None:
         return next((b for b in self.bases if b.reference == reference), None)
+
+    def selection(self, spec: str) -> LockedSelection | None:
+        return next((f for f in self.fan_out if f.spec == spec), None)
 
 
 def lock_path(spec_file: str | Path) -> Path:
@@ -122,16 +142,14 @@ def read_lock(path: Path) -> LockFile | None:
             for e in model.bases
         )
     )
-    return LockFile(path, bases)
+    selections = tuple(sorted(LockedSelection(f.spec, f.tags) for f in model.fan_out))
+    return LockFile(path, bases, selections)
 
 
-def lock_text(bases: tuple[LockedBase, ...]) -> str:
+def lock_text(bases: tuple[LockedBase, ...], fan_out: tuple[LockedSelection, ...] = ()) -> str:
     """The one form a lock is written in: sorted, one field a line, values quoted as JSON."""
     lines = [HEADER + "apiVersion: reconciler.dev/v1alpha1", "kind: Lock"]
-    if not bases:
-        lines.append("bases: []")
-    else:
-        lines.append("bases:")
+    lines.append("bases:" if bases else "bases: []")
     for base in sorted(bases):
         lines.append(f"  - reference: {_quote(base.reference)}")
         lines.append(f"    digest: {base.digest}")
@@ -139,12 +157,19 @@ def lock_text(bases: tuple[LockedBase, ...]) -> str:
             lines.append(f"    mediaType: {_quote(base.media_type)}")
         lines.append(f"    platforms: [{', '.join(_quote(p) for p in base.platforms)}]")
         lines.append(f"    resolved: {_quote(base.resolved)}")
+    if fan_out:
+        lines.append("fanOut:")
+        for selection in sorted(fan_out):
+            lines.append(f"  - spec: {_quote(selection.spec)}")
+            lines.append(f"    tags: [{', '.join(_quote(t) for t in selection.tags)}]")
     return "\n".join(lines) + "\n"
 
 
-def write_lock(path: Path, bases: tuple[LockedBase, ...]) -> bool:
+def write_lock(
+    path: Path, bases: tuple[LockedBase, ...], fan_out: tuple[LockedSelection, ...] = ()
+) -> bool:
     """Write the lock (atomically); False when the file already says exactly this."""
-    text = lock_text(bases)
+    text = lock_text(bases, fan_out)
     try:
         if path.read_text(encoding="utf-8") == text:
             return False

@@ -24,6 +24,7 @@ from reconciler.errors import (
 )
 from reconciler.lockfile import LockedBase, LockSet
 from reconciler.memo import Memo
+from reconciler.model.fanout import instances, select_tags
 from reconciler.model.sources import ResolvedBase, ResolvedImage, ResolvedLayer
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.diffid import DEFAULT_MAX_UNCOMPRESSED, DiffIdComputer, sniff_compression
@@ -167,6 +168,45 @@ class Resolver:
                 "run `reconciler lock` and commit the lock"
             )
         return entry
+
+    async def fan_out(self, spec: LoadedSpec) -> tuple[LoadedSpec, ...]:
+        """A fan-out spec's instances, one per selected base tag: the selection the lock keeps
+        when one covers the spec, else the base repository's tags now (one listing per run)."""
+        where = spec.location(("baseTags",))
+        if self.locks is not None:
+            try:
+                lock = self.locks.for_spec(spec.file)
+            except SpecError as exc:
+                raise ResolveError(f"{where}: {exc}") from exc
+            if lock is not None:
+                chosen = lock.selection(spec.name)
+                if chosen is None:
+                    raise ResolveError(
+                        f"{where}: the tags {spec.name} fans out over are not in {lock.path}; "
+                        "run `reconciler lock` and commit the lock"
+                    )
+                return instances(spec, chosen.tags)
+        tags = await self.select_tags(spec)
+        if not tags:
+            raise ResolveError(f"{where}: no tag of {spec.body.base} is selected")
+        return instances(spec, tags)
+
+    async def select_tags(self, spec: LoadedSpec) -> tuple[str, ...]:
+        """The tags of a fan-out spec's base repository that its baseTags select, now."""
+        selection = spec.body.base_tags
+        address = spec.body.base_address(Path(spec.file).parent)
+        assert selection is not None and address is not None  # noqa: S101 - fans_out
+        location = address.location
+
+        async def listing() -> list[str]:
+            async with self.stores.slot(location):
+                return await self.stores.reader(location).list_tags()
+
+        try:
+            listed = await self._memo.get(("tags", location), listing)
+        except ReconcilerError as exc:
+            raise ResolveError(f"{spec.location(('base',))}: listing tags: {exc}") from exc
+        return select_tags(listed, selection)
 
     async def base_moved(self, spec: LoadedSpec) -> Digest | None:
         """The digest a locked base tag names now, when it is not the locked one (one HEAD per

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,7 +31,13 @@ from pydantic import (
 from reconciler.errors import ReferenceError_, SpecError, SpecLocation
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest
-from reconciler.oci.location import Address, parse_address, parse_target
+from reconciler.oci.location import (
+    Address,
+    is_local_reference,
+    parse_address,
+    parse_target,
+    parse_target_template,
+)
 from reconciler.oci.platform import PlatformKey
 from reconciler.oci.reference import Reference, parse_repository
 from reconciler.yamlsource import YamlDocument, format_path, read_documents
@@ -179,11 +186,62 @@ class ConfigSpec(SpecModel):
         return value
 
 
+class TagSelection(SpecModel):
+    """`baseTags`: the tags of the base repository a spec fans out over, one image each."""
+
+    regex: str | None = Field(
+        default=None,
+        description="Only tags this regular expression matches whole; a group named `version` "
+        "is what the semver range and the sort read (else the whole tag).",
+    )
+    semver: str | None = Field(
+        default=None,
+        description="A version range as PEP 440 specifiers (e.g. '>=3.10,<4'); tags that are "
+        "not versions are left out.",
+    )
+    sort: Literal["semver", "alphabetical"] | None = Field(
+        default=None,
+        description="How tags are ordered, highest first, before `keep`: by version (the "
+        "default with a semver range; tags that are not versions are left out) or by text.",
+    )
+    keep: int | None = Field(
+        default=None, ge=1, le=1000, description="Only the N highest tags (default: all)."
+    )
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    @field_validator("semver")
+    @classmethod
+    def _semver(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                SpecifierSet(value)
+            except InvalidSpecifier:
+                raise ValueError(
+                    f"invalid version range {value!r} (PEP 440 specifiers: '>=1.2,<2')"
+                ) from None
+        return value
+
+
 class ImageSpecBody(SpecModel):
     base: str = Field(
         description="Base image: a registry reference (tag or @digest), 'scratch', "
         "oci:PATH[:TAG] (an OCI layout directory or tar) or docker-archive:PATH[:NAME:TAG]; "
-        "paths are relative to the spec file."
+        "paths are relative to the spec file. With baseTags: a registry repository, no tag."
+    )
+    base_tags: TagSelection | None = Field(
+        default=None,
+        alias="baseTags",
+        description="Fan out over the base repository's tags: one image per selected tag; "
+        "targets are templates over it ({tag}, {spec.name}).",
     )
     platforms: tuple[PlatformKey, ...] | None = Field(
         default=None, description="Subset of the base's platforms to keep (os/arch[/variant])."
@@ -233,11 +291,17 @@ class ImageSpecBody(SpecModel):
         if not isinstance(value, (list, tuple)):
             return value
         base = (info.context or {}).get("dir") or Path()
+        fan_out = info.data.get("base_tags") is not None
         out: list[Any] = []
         for item in value:
             try:
-                out.append(parse_target(item, base) if isinstance(item, str) else item)
-            except ReferenceError_:
+                if isinstance(item, str) and fan_out:
+                    out.append(parse_target_template(item, base))
+                else:
+                    out.append(parse_target(item, base) if isinstance(item, str) else item)
+            except ReferenceError_ as exc:
+                if fan_out:
+                    raise ValueError(str(exc)) from None
                 out.append(item)  # reported again by the item's own validator, with its index
         return out
 
@@ -276,7 +340,17 @@ class ImageSpecBody(SpecModel):
     def _scratch(self) -> ImageSpecBody:
         if self.base == SCRATCH and not self.layers:
             raise ValueError("a spec on 'scratch' needs at least one layer")
+        if self.base_tags is not None:
+            ref = None if is_local_reference(self.base) else Reference.parse(self.base)
+            if ref is None or ref.tag is not None or ref.digest is not None:
+                raise ValueError(
+                    "with baseTags, base is a registry repository without a tag or digest"
+                )
         return self
+
+    @property
+    def fans_out(self) -> bool:
+        return self.base_tags is not None
 
     def base_address(self, spec_dir: Path) -> Address | None:
         """Where the base is (local paths taken from the spec file's directory); None for
@@ -324,6 +398,7 @@ class LoadedSpec:
     line: int
     body: ImageSpecBody
     document: YamlDocument = field(repr=False, compare=False)
+    group: str | None = None  # a fan-out instance: the name of the spec it was expanded from
 
     def location(self, path: tuple[str | int, ...] = ()) -> SpecLocation:
         return SpecLocation(

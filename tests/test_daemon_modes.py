@@ -94,3 +94,31 @@ def test_a_suspended_spec_is_validated_and_never_pushed(world: World, cli: Cli) 
     )
     invalid = cli("validate")
     assert invalid.code == 1 and "spec.suspend" in invalid.stderr + invalid.stdout
+
+
+def test_the_daemon_builds_a_new_matching_release_on_its_next_pass(world: World, cli: Cli) -> None:
+    a = world.a.host
+    name = uuid.uuid4().hex[:8]
+    base, repo = f"{a}/fanout-base/{name}", f"fanout-daemon/{name}"
+    for tag in ("1.0.0", "1.1.0"):
+        copy_tag(f"{a}/base/single:1", f"{base}:{tag}")
+    cli.write_spec(
+        "app.yaml",
+        f'base: {base}\nbaseTags: {{semver: ">=1", keep: 2}}\ntargets: ["{a}/{repo}:{{tag}}"]\n',
+        spec_name="app",
+    )
+    with running(cli, ready=True) as daemon:
+        wait_for(
+            "both releases", lambda: tag_digest(a, repo, "1.0.0") and tag_digest(a, repo, "1.1.0")
+        )
+        assert daemon.status()["app"]["state"] == "Synced"
+        assert len(daemon.status()["app"]["tags"]) == 2
+        copy_tag(f"{a}/base/single:1", f"{base}:1.2.0")  # a new release upstream
+        wait_for("the new release", lambda: tag_digest(a, repo, "1.2.0"), timeout=30)
+        wait_for(
+            "Synced over the new selection",
+            lambda: (
+                (s := daemon.status()["app"])["state"] == "Synced"
+                and {t["target"].rsplit(":", 1)[1] for t in s["tags"]} == {"1.2.0", "1.1.0"}
+            ),
+        )

@@ -76,6 +76,19 @@ def tags_of(report: SpecReport) -> tuple[TagStatus, ...] | None:
     )
 
 
+# A spec's state when its fan-out instances differ: the first of these that any of them has.
+_WORST = (
+    SpecState.FAILED,
+    SpecState.INVALID,
+    SpecState.OUT_OF_SYNC,
+    SpecState.BASE_MOVED,
+    SpecState.SUSPENDED,
+    SpecState.SYNCED,
+    SpecState.PROGRESSING,
+    SpecState.ORPHANED,
+)
+
+
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -366,7 +379,9 @@ class Daemon:
         self._dispatch()
 
     def _end_pass(self, names: list[str], reports: tuple[SpecReport, ...]) -> None:
-        by_name = {r.name: r for r in reports}
+        by_name: dict[str, list[SpecReport]] = {}
+        for report in reports:  # a fan-out spec's instances report under the spec's name
+            by_name.setdefault(report.group or report.name or "", []).append(report)
         now, wall = asyncio.get_running_loop().time(), time.time()
         self._commit(
             self._outcome(self._records[name], by_name[name], now, wall)
@@ -375,30 +390,44 @@ class Daemon:
         )
 
     def _outcome(
-        self, record: SpecRecord, report: SpecReport, now: float, wall: float
+        self, record: SpecRecord, reports: list[SpecReport], now: float, wall: float
     ) -> SpecRecord:
-        if report.state in (SpecState.FAILED, SpecState.INVALID):
+        state = min((r.state for r in reports), key=_WORST.index)
+        tags = tuple(t for r in reports for t in tags_of(r) or ())
+        errors = [r.error for r in reports if r.error and r.state is state]
+        if len(reports) > 1:  # name the instance each message is about
+            errors = [f"{r.name}: {r.error}" for r in reports if r.error and r.state is state]
+        error = "; ".join(errors) or None
+        if state in (SpecState.FAILED, SpecState.INVALID):
             self.metrics.reconciles.labels("failed").inc()
             delay = backoff_delay(record.failures + 1, self.settings.resync_interval)
             delay *= random.uniform(1.0, 1.2)  # noqa: S311 - jitter, so failures spread out
-            return record.failed(report.error, tags_of(report), now, delay)
+            return record.failed(error, tags or None, now, delay)
         self.metrics.reconciles.labels("synced").inc()
-        if report.plan is not None and report.result is not None:
-            result = report.result
-            for action, count in (
-                ("mounted", result.mounted),
-                ("copied", result.copied),
-                ("uploaded", result.uploaded),
-                ("skipped", result.skipped),
-            ):
-                self.metrics.blobs.labels(action).inc(count)
-            self.metrics.bytes.inc(result.bytes_pushed)
-            self.written.add(record.name, [(str(t.target), str(t.new)) for t in report.plan.tags])
-        if report.state is SpecState.SYNCED:
-            return record.succeeded(tags_of(report), wall)
-        # Observe mode's OutOfSync keeps its plan for /status; BaseMoved says what moved.
-        plan = report.plan if report.state is SpecState.OUT_OF_SYNC else None
-        return record.succeeded(tags_of(report), wall, report.state, plan, report.error)
+        for report in reports:
+            self._count(record.name, report)
+        if state is SpecState.SYNCED:
+            return record.succeeded(tags or None, wall)
+        # Observe mode's OutOfSync keeps its plan for /status (one plan: a fan-out spec's
+        # instances show their tags, and `diff` their plans); BaseMoved says what moved.
+        plans = [r.plan for r in reports if r.state is SpecState.OUT_OF_SYNC]
+        plan = plans[0] if len(reports) == 1 and plans else None
+        return record.succeeded(tags or None, wall, state, plan, error)
+
+    def _count(self, name: str, report: SpecReport) -> None:
+        """Metrics of what a report's apply did, and the tags it wrote (for prune)."""
+        if report.plan is None or report.result is None:
+            return
+        result = report.result
+        for action, count in (
+            ("mounted", result.mounted),
+            ("copied", result.copied),
+            ("uploaded", result.uploaded),
+            ("skipped", result.skipped),
+        ):
+            self.metrics.blobs.labels(action).inc(count)
+        self.metrics.bytes.inc(result.bytes_pushed)
+        self.written.add(name, [(str(t.target), str(t.new)) for t in report.plan.tags])
 
     async def _prune(self, name: str) -> None:
         assert self._registries is not None  # noqa: S101 - set before any pass starts

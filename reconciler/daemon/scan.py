@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import SpecError
-from reconciler.lockfile import LockSet
+from reconciler.lockfile import LockFile, LockSet
 from reconciler.spec import LoadedSpec, load_specs
 
 
@@ -33,9 +33,21 @@ def fingerprint(spec: LoadedSpec, locks: LockSet | None = None) -> str:
         except SpecError as exc:
             text += f"\0lock error: {exc}"
         else:
-            entry = lock.get(spec.body.base) if lock is not None else None
-            text += f"\0lock: {entry.digest if entry is not None else None}"
+            text += f"\0lock: {_locked(spec, lock)}"
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _locked(spec: LoadedSpec, lock: LockFile | None) -> str:
+    """What the lock says of a spec: its base's digest, or a fan-out's tags and their digests."""
+    if lock is None:
+        return "none"
+    if not spec.body.fans_out:
+        entry = lock.get(spec.body.base)
+        return str(entry.digest) if entry is not None else "none"
+    selection = lock.selection(spec.name)
+    tags = selection.tags if selection is not None else ()
+    entries = (lock.get(f"{spec.body.base}:{tag}") for tag in tags)
+    return " ".join(f"{t}={e.digest if e else None}" for t, e in zip(tags, entries, strict=True))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class SpecReport:
     plan: SpecPlan | None = None
     result: ExecResult | None = None
     error: str | None = None
+    group: str | None = None  # a fan-out instance: the name of the spec it was expanded from
 
 
 @dataclass(frozen=True)

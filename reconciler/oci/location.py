@@ -164,3 +164,33 @@ def parse_target(value: str, base: Path) -> Address:
     elif address.tag is None or not TAG_PATTERN.fullmatch(address.tag):
         raise ReferenceError_(f"target {value} must be oci:PATH:TAG, with a tag")
     return address
+
+
+TEMPLATE_FIELDS = ("{tag}", "{spec.name}")
+
+
+def render_template(template: str, tag: str, name: str) -> str:
+    """A fan-out target's tag for one selected base tag and the spec's name."""
+    return template.replace("{tag}", tag).replace("{spec.name}", name)
+
+
+def parse_target_template(value: str, base: Path) -> Address:
+    """A fan-out target: `registry/repository:TEMPLATE` or `oci:PATH:TEMPLATE`, where TEMPLATE
+    is a tag with `{tag}` (and maybe `{spec.name}`) in it. The template is kept as the
+    Address's tag; each selected base tag renders it (render_template)."""
+    head, sep, template = value.rpartition(":")
+    if not sep or "/" in template or "{tag}" not in template:
+        raise ReferenceError_(
+            f"target {value}: a fan-out spec's targets are templates over the selected tag, "
+            "e.g. registry/team/web:{tag} (else every selected tag would write the same one)"
+        )
+    rest = template
+    for name in TEMPLATE_FIELDS:
+        rest = rest.replace(name, "")
+    if "{" in rest or "}" in rest:
+        raise ReferenceError_(
+            f"target {value}: only {' and '.join(TEMPLATE_FIELDS)} may stand in braces"
+        )
+    # Any real tag and spec name are valid tag characters; a sample shows the rest is valid.
+    sample = parse_target(f"{head}:{render_template(template, '1.0.0', 'spec')}", base)
+    return Address(sample.location, template)

@@ -1,0 +1,121 @@
+"""Specs that fan out over base versions: which tags are selected (pure), and a fan-out spec
+against a real registry: exactly the selected images, a lock that records them, and a new
+matching tag picked up by the next pass."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from reconciler.model.fanout import select_tags
+from reconciler.spec import TagSelection
+from tests.conftest import Cli, World
+from tests.support.images import skopeo
+
+TAGS = [
+    "1.0.0", "1.1.0", "1.2.0", "1.10.0", "2.0.0", "2.1.0", "2.1.1",
+    "2.2.0-rc1", "3.0.0", "latest", "v2.3.0", "2.x",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        ({"semver": ">=2,<3", "keep": 3}, ("v2.3.0", "2.1.1", "2.1.0")),
+        ({"semver": ">=2,<3"}, ("v2.3.0", "2.1.1", "2.1.0", "2.0.0")),  # no pre-release
+        ({"semver": ">=1.2,<2"}, ("1.10.0", "1.2.0")),  # 1.10 > 1.2: versions, not text
+        ({"semver": ">=2.2.0rc1,<2.3"}, ("2.2.0-rc1",)),  # asked for: pre-releases come in
+        ({"sort": "semver", "keep": 2}, ("3.0.0", "v2.3.0")),  # "latest" and "2.x" left out
+        ({"keep": 2}, ("v2.3.0", "latest")),  # by text, highest first
+        ({"regex": r"1\.\d+\.0"}, ("1.2.0", "1.10.0", "1.1.0", "1.0.0")),  # by text
+        (
+            {"regex": r"v?(?P<version>2\.\d+\.\d+)", "sort": "semver"},
+            ("v2.3.0", "2.1.1", "2.1.0", "2.0.0"),
+        ),
+        ({"regex": "2"}, ()),  # matches whole tags only
+        ({"semver": ">=9"}, ()),
+    ],
+)
+def test_select_tags(selection: dict[str, object], expected: tuple[str, ...]) -> None:
+    assert select_tags(TAGS, TagSelection.model_validate(selection)) == expected
+
+
+def test_select_tags_ignores_what_no_reference_can_name() -> None:
+    chosen = select_tags(["2.0.0", "-bad", "has space", "x" * 129], TagSelection())
+    assert chosen == ("2.0.0",)
+
+
+def seed_tags(world: World, tags: list[str]) -> str:
+    repo = f"{world.a.host}/fanout/base-{uuid.uuid4().hex[:8]}"
+    for tag in tags:
+        skopeo("copy", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
+               f"docker://{world.a.host}/base/single:1", f"docker://{repo}:{tag}")  # fmt: skip
+    return repo
+
+
+def test_fan_out_builds_exactly_the_selected_tags(cli: Cli, world: World) -> None:
+    base = seed_tags(world, TAGS)
+    team = f"fanout/web-{uuid.uuid4().hex[:8]}"
+    cli.write_spec(
+        "web.yaml",
+        f"""\
+        base: {base}
+        baseTags: {{semver: ">=2,<3", keep: 3}}
+        annotations: {{team: web}}
+        targets: ["{world.a.host}/{team}:{{tag}}", "{world.a.host}/{team}:{{tag}}-{{spec.name}}"]
+        """,
+        spec_name="web",
+    )
+    diff = cli("diff", "-o", "json")
+    assert diff.code == 2, diff.stdout + diff.stderr
+    names = sorted(s["name"] for s in diff.json()["specs"])  # type: ignore[union-attr, index]
+    assert names == ["web[2.1.0]", "web[2.1.1]", "web[v2.3.0]"]
+    assert cli("apply").code == 0
+    listed = skopeo("list-tags", "--tls-verify=false", f"docker://{world.a.host}/{team}")
+    assert sorted(re.findall(r'"([^"]+)"', listed.split("[", 1)[1])) == sorted(
+        ["2.1.0", "2.1.0-web", "2.1.1", "2.1.1-web", "v2.3.0", "v2.3.0-web"]
+    )
+
+    # A no-op: one tag listing, then one HEAD per selected base tag and per target tag.
+    mark = world.a.mark()
+    assert cli("diff").code == 0
+    sent = [(r.method, r.path.split("?")[0]) for r in world.a.requests(since=mark)]
+    assert sent.count(("GET", f"/v2/{base.split('/', 1)[1]}/tags/list")) == 1
+    assert len([m for m, _ in sent if m == "HEAD"]) == 3 + 6
+    assert len(sent) == 1 + 9
+
+    # A new matching release appears: the next pass builds it and drops the lowest.
+    skopeo("copy", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
+           f"docker://{world.a.host}/base/single:1", f"docker://{base}:2.4.0")  # fmt: skip
+    assert cli("apply").code == 0
+    listed = skopeo("list-tags", "--tls-verify=false", f"docker://{world.a.host}/{team}")
+    assert '"2.4.0"' in listed and '"2.4.0-web"' in listed
+
+
+def test_fan_out_lock_records_the_selection(cli: Cli, world: World) -> None:
+    base = seed_tags(world, ["1.0.0", "1.1.0", "1.2.0"])
+    team = f"fanout/locked-{uuid.uuid4().hex[:8]}"
+    cli.write_spec(
+        "app.yaml",
+        f"base: {base}\nbaseTags: {{keep: 2, sort: semver}}\n"
+        f'targets: ["{world.a.host}/{team}:{{tag}}"]\n',
+        spec_name="app",
+    )
+    assert cli("lock").code == 0
+    lock = (cli.specs / "reconciler.lock").read_text()
+    assert 'fanOut:\n  - spec: "app"\n    tags: ["1.2.0", "1.1.0"]' in lock
+    assert f'reference: "{base}:1.2.0"' in lock and f'reference: "{base}:1.1.0"' in lock
+    assert cli("apply").code == 0
+    skopeo("copy", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
+           f"docker://{world.a.host}/base/single:1", f"docker://{base}:1.3.0")  # fmt: skip
+    # With the lock, the selection is the repository's: no listing, nothing new.
+    mark = world.a.mark()
+    assert cli("diff").code == 0
+    assert not [r for r in world.a.requests(since=mark) if "tags/list" in r.path]
+    check = cli("lock", "--check")
+    assert check.code == 2 and "app: fan-out over" in check.stdout and "1.3.0" in check.stdout
+    assert cli("lock", "--update").code == 0
+    assert '"1.3.0", "1.2.0"' in (cli.specs / "reconciler.lock").read_text()
+    assert cli("diff").code == 2
