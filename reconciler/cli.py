@@ -18,7 +18,8 @@ import typer
 from reconciler import __version__
 from reconciler.cache import ContentCache
 from reconciler.engine import Engine, RunReport, SpecState, open_stores, resolve_desired
-from reconciler.errors import ReconcilerError, SettingsError
+from reconciler.errors import ReconcilerError, ResolveError, SettingsError
+from reconciler.lockfile import LockSet
 from reconciler.logs import setup_logging
 from reconciler.oci.platform import PlatformKey
 from reconciler.render import render_json, render_markdown, render_text
@@ -237,7 +238,13 @@ def run(config: ConfigOption = None) -> None:
 
 @app.command()
 def save(
-    spec: Annotated[str, typer.Argument(help="A spec file, or a spec's name in specs_dir.")],
+    spec: Annotated[
+        str,
+        typer.Argument(
+            help="A spec file, or a spec's name in specs_dir (NAME[TAG]: one image of a "
+            "fan-out spec)."
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The archive to write.")],
     platform: Annotated[
         str | None, typer.Option(help="os/arch[/variant] for manifest.json (default: host's).")
@@ -253,7 +260,8 @@ def save(
     """Write a spec's desired image as a tar that docker load, podman load and skopeo read
     (OCI layout + manifest.json + repositories + legacy layer directories). Pushes nothing."""
     settings = _settings(config)
-    loaded = _pick_spec(spec, settings)
+    name, _, instance = spec.removesuffix("]").partition("[")  # NAME[TAG]: one fan-out image
+    loaded = _pick_spec(name if instance and not Path(spec).exists() else spec, settings)
     try:
         wanted = PlatformKey.parse(platform) if platform else None
         options = SaveOptions(wanted, tuple(tag or ()), uncompressed_layers)
@@ -261,8 +269,9 @@ def save(
         async def go() -> SaveResult:
             async with open_stores(settings, one_shot=True) as stores:
                 cache = ContentCache(settings.state_dir)
-                resolver = Resolver(stores, cache, settings.max_uncompressed)
-                desired = await resolve_desired(loaded, resolver)
+                resolver = Resolver(stores, cache, settings.max_uncompressed, LockSet())
+                one = await _instance(loaded, instance, resolver)
+                desired = await resolve_desired(one, resolver)
                 return await ArchiveWriter(stores, cache).save(desired, output, options)
 
         result = asyncio.run(go())
@@ -273,6 +282,20 @@ def save(
         f"wrote {result.path} ({result.size} bytes, {result.blobs} blobs; "
         f"manifest.json for {result.platform}; tags {', '.join(result.repo_tags)})"
     )
+
+
+async def _instance(spec: LoadedSpec, tag: str, resolver: Resolver) -> LoadedSpec:
+    """The spec to save: itself, or the one instance of a fan-out spec its tag names."""
+    if not spec.body.fans_out:
+        if tag:
+            raise ResolveError(f"{spec.name} does not fan out; save it as {spec.name}")
+        return spec
+    expanded = await resolver.fan_out(spec)
+    chosen = [one for one in expanded if one.name == f"{spec.name}[{tag}]"]
+    if not chosen:
+        names = ", ".join(one.name for one in expanded)
+        raise ResolveError(f"{spec.name} fans out; save one of its images: {names}")
+    return chosen[0]
 
 
 def _pick_spec(spec: str, settings: Settings) -> LoadedSpec:

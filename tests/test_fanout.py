@@ -119,3 +119,19 @@ def test_fan_out_lock_records_the_selection(cli: Cli, world: World) -> None:
     assert cli("lock", "--update").code == 0
     assert '"1.3.0", "1.2.0"' in (cli.specs / "reconciler.lock").read_text()
     assert cli("diff").code == 2
+
+
+def test_save_writes_one_image_of_a_fan_out_spec(cli: Cli, world: World) -> None:
+    base = seed_tags(world, ["1.0.0", "1.1.0"])
+    cli.write_spec(
+        "app.yaml",
+        f'base: {base}\nbaseTags: {{semver: ">=1"}}\n'
+        f'targets: ["{world.a.host}/team/app:{{tag}}"]\n',
+        spec_name="app",
+    )
+    whole = cli("save", "app", "-o", str(cli.root / "app.tar"))
+    assert whole.code == 1 and "save one of its images: app[1.1.0], app[1.0.0]" in whole.stderr
+    one = cli("save", "app[1.0.0]", "-o", str(cli.root / "app.tar"))
+    assert one.code == 0, one.stderr
+    assert "tags 127.0.0.1" in one.stdout and "team/app:1.0.0" in one.stdout
+    assert (cli.root / "app.tar").stat().st_size > 0
