@@ -208,21 +208,25 @@ def lock(
     loaded = _load(where or None, settings)
     _print_errors(loaded)
     mode = LockMode.CHECK if check else LockMode.UPDATE if update else LockMode.WRITE
-    report = _lock(loaded, settings, mode, names)
+    # Only a run that saw every spec of its directories may drop entries as unused.
+    complete = not loaded.errors and all(p.is_dir() for p in where)
+    report = _lock(loaded, settings, mode, names, complete)
     typer.echo("\n".join(describe(report, mode, Path.cwd())))
     if loaded.errors or report.errors:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_CHANGES if check and report.stale else EXIT_OK)
 
 
-def _lock(loaded: LoadResult, settings: Settings, mode: LockMode, names: list[str]) -> LockReport:
+def _lock(
+    loaded: LoadResult, settings: Settings, mode: LockMode, names: list[str], complete: bool
+) -> LockReport:
     from reconciler.lock import Locker
 
     async def go() -> LockReport:
         async with open_stores(settings, one_shot=True) as stores:
             cache = ContentCache(settings.state_dir)
             resolver = Resolver(stores, cache, settings.max_uncompressed)
-            return await Locker(resolver).run(loaded.specs, mode, names)
+            return await Locker(resolver, complete=complete).run(loaded.specs, mode, names)
 
     return asyncio.run(go())
 

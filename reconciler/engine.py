@@ -75,34 +75,36 @@ class Engine:
         resolver = Resolver(self.stores, self.cache, self.settings.max_uncompressed, locks)
         observer = Observer(self.stores)
         executor = Executor(self.stores, self.progress) if apply else None
-        groups = await asyncio.gather(
-            *(self._spec(spec, resolver, observer, executor) for spec in loaded.specs)
-        )
-        invalid = tuple(_invalid(error) for error in loaded.errors)
-        ordered = sorted((r for g in groups for r in g), key=lambda r: (r.file, r.name or ""))
-        return RunReport(tuple(ordered) + invalid, apply)
-
-    async def _spec(
-        self,
-        spec: LoadedSpec,
-        resolver: Resolver,
-        observer: Observer,
-        executor: Executor | None,
-    ) -> list[SpecReport]:
-        """A spec's reports: its own, or one per instance of a fan-out spec."""
-        if not spec.body.fans_out or spec.body.suspend:
-            return [await self._one(spec, resolver, observer, executor)]
-        current_spec.set(spec.name)
-        try:
-            expanded = await resolver.fan_out(spec)
-        except ReconcilerError as exc:
-            log.error("%s: %s", spec.name, exc)
-            return [SpecReport(spec.file, SpecState.FAILED, spec.name, error=str(exc))]
-        return list(
-            await asyncio.gather(
-                *(self._one(one, resolver, observer, executor) for one in expanded)
+        expanded = await asyncio.gather(*(self._expand(spec, resolver) for spec in loaded.specs))
+        failed = [e for e in expanded if isinstance(e, SpecReport)]
+        specs = [one for e in expanded if not isinstance(e, SpecReport) for one in e]
+        clashes = _clashes(specs)
+        failed += [
+            SpecReport(s.file, SpecState.FAILED, s.name, error=clashes[s.name], group=s.group)
+            for s in specs
+            if s.name in clashes
+        ]
+        reports = await asyncio.gather(
+            *(
+                self._one(spec, resolver, observer, executor)
+                for spec in specs
+                if spec.name not in clashes
             )
         )
+        invalid = tuple(_invalid(error) for error in loaded.errors)
+        ordered = sorted([*reports, *failed], key=lambda r: (r.file, r.name or ""))
+        return RunReport(tuple(ordered) + invalid, apply)
+
+    async def _expand(self, spec: LoadedSpec, resolver: Resolver) -> list[LoadedSpec] | SpecReport:
+        """The specs a spec runs as: itself, or one per instance of a fan-out spec."""
+        if not spec.body.fans_out or spec.body.suspend:
+            return [spec]
+        current_spec.set(spec.name)
+        try:
+            return list(await resolver.fan_out(spec))
+        except ReconcilerError as exc:
+            log.error("%s: %s", spec.name, exc)
+            return SpecReport(spec.file, SpecState.FAILED, spec.name, error=str(exc))
 
     async def _one(
         self,
@@ -180,6 +182,22 @@ async def resolve_desired(spec: LoadedSpec, resolver: Resolver) -> DesiredImage:
         *(resolver.resolve_layer(spec, i) for i in range(len(spec.body.layers)))
     )
     return build_desired(spec, base, layers)
+
+
+def _clashes(specs: list[LoadedSpec]) -> dict[str, str]:
+    """Fan-out instances whose rendered target is another spec's target too: each fails with a
+    message naming the other (specs without fan-out were checked when loaded)."""
+    writers: dict[str, list[LoadedSpec]] = {}
+    for spec in specs:
+        for target in spec.body.targets:
+            writers.setdefault(str(target), []).append(spec)
+    clashes: dict[str, str] = {}
+    for written, by in writers.items():
+        if len(by) > 1 and any(s.group is not None for s in by):
+            for spec in by:
+                others = ", ".join(o.name for o in by if o is not spec)
+                clashes[spec.name] = f"target {written} is written by {others} too; neither runs"
+    return clashes
 
 
 def _invalid(error: SpecError) -> SpecReport:

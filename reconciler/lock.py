@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError, SpecError
-from reconciler.lockfile import LockedBase, LockedSelection, lock_path, read_lock, write_lock
+from reconciler.lockfile import LockedBase, LockedSelection, LockSet, lock_path, write_lock
 from reconciler.model.fanout import instances
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import IndexDocument
@@ -85,16 +85,24 @@ def _tag_bases(specs: Iterable[LoadedSpec]) -> dict[Path, dict[str, list[LoadedS
 class Locker:
     """Resolves base tags for lock files; one per command, sharing one resolver's requests."""
 
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, *, complete: bool = True) -> None:
         self.resolver = resolver
+        self.locks = LockSet()  # each lock file read once, whatever the number of specs
+        # False when the run saw only part of the specs (some files named, some invalid):
+        # entries it did not see are kept, never dropped as unused.
+        self.complete = complete
 
     async def run(
         self, specs: Iterable[LoadedSpec], mode: LockMode, names: Collection[str] = ()
     ) -> LockReport:
         plain: list[LoadedSpec] = []
         fan_outs: list[LoadedSpec] = []
+        held: dict[Path, set[str]] = {}  # suspended specs: their entries stay as they are
         for spec in specs:
-            (fan_outs if spec.body.fans_out and not spec.body.suspend else plain).append(spec)
+            if spec.body.suspend:
+                held.setdefault(lock_path(spec.file), set()).update((spec.name, spec.body.base))
+            else:
+                (fan_outs if spec.body.fans_out else plain).append(spec)
         chosen = await asyncio.gather(*(self._select(s, mode, names) for s in fan_outs))
         selections: dict[Path, list[LockedSelection]] = {}
         changes: list[LockChange] = []
@@ -102,15 +110,19 @@ class Locker:
         for spec, (selection, change, error) in zip(fan_outs, chosen, strict=True):
             changes += [change] if change is not None else []
             errors += [error] if error is not None else []
-            if selection is not None:
-                selections.setdefault(lock_path(spec.file), []).append(selection)
+            if selection is None:
+                continue
+            selections.setdefault(lock_path(spec.file), []).append(selection)
+            try:
                 plain += instances(spec, selection.tags)
+            except ReconcilerError as exc:  # a rendered target that is no valid tag
+                errors.append(f"{spec.location(('targets',))}: {exc}")
         groups = _tag_bases(plain)
-        for path in selections:
+        for path in [*selections, *held]:
             groups.setdefault(path, {})
         outcomes = await asyncio.gather(
             *(
-                self._one(path, bases, mode, names, tuple(selections.get(path, ())))
+                self._one(path, bases, mode, names, tuple(selections.get(path, ())), held.get(path))
                 for path, bases in sorted(groups.items())
             )
         )
@@ -127,7 +139,7 @@ class Locker:
         --update of it); and the change that is, if any."""
         path = lock_path(spec.file)
         try:
-            existing = read_lock(path)
+            existing = self.locks.at(path)
         except SpecError as exc:
             return None, None, str(exc)
         old = existing.selection(spec.name) if existing is not None else None
@@ -139,6 +151,9 @@ class Locker:
             tags = await self.resolver.select_tags(spec)
         except ReconcilerError as exc:
             return old, None, str(exc)
+        if not tags:
+            where = spec.location(("baseTags",))
+            return old, None, f"{where}: no tag of {spec.body.base} is selected"
         if old is not None and old.tags == tags:
             return old, None, None
         change = LockChange(
@@ -158,18 +173,23 @@ class Locker:
         mode: LockMode,
         names: Collection[str],
         selections: tuple[LockedSelection, ...] = (),
+        held: set[str] | None = None,
     ) -> tuple[list[LockChange], list[str], bool, int]:
         try:
-            existing = read_lock(path)
+            existing = self.locks.at(path)
         except SpecError as exc:
             return [], [str(exc)], False, 0
         old = {b.reference: b for b in existing.bases} if existing else {}
+        held = held or set()
+        unseen = sorted(set(old) - set(bases))
+        stays = [r for r in unseen if not self.complete or _held(r, held)]
         changes: list[LockChange] = [
             LockChange(path, ref, Change.UNUSED, old[ref].digest)
-            for ref in sorted(set(old) - set(bases))
+            for ref in unseen
+            if ref not in stays
         ]
         errors: list[str] = []
-        kept: list[LockedBase] = []
+        kept: list[LockedBase] = [old[r] for r in stays]
         for reference, users in sorted(bases.items()):
             entry = old.get(reference)
             ask = (
@@ -201,14 +221,16 @@ class Locker:
             else:
                 kept.append(entry)  # unchanged: keep when it was resolved, for a stable file
         wanted = {s.spec for s in selections}
+        others = [f for f in (existing.fan_out if existing else ()) if f.spec not in wanted]
+        carried = tuple(f for f in others if not self.complete or f.spec in held)
         changes += [
-            LockChange(path, f"{old_sel.spec}: fan-out", Change.UNUSED)
-            for old_sel in (existing.fan_out if existing else ())
-            if old_sel.spec not in wanted
+            LockChange(path, f"{f.spec}: fan-out", Change.UNUSED)
+            for f in others
+            if f not in carried
         ]
         wrote = False
         if mode is not LockMode.CHECK and not errors:
-            wrote = write_lock(path, tuple(kept), selections)
+            wrote = write_lock(path, tuple(kept), (*selections, *carried))
         return changes, errors, wrote, len(kept)
 
     async def _resolve(self, reference: str, spec: LoadedSpec) -> LockedBase:
@@ -229,6 +251,11 @@ class Locker:
             ]
         resolved = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return LockedBase(reference, head.digest, root.media_type, tuple(platforms), resolved)
+
+
+def _held(reference: str, held: set[str]) -> bool:
+    """An entry of a suspended spec: its base, or a tag of the base it fans out over."""
+    return reference in held or reference.rpartition(":")[0] in held
 
 
 def _named(reference: str, users: list[LoadedSpec], names: Collection[str]) -> bool:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from reconciler.errors import SpecError, SpecLocation
 from reconciler.fileio import write_atomic
 from reconciler.oci.digest import Digest
+from reconciler.oci.reference import TAG_PATTERN
 from reconciler.yamlsource import format_path, read_documents
 
 LOCK_NAME = "reconciler.lock"
@@ -130,6 +131,15 @@ def read_lock(path: Path) -> LockFile | None:
         message = "unknown field" if err["type"] == "extra_forbidden" else str(err["msg"])
         where = SpecLocation(str(path), document.line_of(loc), format_path(loc) or None)
         raise SpecError(where, message) from None
+    specs: set[str] = set()
+    for i, chosen in enumerate(model.fan_out):
+        where = SpecLocation(str(path), document.line_of(("fanOut", i)), f"fanOut[{i}]")
+        if chosen.spec in specs:
+            raise SpecError(where, f"{chosen.spec}'s selection is locked twice")
+        specs.add(chosen.spec)
+        bad = [t for t in chosen.tags if not TAG_PATTERN.fullmatch(t)]
+        if bad or not chosen.tags:
+            raise SpecError(where, f"tags must be one or more valid tags (got {bad or 'none'})")
     seen: set[str] = set()
     for i, entry in enumerate(model.bases):
         if entry.reference in seen:
@@ -192,7 +202,9 @@ class LockSet:
 
     def for_spec(self, spec_file: str) -> LockFile | None:
         """The lock covering `spec_file`, or None; a malformed lock raises its SpecError."""
-        path = lock_path(spec_file)
+        return self.at(lock_path(spec_file))
+
+    def at(self, path: Path) -> LockFile | None:
         if path not in self._files:
             try:
                 self._files[path] = read_lock(path)

@@ -185,6 +185,8 @@ class Resolver:
                         f"{where}: the tags {spec.name} fans out over are not in {lock.path}; "
                         "run `reconciler lock` and commit the lock"
                     )
+                if not chosen.tags:
+                    raise ResolveError(f"{where}: {lock.path} selects no tag for {spec.name}")
                 return instances(spec, chosen.tags)
         tags = await self.select_tags(spec)
         if not tags:

@@ -340,12 +340,18 @@ class ImageSpecBody(SpecModel):
     def _scratch(self) -> ImageSpecBody:
         if self.base == SCRATCH and not self.layers:
             raise ValueError("a spec on 'scratch' needs at least one layer")
+        ref = None
+        if self.base != SCRATCH and not is_local_reference(self.base):
+            ref = Reference.parse(self.base)
         if self.base_tags is not None:
-            ref = None if is_local_reference(self.base) else Reference.parse(self.base)
             if ref is None or ref.tag is not None or ref.digest is not None:
                 raise ValueError(
                     "with baseTags, base is a registry repository without a tag or digest"
                 )
+        elif ref is not None and ref.tag is None and ref.digest is None:
+            raise ValueError(
+                f"base {self.base} needs a tag or a digest (or baseTags, to fan out over tags)"
+            )
         return self
 
     @property

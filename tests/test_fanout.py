@@ -135,3 +135,48 @@ def test_save_writes_one_image_of_a_fan_out_spec(cli: Cli, world: World) -> None
     assert one.code == 0, one.stderr
     assert "tags 127.0.0.1" in one.stdout and "team/app:1.0.0" in one.stdout
     assert (cli.root / "app.tar").stat().st_size > 0
+
+
+def test_sorting_by_version_leaves_pre_releases_out() -> None:
+    chosen = select_tags(["3.12.7", "3.13.0rc1"], TagSelection(sort="semver", keep=1))
+    assert chosen == ("3.12.7",)
+
+
+def test_a_fan_out_target_that_another_spec_writes_fails_both(cli: Cli, world: World) -> None:
+    base = seed_tags(world, ["1.0.0"])
+    team = f"{world.a.host}/fanout/clash-{uuid.uuid4().hex[:8]}"
+    cli.write_spec("fan.yaml", f'base: {base}\nbaseTags: {{}}\ntargets: ["{team}:{{tag}}"]\n')
+    cli.write_spec("plain.yaml", f"base: {base}:1.0.0\ntargets: [{team}:1.0.0]\n")
+    diff = cli("diff", "-o", "json")
+    assert diff.code == 1, diff.stdout
+    states = {s["name"]: (s["state"], s["error"]) for s in diff.json()["specs"]}  # type: ignore[union-attr, index]
+    assert states["fan[1.0.0]"][0] == states["plain"][0] == "Failed"
+    assert f"target {team}:1.0.0 is written by plain too" in states["fan[1.0.0]"][1]
+
+
+def test_lock_of_part_of_a_directory_keeps_the_other_entries(cli: Cli, world: World) -> None:
+    base = seed_tags(world, ["1.0.0", "2.0.0"])
+    cli.write_spec("one.yaml", f"base: {base}:1.0.0\ntargets: [{world.a.host}/t/one:1]\n")
+    cli.write_spec("two.yaml", f"base: {base}:2.0.0\ntargets: [{world.a.host}/t/two:1]\n")
+    cli.write_spec(
+        "held.yaml",
+        f'base: {base}\nbaseTags: {{}}\nsuspend: true\ntargets: ["{world.a.host}/t/h:{{tag}}"]\n',
+    )
+    assert cli("lock").code == 0
+    lock = cli.specs / "reconciler.lock"
+    whole = lock.read_text()
+    assert f"{base}:1.0.0" in whole and f"{base}:2.0.0" in whole
+    assert cli("lock", str(cli.specs / "one.yaml")).code == 0
+    assert lock.read_text() == whole  # two.yaml's entry is kept, not dropped as unused
+    assert cli("lock", "--check", str(cli.specs / "one.yaml")).code == 0
+
+
+def test_a_registry_base_needs_a_tag_unless_it_fans_out(cli: Cli, world: World) -> None:
+    cli.write_spec(
+        "app.yaml", f"base: {world.a.host}/base/single\ntargets: [{world.a.host}/t/x:1]\n"
+    )
+    result = cli("validate")
+    assert result.code == 1
+    assert "spec: base " in result.stderr + result.stdout and "needs a tag or a digest" in (
+        result.stderr + result.stdout
+    )

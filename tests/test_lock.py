@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from pathlib import Path
 
 from tests.conftest import Cli, World
 from tests.support.images import skopeo
@@ -107,3 +108,25 @@ def test_a_malformed_lock_names_file_line_and_field(cli: Cli, world: World) -> N
         assert result.code == 1
         assert re.search(r"reconciler\.lock:5: bases\[0\]\.digest", result.stdout + result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_lock_selection_is_checked_when_read(tmp_path: Path) -> None:
+    from reconciler.errors import SpecError
+    from reconciler.lockfile import read_lock
+
+    head = "apiVersion: reconciler.dev/v1alpha1\nkind: Lock\nbases: []\nfanOut:\n"
+    cases = {
+        "twice": '  - {spec: a, tags: ["1"]}\n  - {spec: a, tags: ["2"]}\n',
+        "a bad tag": '  - {spec: a, tags: ["x{spec.name}"]}\n',
+        "no tag": "  - {spec: a, tags: []}\n",
+    }
+    for name, body in cases.items():
+        path = tmp_path / f"{name}.lock"
+        path.write_text(head + body)
+        try:
+            read_lock(path)
+        except SpecError as exc:
+            assert str(exc).startswith(f"{path}:"), exc
+            assert "fanOut[" in str(exc), exc
+        else:
+            raise AssertionError(f"{name}: accepted")

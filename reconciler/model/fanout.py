@@ -36,10 +36,13 @@ def select_tags(tags: Iterable[str], selection: TagSelection) -> tuple[str, ...]
         version = _version(text) if by_version or wanted is not None else None
         if (by_version or wanted is not None) and version is None:
             continue  # neither in a range nor in version order
-        # Pre-releases only when the range names one (PEP 440), whatever packaging's default.
+        # Pre-releases only when the range names one (PEP 440), whatever packaging's default,
+        # and never when versions are only sorted.
         if wanted is not None and (
             version is None or not wanted.contains(version, prereleases=bool(wanted.prereleases))
         ):
+            continue
+        if wanted is None and version is not None and version.is_prerelease:
             continue
         found.append((version, tag))
     if by_version:

@@ -14,6 +14,7 @@ Stores are opened for a Location (reconciler.store.open) and nowhere else.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -169,9 +170,13 @@ def parse_target(value: str, base: Path) -> Address:
 TEMPLATE_FIELDS = ("{tag}", "{spec.name}")
 
 
+_FIELD = re.compile(r"\{tag\}|\{spec\.name\}")
+
+
 def render_template(template: str, tag: str, name: str) -> str:
-    """A fan-out target's tag for one selected base tag and the spec's name."""
-    return template.replace("{tag}", tag).replace("{spec.name}", name)
+    """A fan-out target's tag for one selected base tag and the spec's name, in one pass (a
+    tag is never read as a template itself)."""
+    return _FIELD.sub(lambda m: tag if m.group() == "{tag}" else name, template)
 
 
 def parse_target_template(value: str, base: Path) -> Address:

@@ -315,10 +315,15 @@ class RegistryClient:
             )
 
     async def list_tags(self, repository: str, limit: int = 10_000) -> list[str]:
-        """The tags of a repository (following `Link` pages, at most `limit`)."""
+        """The tags of a repository, following `Link` pages. More than `limit` tags is an error
+        rather than a silent cut (a selection over part of a list would pick the wrong tags);
+        a page that links to a page already read, or an empty page with a next link, ends it
+        (a hostile or broken registry cannot keep us paging for ever)."""
         url: httpx.URL | None = self._url(f"{repository}/tags/list").copy_merge_params({"n": 1000})
         tags: list[str] = []
-        while url is not None and len(tags) < limit:
+        fetched: set[str] = set()
+        while url is not None and str(url) not in fetched:
+            fetched.add(str(url))
             response = await self._send("GET", url, stream=True)
             if response.status_code == 404:
                 await response.aclose()
@@ -335,8 +340,10 @@ class RegistryClient:
             except ValidationError as exc:
                 raise DocumentError(f"{what}: {first_error(exc)}") from None
             tags += page.tags or ()
-            url = next_page(url, response.headers.get("Link"))
-        return tags[:limit]
+            if len(tags) > limit:
+                raise DocumentError(f"{what}: more than {limit} tags; refused")
+            url = next_page(url, response.headers.get("Link")) if page.tags else None
+        return tags
 
     async def delete_manifest(self, repository: str, identifier: str) -> int:
         """DELETE a manifest by digest or tag; returns the status (202 deleted, 404 gone)."""
