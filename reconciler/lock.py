@@ -26,11 +26,9 @@ from reconciler.model.fanout import instances
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import IndexDocument
 from reconciler.oci.location import Address
+from reconciler.oci.platform import UNKNOWN_PLATFORM
 from reconciler.resolve import Resolver
 from reconciler.spec import LoadedSpec
-
-# Index entries that describe no runnable image (buildx attestations and the like).
-_UNKNOWN = "unknown/unknown"
 
 
 class LockMode(StrEnum):
@@ -54,7 +52,8 @@ class LockChange:
     change: Change
     old: Digest | None = None
     new: Digest | None = None
-    platforms: tuple[str, ...] = ()  # added: the platforms seen; selected: the tags now
+    platforms: tuple[str, ...] = ()  # added: the platforms the base holds
+    tags: tuple[str, ...] = ()  # selected: the tags a fan-out selects now
     was: tuple[str, ...] | None = None  # selected: the tags the lock had (None: none)
 
 
@@ -160,7 +159,7 @@ class Locker:
             path,
             f"{spec.name}: fan-out over {spec.body.base}",
             Change.SELECTED,
-            platforms=tags,
+            tags=tags,
             was=old.tags if old is not None else None,
         )
         keep = old if mode is LockMode.CHECK and old is not None else None
@@ -241,7 +240,7 @@ class Locker:
         if isinstance(root, IndexDocument):
             platforms = sorted(
                 {str(e.platform) for e in root.index.manifests if e.platform is not None}
-                - {_UNKNOWN}
+                - {str(UNKNOWN_PLATFORM)}
             )
         else:
             config = await self.resolver.fetch_config(address.location, root.manifest.config)
@@ -290,7 +289,7 @@ def describe(report: LockReport, mode: LockMode, root: Path | None = None) -> li
             if mode is LockMode.CHECK:
                 text += " (not updated: run `reconciler lock --update`)"
         elif c.change is Change.SELECTED:
-            now = ", ".join(c.platforms) or "no tag"
+            now = ", ".join(c.tags) or "no tag"
             text = f"{c.reference} selects {now}"
             if c.was is not None:
                 text += f" (locked: {', '.join(c.was) or 'no tag'})"

@@ -40,15 +40,12 @@ from reconciler.oci.document import (
 )
 from reconciler.oci.location import Address, Location
 from reconciler.oci.models import Descriptor
-from reconciler.oci.platform import PlatformKey
+from reconciler.oci.platform import UNKNOWN_PLATFORM
 from reconciler.spec import LayerSpec, LoadedSpec
 from reconciler.store.base import ManifestHead, NamedImages
 from reconciler.store.open import Stores
 
 SNIFF_BYTES = 512
-
-# Index entries that describe no runnable image (buildx attestations and the like).
-_UNKNOWN_PLATFORM = PlatformKey("unknown", "unknown")
 
 
 class Resolver:
@@ -291,7 +288,7 @@ class Resolver:
                     "nested indexes are not supported"
                 )
             key = entry.platform.key() if entry.platform else None
-            if key is None or key == _UNKNOWN_PLATFORM:
+            if key is None or key == UNKNOWN_PLATFORM:
                 attachments.append(entry)
                 continue
             runnable += 1

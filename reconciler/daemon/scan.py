@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reconciler.errors import SpecError
 from reconciler.lockfile import LockFile, LockSet
+from reconciler.model.fanout import instance_base
 from reconciler.spec import LoadedSpec, load_specs
 
 
@@ -46,7 +47,7 @@ def _locked(spec: LoadedSpec, lock: LockFile | None) -> str:
         return str(entry.digest) if entry is not None else "none"
     selection = lock.selection(spec.name)
     tags = selection.tags if selection is not None else ()
-    entries = (lock.get(f"{spec.body.base}:{tag}") for tag in tags)
+    entries = (lock.get(instance_base(spec.body.base, tag)) for tag in tags)
     return " ".join(f"{t}={e.digest if e else None}" for t, e in zip(tags, entries, strict=True))
 
 

@@ -64,6 +64,11 @@ def instance_name(spec_name: str, tag: str) -> str:
     return f"{spec_name}[{tag}]"
 
 
+def instance_base(base: str, tag: str) -> str:
+    """The base of one instance: the spec's repository at a selected tag."""
+    return f"{base}:{tag}"
+
+
 def instances(spec: LoadedSpec, tags: Iterable[str]) -> tuple[LoadedSpec, ...]:
     """One concrete spec per selected tag: the base at that tag, the targets rendered."""
     body = spec.body
@@ -73,7 +78,7 @@ def instances(spec: LoadedSpec, tags: Iterable[str]) -> tuple[LoadedSpec, ...]:
         # Every value here is validated already (the tag against the tag grammar, each target
         # by parse_target), so the copy needs no second validation.
         concrete = body.model_copy(
-            update={"base": f"{body.base}:{tag}", "base_tags": None, "targets": targets}
+            update={"base": instance_base(body.base, tag), "base_tags": None, "targets": targets}
         )
         out.append(
             LoadedSpec(

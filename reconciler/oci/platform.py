@@ -93,3 +93,7 @@ class PlatformKey:
             ),
             serialization=core_schema.to_string_ser_schema(),
         )
+
+
+# Index entries that describe no runnable image (buildx attestations and the like) carry this.
+UNKNOWN_PLATFORM = PlatformKey("unknown", "unknown")
