@@ -25,7 +25,6 @@ from reconciler.lockfile import LockedBase, LockedSelection, LockSet, lock_path,
 from reconciler.model.fanout import instances
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import IndexDocument
-from reconciler.oci.location import Address
 from reconciler.oci.platform import UNKNOWN_PLATFORM
 from reconciler.resolve import Resolver
 from reconciler.spec import LoadedSpec
@@ -74,8 +73,7 @@ def _tag_bases(specs: Iterable[LoadedSpec]) -> dict[Path, dict[str, list[LoadedS
     """Per lock file: the base tags its specs name (as written), and the specs naming each."""
     groups: dict[Path, dict[str, list[LoadedSpec]]] = {}
     for spec in specs:
-        address = spec.body.base_address(Path(spec.file).parent)
-        if address is None or not address.location.is_registry or address.digest is not None:
+        if spec.base_tag() is None:
             continue
         groups.setdefault(lock_path(spec.file), {}).setdefault(spec.body.base, []).append(spec)
     return groups
@@ -233,8 +231,8 @@ class Locker:
         return changes, errors, wrote, len(kept)
 
     async def _resolve(self, reference: str, spec: LoadedSpec) -> LockedBase:
-        address = spec.body.base_address(Path(spec.file).parent)
-        assert isinstance(address, Address)  # noqa: S101 - _tag_bases kept tags only
+        address = spec.base_tag()
+        assert address is not None  # noqa: S101 - _tag_bases kept tags only
         head = await self.resolver.resolve_tag(address)
         root = await self.resolver.fetch_document(address.location, head.digest)
         if isinstance(root, IndexDocument):

@@ -131,7 +131,7 @@ class Resolver:
         return known
 
     async def resolve_base(self, spec: LoadedSpec) -> ResolvedBase | None:
-        address = spec.body.base_address(Path(spec.file).parent)
+        address = spec.base_address()
         if address is None:
             return None
         if not address.location.is_registry:
@@ -193,7 +193,7 @@ class Resolver:
     async def select_tags(self, spec: LoadedSpec) -> tuple[str, ...]:
         """The tags of a fan-out spec's base repository that its baseTags select, now."""
         selection = spec.body.base_tags
-        address = spec.body.base_address(Path(spec.file).parent)
+        address = spec.base_address()
         assert selection is not None and address is not None  # noqa: S101 - fans_out
         location = address.location
 
@@ -210,8 +210,8 @@ class Resolver:
     async def base_moved(self, spec: LoadedSpec) -> Digest | None:
         """The digest a locked base tag names now, when it is not the locked one (one HEAD per
         tag per run, shared with every spec on that base)."""
-        address = spec.body.base_address(Path(spec.file).parent)
-        if address is None or not address.location.is_registry or address.digest is not None:
+        address = spec.base_tag()
+        if address is None:
             return None
         locked = self.locked_base(spec)
         if locked is None:

@@ -411,6 +411,18 @@ class LoadedSpec:
             self.file, self.document.line_of(("spec", *path)), format_path(("spec", *path))
         )
 
+    def base_address(self) -> Address | None:
+        """Where the base is, local paths taken from this spec's directory; None for scratch."""
+        return self.body.base_address(Path(self.file).parent)
+
+    def base_tag(self) -> Address | None:
+        """The base when it is a registry tag (what follows upstream, and what a lock pins);
+        None for scratch, a digest or a local store."""
+        address = self.base_address()
+        if address is None or not address.location.is_registry or address.digest is not None:
+            return None
+        return address
+
 
 @dataclass(frozen=True)
 class LoadResult:
