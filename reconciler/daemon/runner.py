@@ -36,8 +36,9 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from reconciler.daemon.http import Metrics, StatusServer
+from reconciler.daemon.http import StatusServer
 from reconciler.daemon.machine import Phase, SpecRecord, backoff_delay
+from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.prune import Pruner, WrittenTags
 from reconciler.daemon.scan import Scan, scan_specs
 from reconciler.daemon.status import SpecStatus, StatusBoard, TagStatus
