@@ -9,6 +9,7 @@
     ├── ResolveError            a spec's sources cannot be turned into a desired state
     ├── SettingsError           the process settings are wrong
     ├── PushError               several pushes of one spec failed (the first is chained)
+    ├── TrustError              a key, signature, payload or trust policy is unusable
     └── RegistryError           a registry answered something we cannot use
         ├── AuthError           401/403 after credentials were offered (or none exist)
         └── NotFoundError       404 where the thing must exist (a base, a source blob)
@@ -97,6 +98,12 @@ class SettingsError(ReconcilerError):
 
 class PushError(ReconcilerError):
     """Several pushes of one spec failed; the first failure is the cause."""
+
+
+class TrustError(ReconcilerError):
+    """A key, a signature manifest, a signed payload or a trust policy cannot be used. The
+    message names where it came from (a file, a spec field, a manifest); it never holds key
+    material or a passphrase."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,242 @@
+"""Whether an image digest satisfies a scope's requirements, given its signatures: pure.
+
+containers-policy.json(5) semantics: every requirement of the list must hold. A
+`sigstoreSigned` requirement holds when at least one signature passes all of:
+
+1. the payload bytes are the blob the layer names (sha256 and size; the caller fetched them
+   from an untrusted registry, so they are checked here);
+2. the signature verifies over those bytes with one of the requirement's keys;
+3. the payload parses (simplesigning.parse_payload) and names `digest`;
+4. its identity matches the image per `signedIdentity` (default `matchRepoDigestOrExact`).
+
+Steps run in that order, so nothing an unverified payload claims is read. When no signature
+passes, the reason given is the one that got furthest (a signature by the right key for
+another digest says more than a stranger's signature).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reconciler.errors import ReferenceError_, TrustError
+from reconciler.oci.digest import Digest
+from reconciler.oci.location import Address
+from reconciler.oci.reference import Reference
+from reconciler.trust.artifacts import SignatureEntry
+from reconciler.trust.policy import (
+    ExactReference,
+    ExactRepository,
+    InsecureAcceptAnything,
+    MatchExact,
+    MatchRepository,
+    Reject,
+    RemapIdentity,
+    Requirement,
+    SignedBy,
+    SigstoreSigned,
+    normalise,
+)
+from reconciler.trust.simplesigning import parse_payload
+
+if TYPE_CHECKING:  # keys load cryptography: only when a key is read
+    from reconciler.trust.keys import PublicKey
+
+KeysFor = Callable[[SigstoreSigned], "tuple[PublicKey, ...]"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageIdentity:
+    """The image as the policy sees it: registry host, repository, and the tag it was asked
+    for (None when it is referenced by digest alone)."""
+
+    host: str
+    repository: str
+    tag: str | None = None
+
+    @classmethod
+    def of(cls, address: Address) -> ImageIdentity:
+        return cls(address.location.authority, address.location.repository, address.tag)
+
+    def reference(self, digest: Digest) -> Reference:
+        host, repository = normalise(self.host, self.repository)
+        if self.tag is not None:
+            return Reference(host, repository, self.tag)
+        return Reference(host, repository, None, digest)
+
+
+@dataclass(frozen=True, order=True)
+class _Failure:
+    rank: int  # how far the signature got: higher says more
+    reason: str
+
+
+def verify(
+    requirements: Sequence[Requirement],
+    scope: str,
+    image: ImageIdentity | Address,
+    digest: Digest,
+    signatures: Sequence[tuple[bytes, SignatureEntry]],
+    keys_for: KeysFor,
+) -> Verdict:
+    """The verdict of `requirements` (the list of `scope`) on `image` at `digest`."""
+    identity = image if isinstance(image, ImageIdentity) else ImageIdentity.of(image)
+    if not requirements:
+        return Verdict(False, f"policy scope {scope} has no requirements")
+    reasons = []
+    for requirement in requirements:
+        verdict = _one(requirement, scope, identity, digest, signatures, keys_for)
+        if not verdict.accepted:
+            return verdict
+        reasons.append(verdict.reason)
+    return Verdict(True, "; ".join(dict.fromkeys(reasons)))
+
+
+def _one(
+    requirement: Requirement,
+    scope: str,
+    image: ImageIdentity,
+    digest: Digest,
+    signatures: Sequence[tuple[bytes, SignatureEntry]],
+    keys_for: KeysFor,
+) -> Verdict:
+    if isinstance(requirement, InsecureAcceptAnything):
+        return Verdict(True, f"accepted without a signature by policy scope {scope}")
+    if isinstance(requirement, Reject):
+        return Verdict(False, f"rejected by policy scope {scope}")
+    if isinstance(requirement, SignedBy):
+        return Verdict(
+            False,
+            f"policy scope {scope} requires a GPG signature (signedBy), which reconciler"
+            " cannot verify",
+        )
+    keys = keys_for(requirement)
+    if not signatures:
+        return Verdict(False, f"no signature for {digest} (required by policy scope {scope})")
+    if not keys:
+        return Verdict(False, f"policy scope {scope} names no key")
+    failures = []
+    for index, (payload, entry) in enumerate(signatures):
+        outcome = _check(requirement, image, digest, payload, entry, keys)
+        if not isinstance(outcome, _Failure):
+            return Verdict(True, f"signed by {outcome} (policy scope {scope})")
+        failures.append(_Failure(outcome.rank, f"{outcome.reason} (signature {index + 1})"))
+    best = max(failures)
+    return Verdict(False, f"{best.reason}; required by policy scope {scope}")
+
+
+def _check(
+    requirement: SigstoreSigned,
+    image: ImageIdentity,
+    digest: Digest,
+    payload: bytes,
+    entry: SignatureEntry,
+    keys: tuple[PublicKey, ...],
+) -> PublicKey | _Failure:
+    actual = Digest.of(payload, entry.payload_digest.algorithm)
+    if actual != entry.payload_digest or len(payload) != entry.payload_size:
+        return _Failure(
+            0,
+            f"payload blob {actual} ({len(payload)} bytes) does not match its layer"
+            f" {entry.payload_digest} ({entry.payload_size} bytes)",
+        )
+    key = next((k for k in keys if k.verify(payload, entry.signature)), None)
+    if key is None:
+        fingerprints = ", ".join(k.short for k in keys)
+        return _Failure(1, f"signed by another key (none of fingerprint {fingerprints})")
+    try:
+        claims = parse_payload(payload, "signed payload")
+    except TrustError as exc:
+        return _Failure(2, str(exc))
+    if claims.digest != digest:
+        return _Failure(3, f"signature is for {claims.digest} not {digest}")
+    problem = identity_problem(requirement, image, digest, claims.reference)
+    if problem is not None:
+        return _Failure(4, problem)
+    return key
+
+
+def identity_problem(
+    requirement: SigstoreSigned, image: ImageIdentity, digest: Digest, signed: str
+) -> str | None:
+    """None when the signed identity is acceptable for `image`, else why not."""
+    try:
+        claimed = Reference.parse(signed)
+    except ReferenceError_:
+        return f"identity {signed[:200]!r} is not an image reference"
+    intended = image.reference(digest)
+    rule = requirement.identity
+    if isinstance(rule, MatchExact):
+        ok = _exact(claimed, intended)
+        expected = str(intended)
+    elif isinstance(rule, MatchRepository):
+        ok, expected = claimed.name == intended.name, intended.name
+    elif isinstance(rule, ExactReference):
+        wanted = Reference.parse(rule.docker_reference)
+        ok, expected = _exact(claimed, wanted), str(wanted)
+    elif isinstance(rule, ExactRepository):
+        wanted_name = Reference.parse(rule.docker_repository).name
+        ok, expected = claimed.name == wanted_name, wanted_name
+    else:
+        if isinstance(rule, RemapIdentity):
+            intended = _remap(intended, rule)
+        ok, expected = _repo_digest_or_exact(claimed, intended)
+    if ok:
+        return None
+    return f"identity {claimed} is not {expected} (signedIdentity {rule.type})"
+
+
+def _exact(claimed: Reference, intended: Reference) -> bool:
+    if claimed.tag is None and claimed.digest is None:
+        return False  # a repository alone (what cosign signs) never matches exactly
+    return str(claimed) == str(intended)
+
+
+def _repo_digest_or_exact(claimed: Reference, intended: Reference) -> tuple[bool, str]:
+    if intended.tag is not None:
+        return _exact(claimed, intended), str(intended)
+    return claimed.name == intended.name, intended.name
+
+
+def _remap(intended: Reference, rule: RemapIdentity) -> Reference:
+    name = intended.name
+    if name != rule.prefix and not name.startswith(rule.prefix + "/"):
+        return intended
+    remapped = rule.signed_prefix + name[len(rule.prefix) :]
+    try:
+        base = Reference.parse(remapped)
+    except ReferenceError_:
+        return intended
+    return Reference(base.registry, base.repository, intended.tag, intended.digest)
+
+
+def cache_key(
+    digest: Digest,
+    requirements: Sequence[Requirement],
+    *,
+    image: ImageIdentity | Address | None = None,
+    keys_for: KeysFor | None = None,
+) -> str:
+    """A stable key for caching a verdict: the digest, each requirement as written (its rule,
+    identity and key sources), the fingerprints of the keys it resolves to when `keys_for` is
+    given (a key file replaced in place changes the key), and the image identity when given
+    (identity rules depend on the repository and tag)."""
+    parts: list[object] = [str(digest)]
+    if image is not None:
+        identity = image if isinstance(image, ImageIdentity) else ImageIdentity.of(image)
+        parts.append([*normalise(identity.host, identity.repository), identity.tag])
+    for requirement in requirements:
+        parts.append(requirement.model_dump(mode="json", by_alias=True, exclude_none=True))
+        if keys_for is not None and isinstance(requirement, SigstoreSigned):
+            parts.append(sorted(k.fingerprint for k in keys_for(requirement)))
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return f"{digest}/{hashlib.sha256(text.encode()).hexdigest()[:32]}"
