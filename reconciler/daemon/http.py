@@ -1,59 +1,357 @@
-"""The daemon's HTTP surface: /healthz, /readyz, /metrics, /status (read-only, in threads)."""
+"""The daemon's HTTP surface: GET /healthz, /readyz, /metrics, /status; POST /hooks/registry,
+/hooks/git. A small ASGI callable served by hypercorn in the daemon's own event loop.
+
+Nothing here may block the loop: /healthz answers while a reconcile runs and while slow
+clients dribble bytes. /metrics and /status are rendered in a worker thread (the status board
+publishes immutable views, so a thread reads one without a lock).
+
+Limits, and who enforces them:
+- hypercorn: `read_timeout` (a connection that sends nothing for that long is closed),
+  `keep_alive_timeout` (idle kept-alive connections; hypercorn's idle timer also runs from a
+  connection's start until a request's headers are complete, so it is the header deadline: it
+  is set to at most the read timeout), `h11_max_incomplete_size` (the header cap: an
+  unfinished request head over 16 KiB is 431; a head that arrives whole in one read of up to
+  64 KiB is parsed, so memory per connection stays bounded either way).
+- this module: the body cap (413 on a Content-Length over it, before reading; 413 once a
+  streamed body passes it), the body deadline (408 when the whole body has not arrived within
+  the read timeout), and the connection bound. hypercorn has no option for the last, so the
+  listening socket is ours (`_BoundedSocket`): it counts the connections it accepts and the
+  ones closed, and beyond the bound answers 503 at once and closes (before the request is read).
+- guard.py: who may call the hooks, and how often.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
+from hypercorn.asyncio import serve
+from hypercorn.config import Config, Sockets
+from hypercorn.logging import Logger
+from hypercorn.typing import ASGIFramework
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from reconciler.daemon.guard import HookAuth
+from reconciler.daemon.hooks import HookError, Push, parse_registry_hook
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.status import StatusBoard
+from reconciler.settings import Settings
+from reconciler.store.registry.budget import TokenBucket
+
+log = logging.getLogger("reconciler.daemon.http")
+
+HEADER_LIMIT = 16 * 1024
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\nbusy\n"
+)
+_ROUTES = {
+    "/healthz": "GET",
+    "/readyz": "GET",
+    "/metrics": "GET",
+    "/status": "GET",
+    "/hooks/registry": "POST",
+    "/hooks/git": "POST",
+}
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
-class StatusServer:
-    def __init__(self, listen: str, board: StatusBoard, metrics: Metrics) -> None:
-        host, _, port = listen.rpartition(":")
-        host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - the operator chose the address
+@dataclass(frozen=True)
+class HookTargets:
+    """What the hooks do in the daemon: queue the specs pushes concern (returns how many), and
+    read the specs directory again."""
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: object) -> None:
-                pass
+    pushes: Callable[[Sequence[Push]], Awaitable[int]]
+    rescan: Callable[[], None]
 
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/healthz":
-                    self._send(200, "text/plain", b"ok\n")
-                elif path == "/readyz":
-                    ready = board.ready
-                    self._send(
-                        200 if ready else 503, "text/plain", b"ready\n" if ready else b"starting\n"
-                    )
-                elif path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
-                elif path == "/status":
-                    body = json.dumps(board.snapshot(), indent=2).encode() + b"\n"
-                    self._send(200, "application/json", body)
-                else:
-                    self._send(404, "text/plain", b"not found\n")
 
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+class _Refused(Exception):
+    """A request answered early: a status and a reason (for the client)."""
 
-        self._server = ThreadingHTTPServer((host, int(port)), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    def __init__(self, status: int, reason: str, result: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.result = status, reason, result
 
-    def start(self) -> None:
-        self._thread.start()
+
+class _Connection(socket.socket):
+    """An accepted connection that tells its listener once when it is closed."""
+
+    _on_close: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+        super().close()
+
+
+class _BoundedSocket(socket.socket):
+    """The listening socket: at most `bound` accepted connections open at once."""
+
+    bound = 0
+    open_connections = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        fd, address = self._accept()  # type: ignore[attr-defined]
+        conn = _Connection(self.family, self.type, self.proto, fileno=fd)
+        if self.open_connections >= self.bound:
+            try:
+                conn.setblocking(False)
+                conn.send(_BUSY)  # a fresh socket's buffer takes it whole
+            except OSError:
+                pass  # gone already, or full: it is closed all the same
+            conn.close()
+            log.debug("connection refused: %d open, the bound", self.open_connections)
+            # asyncio's accept loop reads this as "nothing to accept now" and carries on.
+            raise ConnectionAbortedError("over the connection bound")
+        self.open_connections += 1
+        conn._on_close = self._release
+        return conn, address
+
+    def _release(self) -> None:
+        self.open_connections -= 1
+
+
+class _Config(Config):
+    """hypercorn's settings, serving on our bound socket instead of one it would create."""
+
+    def __init__(self, listening: socket.socket) -> None:
+        super().__init__()
+        self._listening = listening
+
+    def create_sockets(self) -> Sockets:
+        return Sockets([], [self._listening], [])
+
+
+class _QuietLogger(Logger):
+    """hypercorn's own lines (its start, errors of clients' connections) into our log at
+    debug; no access log."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.access_logger = None
+        self.error_logger = log
+
+    async def critical(self, message: str, *args: Any, **kwargs: Any) -> None:
+        log.debug(message, *args, **kwargs)
+
+    async def error(self, message: str, *args: Any, **kwargs: Any) -> None:
+        log.debug(message, *args, **kwargs)
+
+    async def warning(self, message: str, *args: Any, **kwargs: Any) -> None:
+        log.debug(message, *args, **kwargs)
+
+    async def info(self, message: str, *args: Any, **kwargs: Any) -> None:
+        log.debug(message, *args, **kwargs)
+
+    async def exception(self, message: str, *args: Any, **kwargs: Any) -> None:
+        log.debug(message, *args, exc_info=True, **kwargs)
+
+
+def _bind(listen: str) -> tuple[_BoundedSocket, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - the operator chose the address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = _BoundedSocket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, int(port)))
+        sock.listen(128)  # listening before the port is announced: a client may come at once
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock, int(sock.getsockname()[1])
+
+
+class HttpServer:
+    def __init__(
+        self, settings: Settings, board: StatusBoard, metrics: Metrics, targets: HookTargets
+    ) -> None:
+        self._settings = settings
+        self._app = _App(settings, board, metrics, targets)
+        self._stop = asyncio.Event()
+        self._socket: _BoundedSocket | None = None
+        self.port = 0
+
+    def open(self) -> int:
+        """Read the hooks' secrets and bind the port (SettingsError, OSError); the port."""
+        self._app.auth = HookAuth.load(self._settings.hooks)
+        self._socket, self.port = _bind(self._settings.listen)
+        self._socket.bound = self._settings.http_max_connections
+        return self.port
+
+    async def serve(self) -> None:
+        assert self._socket is not None  # noqa: S101 - open() first
+        settings = self._settings
+        config = _Config(self._socket)
+        config.accesslog = None
+        config.errorlog = None
+        config.logger_class = _QuietLogger
+        config.read_timeout = settings.http_read_timeout
+        config.keep_alive_timeout = min(
+            settings.http_keep_alive_timeout, float(settings.http_read_timeout)
+        )
+        config.h11_max_incomplete_size = HEADER_LIMIT
+        config.h2_max_concurrent_streams = 16  # h2c (prior knowledge) is one connection too
+        config.include_server_header = False
+        config.graceful_timeout = 2.0
+        app = cast(ASGIFramework, self._app)  # its scopes and messages, as dicts
+        await serve(app, config, shutdown_trigger=self._stop.wait, mode="asgi")
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._stop.set()
+
+
+class _App:
+    def __init__(
+        self, settings: Settings, board: StatusBoard, metrics: Metrics, targets: HookTargets
+    ) -> None:
+        self.auth = HookAuth()
+        self._hooks = settings.hooks
+        self._read_timeout = float(settings.http_read_timeout)
+        self._board = board
+        self._metrics = metrics
+        self._targets = targets
+        self._buckets: dict[str, TokenBucket] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        wanted = _ROUTES.get(path)
+        hook = path.removeprefix("/hooks/") if path.startswith("/hooks/") else None
+        if wanted is None or (hook is not None and not self.auth.enabled):
+            await _respond(send, 404, b"not found\n")
+        elif method != wanted:
+            await _respond(send, 405, b"method not allowed\n", [(b"allow", wanted.encode())])
+        elif hook is not None:
+            await self._hook(hook, scope, receive, send)
+        elif path == "/healthz":
+            await _respond(send, 200, b"ok\n")
+        elif path == "/readyz":
+            ready = self._board.ready
+            await _respond(send, 200 if ready else 503, b"ready\n" if ready else b"starting\n")
+        elif path == "/metrics":
+            body = await asyncio.to_thread(generate_latest, self._metrics.registry)
+            await _respond(send, 200, body, content_type=CONTENT_TYPE_LATEST)
+        else:
+            body = await asyncio.to_thread(self._status)
+            await _respond(send, 200, body, content_type="application/json")
+
+    def _status(self) -> bytes:
+        return json.dumps(self._board.snapshot(), indent=2).encode() + b"\n"
+
+    async def _hook(self, hook: str, scope: Scope, receive: Receive, send: Send) -> None:
+        received = self._metrics.hooks_received
+        try:
+            result = await self._handle_hook(hook, scope, receive)
+        except _Refused as refused:
+            received.labels(hook, refused.result).inc()
+            extra = [(b"connection", b"close")] if refused.status in (408, 413) else []
+            if refused.status == 429:
+                extra.append((b"retry-after", b"1"))
+            body = json.dumps({"error": refused.reason}).encode() + b"\n"
+            await _respond(send, refused.status, body, extra, "application/json")
+            return
+        received.labels(hook, "accepted").inc()
+        await _respond(send, 202, json.dumps(result).encode() + b"\n", [], "application/json")
+
+    async def _handle_hook(self, hook: str, scope: Scope, receive: Receive) -> dict[str, int]:
+        loop_now = asyncio.get_running_loop().time()
+        per_minute = self._hooks.max_per_minute
+        bucket = self._buckets.setdefault(
+            hook, TokenBucket.full(per_minute / 60.0, per_minute, loop_now)
+        )
+        if bucket.wait(loop_now) > 0:
+            raise _Refused(
+                429, f"more than {self._hooks.max_per_minute} calls a minute", "rate_limited"
+            )
+        bucket.take(loop_now)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body = await self._body(headers, receive)
+        refusal = self.auth.refusal(headers, body)
+        if refusal is not None:
+            client = (scope.get("client") or ("?",))[0]
+            log.warning("refused a call of /hooks/%s from %s: %s", hook, client, refusal)
+            raise _Refused(401, "unauthorized", "unauthorized")
+        if hook == "git":
+            self._targets.rescan()
+            return {"rescan": 1}
+        try:
+            pushes = parse_registry_hook(body)
+        except HookError as exc:
+            log.info("refused a call of /hooks/registry: %s", exc)
+            raise _Refused(400, str(exc), "bad_request") from None
+        queued = await self._targets.pushes(pushes)
+        self._metrics.hook_specs_queued.inc(queued)
+        return {"pushes": len(pushes), "queued": queued}
+
+    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        cap = self._hooks.max_body_bytes
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            raise _Refused(413, f"the body is over {cap} bytes", "too_large")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        raise _Refused(400, "the client went away", "bad_request")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > cap:
+                        raise _Refused(413, f"the body is over {cap} bytes", "too_large")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise _Refused(408, "the body did not arrive in time", "bad_request") from None
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    content_type: str = "text/plain",
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

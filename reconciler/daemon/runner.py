@@ -9,6 +9,9 @@
 - apscheduler resyncs every spec on an interval with jitter, never overlapping itself: that is
   what catches drift (a tag moved by someone else) and base moves (a base tag that now names a
   new digest).
+- Webhooks (http.py serves them, hooks.py reads them): a registry's push asks exactly the specs
+  built on the pushed repository to run, after `hooks.debounce` (one window per burst); a git
+  hook is a file event.
 - Each spec's life is one `SpecRecord` (`machine.py`: its phases and transitions); this module
   only feeds it events and does the I/O they call for. Every change of a record goes through
   `_commit`, which also shows it on `/status`, wakes whoever waits for it, and starts the
@@ -27,7 +30,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +39,17 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from reconciler.daemon.http import StatusServer
+from reconciler.daemon.events import EventDetector
+from reconciler.daemon.hooks import Push, SourceIndex
+from reconciler.daemon.http import HookTargets, HttpServer
 from reconciler.daemon.machine import Phase, SpecRecord, backoff_delay
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.notify import Notifier
 from reconciler.daemon.prune import Pruner, WrittenTags
 from reconciler.daemon.scan import Scan, scan_specs
 from reconciler.daemon.status import SpecStatus, StatusBoard, TagStatus
 from reconciler.engine import Engine, SpecReport, open_stores
-from reconciler.errors import SpecError
+from reconciler.errors import SettingsError, SpecError
 from reconciler.model.state import SpecState
 from reconciler.settings import Settings
 from reconciler.spec import LoadedSpec, LoadResult
@@ -77,6 +83,9 @@ def tags_of(report: SpecReport) -> tuple[TagStatus, ...] | None:
     )
 
 
+# The phases a registry hook queues a spec from (asked() leaves the others alone).
+_ASKABLE = (Phase.SYNCED, Phase.QUEUED, Phase.RUNNING)
+
 # A spec's state when its fan-out instances differ: the first of these that any of them has.
 _WORST = (
     SpecState.FAILED,
@@ -97,13 +106,19 @@ class Daemon:
         self.shard, self.shards = int(index), int(count)
         self.board = StatusBoard()
         self.metrics = Metrics(self.board)
-        self.server = StatusServer(settings.listen, self.board, self.metrics)
+        targets = HookTargets(self._on_pushes, self._on_fs_event)
+        self.server = HttpServer(settings, self.board, self.metrics, targets)
         self.written = WrittenTags(settings.state_dir / "daemon" / "written-tags.json")
+        self.notifier = Notifier.from_settings(settings, self.metrics.notifications)
+        self.events = EventDetector(locked=settings.base_policy == "locked")
         self._records: dict[str, SpecRecord] = {}  # every spec this replica knows, by name
         self._waiters: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._scanning = asyncio.Lock()  # reads of the directory apply in the order they ran
         self._debounce: asyncio.TimerHandle | None = None
+        self._hooked: set[str] = set()  # specs registry hooks asked for, until _hook_timer
+        self._hook_timer: asyncio.TimerHandle | None = None
+        self._sources = SourceIndex()
         self._stopping = asyncio.Event()
         self._registries: Stores | None = None
         self._observer: BaseObserver | None = None
@@ -118,12 +133,23 @@ class Daemon:
         if not self.settings.specs_dir.is_dir():
             log.error("specs_dir %s is not a directory", self.settings.specs_dir)
             return 1
+        if (problem := self.notifier.check()) is not None:
+            log.error("%s", problem)
+            return 1
+        self.notifier.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop)
-        self.server.start()
-        log.info("serving /healthz /readyz /metrics /status on port %d", self.server.port)
-        async with open_stores(self.settings, self.metrics.on_response) as registries:
+        try:
+            port = self.server.open()
+        except (SettingsError, OSError) as exc:
+            log.error("cannot serve HTTP on %s: %s", self.settings.listen, exc)
+            return 1
+        serving = asyncio.ensure_future(self.server.serve())
+        log.info("serving /healthz /readyz /metrics /status /hooks on port %d", port)
+        stores = open_stores(self.settings, self.metrics.on_response, on_budget=self.metrics)
+        async with stores as registries:
             self._registries = registries
+            self.board.waiting = registries.budgets.waiting  # specs waiting for request budget
             observer = self._start_watching(loop)
             scheduler = AsyncIOScheduler()
             interval = self.settings.resync_interval
@@ -144,7 +170,9 @@ class Daemon:
                     scheduler.shutdown(wait=False)
                 await self._drain()
                 observer.join(timeout=5)
+        await self.notifier.close(self.settings.notification_flush)
         self.server.stop()
+        await serving
         log.info("stopped")
         return 0
 
@@ -179,6 +207,8 @@ class Daemon:
         self._stopping.set()
         if self._debounce is not None:
             self._debounce.cancel()
+        if self._hook_timer is not None:
+            self._hook_timer.cancel()
         for _names, waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -201,8 +231,13 @@ class Daemon:
 
     # -- records: the one place they change ----------------------------------------------
 
-    def _commit(self, records: Iterable[SpecRecord]) -> None:
-        """Store new records, show them on /status at once, and do what entering a phase asks."""
+    def _commit(
+        self,
+        records: Iterable[SpecRecord],
+        reports: Mapping[str, list[SpecReport]] | None = None,
+    ) -> None:
+        """Store new records, show them on /status at once, do what entering a phase asks, and
+        notify what the change means (`reports`: of the pass that made it, by spec name)."""
         changed = []
         for record in records:
             old = self._records.get(record.name)
@@ -210,11 +245,18 @@ class Daemon:
                 continue  # the transition did not apply to its phase
             self._records[record.name] = record
             changed.append(record)
+            self._notify(old, record, (reports or {}).get(record.name, []))
             if old is None or old.phase is not record.phase:
                 self._entered(record)
         if changed:
             self.board.update(r.status() for r in changed)
         self._wake_waiters()
+
+    def _notify(
+        self, old: SpecRecord | None, record: SpecRecord, reports: list[SpecReport]
+    ) -> None:
+        for event in self.events.observe(old, record, reports):
+            self.notifier.emit(event)  # never blocks: deliveries run in their own tasks
 
     def _entered(self, record: SpecRecord) -> None:
         name, stopping = record.name, self._stopping.is_set()
@@ -286,6 +328,32 @@ class Daemon:
             self._observer.unschedule(self._watched)
         self._watched = self._observer.schedule(self._handler, str(real), recursive=True)
         self._watched_real = real
+
+    async def _on_pushes(self, pushes: Sequence[Push]) -> int:
+        """A registry hook: queue the specs the pushes concern, once the burst is over; how
+        many. Matching reads the specs only, so events about anything else cost no request;
+        it runs in a thread (the first match after a change of many specs parses them all)."""
+        if self._stopping.is_set():
+            return 0
+        specs = [(r.spec, r.fingerprint) for r in self._records.values() if r.phase in _ASKABLE]
+        names = await asyncio.to_thread(self._sources.wanting, specs, pushes)
+        if self._stopping.is_set():
+            return 0
+        level = logging.INFO if names else logging.DEBUG
+        shown = ", ".join(str(p) for p in pushes[:5]) + (" ..." if len(pushes) > 5 else "")
+        log.log(level, "registry hook: %s; %d spec(s) queued", shown or "no push", len(names))
+        if names:
+            self._hooked.update(names)
+            if self._hook_timer is None:  # a fixed window from the burst's first event
+                loop = asyncio.get_running_loop()
+                self._hook_timer = loop.call_later(self.settings.hooks.debounce, self._run_hooked)
+        return len(names)
+
+    def _run_hooked(self) -> None:
+        self._hook_timer = None
+        names, self._hooked = self._hooked, set()
+        self._commit([self._records[n].asked() for n in names if n in self._records])
+        self._dispatch()
 
     def _on_fs_event(self) -> None:
         if self._stopping.is_set():
@@ -364,7 +432,8 @@ class Daemon:
                 self.settings, self._registries, use_locks=locked, watch_locked_bases=locked
             )
             apply = self.settings.mode == "apply"
-            report = await engine.run(LoadResult(specs, (), len(specs)), apply=apply)
+            with self.metrics.counting_pass():
+                report = await engine.run(LoadResult(specs, (), len(specs)), apply=apply)
         except asyncio.CancelledError:
             self._commit(self._records[n].abandoned("abandoned at shutdown") for n in names)
             raise
@@ -385,9 +454,12 @@ class Daemon:
             by_name.setdefault(report.group or report.name or "", []).append(report)
         now, wall = asyncio.get_running_loop().time(), time.time()
         self._commit(
-            self._outcome(self._records[name], by_name[name], now, wall)
-            for name in names
-            if name in by_name
+            [
+                self._outcome(self._records[name], by_name[name], now, wall)
+                for name in names
+                if name in by_name
+            ],
+            by_name,
         )
 
     def _outcome(

@@ -9,7 +9,7 @@ and works on a view that nothing changes under it, so it never sees half of an u
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,9 @@ class StatusBoard:
         self.view = BoardView()
         self.ready = False
         self.started = time.time()
+        # Spec name -> host, for specs with a request waiting on a request budget (set by the
+        # daemon to the transport's frozen view; read once per snapshot).
+        self.waiting: Callable[[], Mapping[str, str]] = dict
 
     def names(self) -> list[str]:
         return list(self._specs)
@@ -123,8 +126,13 @@ class StatusBoard:
 
     def snapshot(self) -> dict[str, Any]:
         view = self.view  # one read: the rest works on this view even if a new one lands
+        waiting = self.waiting()
         return {
             "ready": self.ready,
             "started": _iso(self.started),
-            "specs": [s.as_json() for s in view.specs],
+            "specs": [
+                s.as_json()
+                | ({"waiting": f"request budget of {waiting[s.key]}"} if s.key in waiting else {})
+                for s in view.specs
+            ],
         }

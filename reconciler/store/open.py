@@ -17,6 +17,7 @@ from reconciler.oci.location import Location, Scheme
 from reconciler.store.base import ImageReader, ImageWriter
 from reconciler.store.dockerarchive import DockerArchive
 from reconciler.store.layout import OciLayout, WritableLayout
+from reconciler.store.registry.budget import BudgetEvents, Budgets
 from reconciler.store.registry.client import Registries, RegistryRepository
 from reconciler.store.registry.retry import RetryPolicy
 from reconciler.store.registry.transport import RegistryOptions
@@ -33,8 +34,16 @@ class Stores:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         on_response: Callable[[str, str, int], None] | None = None,
+        on_budget: BudgetEvents | None = None,
     ) -> None:
-        self.registries = Registries(options, env, timeout, retry, on_response)
+        # Request budgets per registry host, for the process (registry/budget.py); the server's
+        # budget counts as low under the concurrency: that many requests may be in flight.
+        self.budgets = Budgets(
+            cap=(retry or RetryPolicy()).cap, low_water=concurrency, events=on_budget
+        )
+        self.registries = Registries(
+            options, env, timeout, retry, on_response, budgets=self.budgets
+        )
         self.retry = self.registries.retry
         self._concurrency = concurrency
         self._slots: dict[Location, asyncio.Semaphore] = {}

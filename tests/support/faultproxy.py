@@ -9,12 +9,17 @@ Faults act on the request (answer it without forwarding, rewrite its query) or o
 (cut the connection mid-body with a reset, truncate the body, flip a byte, drop a header, swap
 the body, redirect elsewhere, make `Location` relative). `rate` throttles bodies in both
 directions so that transfers last long enough to be interrupted.
+
+Two options act on every answer: `headers` are added to each, and a `quota` (a server's request
+budget: `limit` requests a `window`) counts requests down, says what is left in RateLimit
+headers, and answers 429 to the requests over it until the window ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import math
 import re
 import socket
 import struct
@@ -58,6 +63,51 @@ class Seen:
     client: tuple[str, int]  # the client's address: one connection, one client process
 
 
+@dataclass
+class Quota:
+    """A server's request budget: `limit` requests in a window of `window` seconds, the window
+    starting at the first request after the last one ended. `style` "ietf" answers
+    `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`; "docker" as Docker Hub does,
+    `ratelimit-limit: 100;w=21600` and `ratelimit-remaining: 76;w=21600`, and no reset; "none"
+    says nothing until it refuses (429 with Retry-After), as a registry without the headers."""
+
+    limit: int
+    window: float
+    style: str = "ietf"
+    started: float | None = None
+    used: int = 0
+    refused: int = 0
+
+    def take(self, now: float) -> tuple[bool, dict[str, str]]:
+        """Count one request: whether it is within the budget, and the headers that say so."""
+        if self.started is None or now >= self.started + self.window:
+            self.started, self.used = now, 0
+        allowed = self.used < self.limit
+        if allowed:
+            self.used += 1
+        else:
+            self.refused += 1
+        left = self.limit - self.used
+        reset = math.ceil(self.started + self.window - now)  # never earlier than it is
+        if self.style == "none":
+            headers = {}
+        elif self.style == "docker":
+            w = int(self.window)
+            headers = {
+                "ratelimit-limit": f"{self.limit};w={w}",
+                "ratelimit-remaining": f"{left};w={w}",
+            }
+        else:
+            headers = {
+                "RateLimit-Limit": str(self.limit),
+                "RateLimit-Remaining": str(left),
+                "RateLimit-Reset": str(reset),
+            }
+        if not allowed:
+            headers["Retry-After"] = str(reset)
+        return allowed, headers
+
+
 KINDS = {
     "status",  # answer with `status`, `headers`, `body`; the registry never sees the request
     "reset",  # forward, send headers and `after` body bytes, then reset the connection
@@ -77,7 +127,10 @@ class FaultProxy:
         self.rate = rate  # bytes per second for bodies, None: as fast as possible
         self.faults: list[Fault] = []
         self.seen: list[Seen] = []
+        self.headers: dict[str, str] = {}  # added to every answer
+        self.quota: Quota | None = None
         self._lock = threading.Lock()
+        self._answer = threading.local()  # this request's extra answer headers (per thread)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -130,7 +183,11 @@ class FaultProxy:
         return None
 
     def _record(
-        self, handler: BaseHTTPRequestHandler, status: int, fault: Fault | None, arrived: float
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        fault: Fault | str | None,
+        arrived: float,
     ) -> None:
         with self._lock:
             self.seen.append(
@@ -138,7 +195,7 @@ class FaultProxy:
                     handler.command,
                     handler.path,
                     status,
-                    fault.kind if fault else None,
+                    fault.kind if isinstance(fault, Fault) else fault,
                     dict(handler.headers.items()),
                     time.monotonic(),
                     arrived,
@@ -175,6 +232,17 @@ class FaultProxy:
         arrived = time.monotonic()
         method, path = handler.command, handler.path
         body = self._read_body(handler)
+        extra = dict(self.headers)
+        if self.quota is not None:
+            with self._lock:
+                allowed, said = self.quota.take(arrived)
+            extra.update(said)
+            if not allowed:
+                self._answer.headers = extra
+                self._record(handler, 429, "quota", arrived)
+                headers = {"Content-Length": "0"}
+                return self._send(handler, 429, headers, b"", head=True)
+        self._answer.headers = extra
         fault = self._pick(method, path)
         if fault is not None and fault.kind == "status":
             self._record(handler, fault.status, fault, arrived)
@@ -263,7 +331,7 @@ class FaultProxy:
         head: bool,
     ) -> None:
         handler.send_response_only(status)
-        for name, value in headers.items():
+        for name, value in {**headers, **getattr(self._answer, "headers", {})}.items():
             handler.send_header(name, value)
         handler.end_headers()
         if not head:

@@ -53,6 +53,32 @@ is never a fallback from HTTPS to HTTP.
 most 5 hops, relative `Location` resolved; never from HTTPS to HTTP; `Authorization` dropped as
 soon as a hop leaves the registry's origin. Upload `Location`s keep their query strings.
 
+**Request budgets (`reconciler/store/registry/budget.py`).**
+`registries.<host>.requests_per_second` and `burst` give a host a token bucket of ours, one per
+process, shared by every spec and every daemon pass: it starts with `burst` tokens and refills at
+the rate. Every request that goes on the wire takes a token first: retries do, each hop of a
+redirect does (against the hop's host, when that host has a budget), and so do token requests
+(against the realm's host: a realm on the registry's own host shares its budget). Waiting requests
+queue first come, first served, woken by a timer; they wait before httpx's connection pool, so a
+waiting request holds no connection. They do hold the spec's concurrency slot of that host
+(`concurrency`): whoever waits for the slot would next queue for the same host's budget, behind
+them. Taking the budget before the slot instead would spend tokens on requests that then wait for a
+slot, and send them in bursts above the rate. Whatever the settings, every answer's
+`RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers are read (the IETF draft's,
+and Docker Hub's `ratelimit-limit: 100;w=21600` style; malformed ones are ignored, in a debug
+line). While the remainder is under a tenth of the limit, or under `concurrency`, the remaining
+requests are spread over the rest of the window (when that puts at most `retry_max_delay` between
+two requests; a reset further out is out of reach anyway), so the client slows before it reaches
+zero; at zero it waits for the reset, and a reset further than `retry_max_delay` away fails the
+spec at once, naming the host and the wait. The window follows the latest answer, less the requests
+still in flight. Without `RateLimit-Reset`, the window is assumed to end a whole window (`w=`)
+after the answer; without either, a spent budget lets one request at a time ask again. Once a
+window has reset, the next starts from the limit, less what is in flight, so requests that waited
+for the reset do not all go at once. The daemon shows a spec whose request has waited over 0.5 s as
+`"waiting": "request budget of <host>"` on `/status`, and counts
+`reconciler_registry_budget_wait_seconds`, `reconciler_registry_ratelimit_remaining` and
+`reconciler_pass_requests` by host; `apply -v` logs each such wait.
+
 **Limits.** Manifests and indexes: 4 MiB. Token and error bodies: 1 MiB. Spec files: 1 MiB,
 64 levels of nesting, 100,000 YAML nodes after aliases. Layers inflated to compute a diff_id:
 `max_uncompressed` (64 GiB). Streamed blobs must match their size and digest; the last chunk is

@@ -12,10 +12,14 @@
   a hop leaves the origin it was meant for.
 - A connection refused by a host that has not answered once in this process is marked
   `first_contact_refused`: the retry policy of a one-shot command gives up on it early.
+- Every request that goes on the wire (retries, redirect hops and token requests included)
+  first waits for its host's turn in the request budget (budget.py), and every answer's
+  RateLimit headers go back to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
@@ -44,6 +48,7 @@ from reconciler.store.registry.auth import (
     netloc,
     scopes_for,
 )
+from reconciler.store.registry.budget import Budgets
 from reconciler.store.registry.retry import RetryPolicy, parse_retry_after
 from reconciler.store.registry.transport import RegistryOptions, TransportPolicy, policy_for
 
@@ -70,6 +75,7 @@ class HttpTransport:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         on_response: Callable[[str, str, int], None] | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self._options = dict(options or {})
         # Told (host, method, status) of every answer; status 0 for a transport failure.
@@ -80,6 +86,12 @@ class HttpTransport:
         self._pools: dict[tuple[str, Path | None, str], httpx.AsyncClient] = {}
         self._auth: dict[str, HostAuth] = {}
         self._answered: set[str] = set()  # host[:port] of every origin that answered once
+        self.budgets = budgets or Budgets(cap=self.retry.cap)
+        for host, entry in self._options.items():
+            if entry.requests_per_second is not None:
+                # Keyed by the host requests go to (Docker Hub's API host for docker.io).
+                api = netloc(httpx.URL(self.policy(host).base_url))
+                self.budgets.limit(api, entry.requests_per_second, entry.burst)
 
     def policy(self, host: str) -> TransportPolicy:
         return policy_for(host, self._options.get(host))
@@ -207,14 +219,22 @@ class HttpTransport:
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             pool = self._pool(url)
             request = pool.build_request(method, url, headers=headers, content=content)
+            # The budget before the pool: a request waiting for its turn holds no connection.
+            ticket = await self.budgets.take(netloc(url), method, log_safe(url))
             try:
                 response = await pool.send(request, stream=stream)
             except httpx.HTTPError as exc:
+                self.budgets.answered(netloc(url), ticket, None)
                 if self._on_response is not None:
                     self._on_response(netloc(url), method, 0)
                 raise self._transport_error(exc, method, url) from exc
+            except asyncio.CancelledError:
+                self.budgets.answered(netloc(url), ticket, None)
+                raise
+            self.budgets.answered(netloc(url), ticket, response.headers)
             self._answered.add(netloc(url))
-            log.debug("%s %s -> %s", method, log_safe(url), response.status_code)
+            if log.isEnabledFor(logging.DEBUG):  # not a URL's text per request for nothing
+                log.debug("%s %s -> %s", method, log_safe(url), response.status_code)
             if self._on_response is not None:
                 self._on_response(netloc(url), method, response.status_code)
             location = response.headers.get("Location")

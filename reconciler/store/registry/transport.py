@@ -22,6 +22,10 @@ class RegistryOptions:
     ca_file: Path | None = None
     # Upload blobs in PATCH chunks of this many bytes (for proxies that cap request bodies).
     chunk_size: int | None = None
+    # Our request budget for the host (budget.py): requests a second, and how many may go at
+    # once after a quiet spell. None: no budget of ours (the server's RateLimit still counts).
+    requests_per_second: float | None = None
+    burst: int | None = None
 
 
 @dataclass(frozen=True)
