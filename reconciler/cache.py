@@ -2,7 +2,8 @@
 
 Manifests, indexes and configs are stored as their exact bytes (re-verified on every read, so a
 corrupt entry is a miss, never a wrong answer). Layer facts (size, compression, diff_id) are
-small JSON records. Every write goes to a temporary file and is renamed into place, so
+small JSON records. Facts (a signature verified, a target signed) are empty files named by the
+digest of what they depend on. Every write goes to a temporary file and is renamed into place, so
 concurrent runs and killed runs never leave a half-written entry.
 """
 
@@ -69,6 +70,16 @@ class ContentCache:
             "diffID": str(facts.diff_id) if facts.diff_id else None,
         }
         self._write(self._path("layers", digest, ".json"), json.dumps(record).encode())
+
+    def has_fact(self, kind: str, key: str) -> bool:
+        """Whether a fact (a verified signature, a signed target) was recorded: `key` is a hex
+        digest of everything the fact depends on, so a recorded one never goes stale."""
+        return (self.root / "facts" / kind / key).is_file()
+
+    def put_fact(self, kind: str, key: str) -> None:
+        if not key.isalnum():
+            raise ValueError(f"fact key {key!r} is not a hex digest")
+        self._write(self.root / "facts" / kind / key, b"")
 
     def _write(self, path: Path, data: bytes) -> None:
         write_atomic(path, data)

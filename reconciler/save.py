@@ -22,7 +22,7 @@ import json
 import platform as host_platform
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,14 +164,22 @@ class ArchiveWriter:
         assert blob.source is not None  # noqa: S101 - checked in _chunks' terms
         return await self.stores.reader(blob.source).get_blob(blob.digest, CONFIG_SIZE_LIMIT)
 
-    async def save(self, desired: DesiredImage, output: Path, options: SaveOptions) -> SaveResult:
+    async def save(
+        self,
+        desired: DesiredImage,
+        output: Path,
+        options: SaveOptions,
+        beside: Sequence[tuple[str, DesiredImage]] = (),
+    ) -> SaveResult:
+        """Write the archive; `beside` are artifacts stored in its layout under their tags
+        (carried signatures and attestations, the referrers fallback index)."""
         chosen = pick_manifest(desired, options.platform)
         config_blob = chosen.blobs[0]
         config = json.loads(await self._config(config_blob))
         refs = _repo_tags(desired, options.tags)
         with AtomicFile(output.parent, output.name) as out:
             tar = TarStream(out.handle)
-            blobs = await self._write_layout(tar, desired, refs)
+            blobs = await self._write_layout(tar, desired, refs, beside)
             out.handle.flush()
             self._write_docker_part(tar, chosen, config, refs, options, out.temporary)
             tar.close()
@@ -181,14 +189,26 @@ class ArchiveWriter:
         )
 
     async def _write_layout(
-        self, tar: TarStream, desired: DesiredImage, refs: tuple[Reference, ...]
+        self,
+        tar: TarStream,
+        desired: DesiredImage,
+        refs: tuple[Reference, ...],
+        beside: Sequence[tuple[str, DesiredImage]] = (),
     ) -> int:
         tar.add_bytes("oci-layout", LAYOUT)
-        parts = image_parts(desired)
-        for blob in parts.blobs:
-            await tar.add_stream(_blob_name(str(blob.digest)), blob.size, self._chunks(blob))
-        for document in parts.documents:
-            tar.add_bytes(_blob_name(str(document.digest)), document.raw)
+        written: set[str] = set()
+        for image in (desired, *(artifact for _tag, artifact in beside)):
+            parts = image_parts(image)
+            for blob in parts.blobs:
+                name = _blob_name(str(blob.digest))
+                if name not in written:
+                    written.add(name)
+                    await tar.add_stream(name, blob.size, self._chunks(blob))
+            for document in parts.documents:
+                name = _blob_name(str(document.digest))
+                if name not in written:
+                    written.add(name)
+                    tar.add_bytes(name, document.raw)
         root = desired.root
         index = {
             "schemaVersion": 2,
@@ -204,10 +224,19 @@ class ArchiveWriter:
                     },
                 }
                 for ref in refs
+            ]
+            + [
+                {
+                    "mediaType": artifact.root.media_type,
+                    "digest": str(artifact.root.digest),
+                    "size": len(artifact.root.raw),
+                    "annotations": {"org.opencontainers.image.ref.name": tag},
+                }
+                for tag, artifact in beside
             ],
         }
         tar.add_bytes("index.json", _json(index))
-        return len(parts.blobs) + len(parts.documents)
+        return len(written)
 
     def _write_docker_part(
         self,

@@ -399,6 +399,24 @@ class ImageParts:
         return children if self.index is None else (*children, self.index)
 
 
+def artifact_image(
+    name: str,
+    root: ManifestDocument | IndexDocument,
+    target: Address | None,
+    blobs: Sequence[DesiredBlob] = (),
+    children: Sequence[DesiredManifest] = (),
+) -> DesiredImage:
+    """An artifact pushed beside an image under a tag of its own (a cosign `.sig` manifest over
+    its blobs, or a referrers index over its referrer manifests), planned as an image is;
+    `target` None for an archive, which names it by tag alone."""
+    targets = (target,) if target is not None else ()
+    if isinstance(root, ManifestDocument):
+        return DesiredImage(
+            name, root, (DesiredManifest(root, None, tuple(blobs)),), targets, False
+        )
+    return DesiredImage(name, root, tuple(children), targets, False)
+
+
 def image_parts(desired: DesiredImage, present: frozenset[Digest] = frozenset()) -> ImageParts:
     """The parts a sink lacks, given the digests it holds. A manifest it holds vouches for its
     blobs (a store accepts a manifest only over its blobs); its blobs are left out with it.

@@ -13,6 +13,7 @@ from packaging.version import InvalidVersion, Version
 from reconciler.oci.location import Address, parse_target, render_template
 from reconciler.oci.reference import TAG_PATTERN
 from reconciler.spec import LoadedSpec, TagSelection
+from reconciler.trust.artifacts import is_artifact_tag
 
 
 def select_tags(tags: Iterable[str], selection: TagSelection) -> tuple[str, ...]:
@@ -25,8 +26,8 @@ def select_tags(tags: Iterable[str], selection: TagSelection) -> tuple[str, ...]
     ) == "semver"
     found: list[tuple[Version | None, str]] = []
     for tag in set(tags):
-        if not TAG_PATTERN.fullmatch(tag):
-            continue  # not a tag a reference can name (a registry may list anything)
+        if not TAG_PATTERN.fullmatch(tag) or is_artifact_tag(tag):
+            continue  # not a tag a reference can name, or a signature's or referrers' tag
         text = tag
         if pattern is not None:
             match = pattern.fullmatch(tag)

@@ -1,0 +1,301 @@
+"""Verify what a spec consumes before anything is built from it (the trust policy).
+
+The policy has the shape of containers-policy.json(5): per registry or repository scope,
+`insecureAcceptAnything`, `reject` or `sigstoreSigned` (a cosign key and a signed identity).
+The base, and every layer whose source `image` a spec names, is checked at the exact digest the
+build uses: its cosign signatures are read from the `sha256-<hex>.sig` tag beside it (in a
+registry, an OCI layout or an archive alike) and one must verify with a key of the policy,
+over a payload that names that digest and an identity the rule accepts. A layer given by
+digest alone is checked against its repository's scope too: `reject` refuses it, and a scope
+that asks for signatures needs the `image` it comes from. A source that fails fails its spec,
+naming the image, the scope and why; nothing of that spec is pushed.
+
+The settings' policy is the operator's floor: a spec's own `trust:` adds requirements to it
+and never takes any away.
+
+A digest's verdict never changes for the same keys and rule, so an accepted one is cached in
+the state directory by digest and key: a no-op whose sources did not move sends no signature
+request at all. Refusals are not cached (a signature may be added later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reconciler.cache import ContentCache
+from reconciler.errors import NotFoundError, ReconcilerError, TrustError
+from reconciler.memo import Memo
+from reconciler.model.sources import ResolvedBase, ResolvedLayer
+from reconciler.oci.digest import Digest
+from reconciler.oci.document import IndexDocument, ManifestDocument
+from reconciler.oci.location import Address, Location
+from reconciler.resolve import Resolver
+from reconciler.spec import LoadedSpec
+from reconciler.store.open import Stores
+from reconciler.trust.artifacts import (
+    SIG_SUFFIX,
+    SignatureEntry,
+    read_signature_manifest,
+    tag_for,
+)
+from reconciler.trust.config import PolicySource
+from reconciler.trust.policy import (
+    ExactReference,
+    ExactRepository,
+    InsecureAcceptAnything,
+    Reject,
+    Requirement,
+    SignedBy,
+    SigstoreSigned,
+    keys_of,
+)
+from reconciler.trust.simplesigning import MAX_PAYLOAD
+from reconciler.trust.verify import ImageIdentity, Verdict, cache_key, verify
+
+if TYPE_CHECKING:  # keys load cryptography: only when a key is read
+    from reconciler.trust.keys import PublicKey
+
+# A `.sig` manifest may carry many signers; the newest this many are read.
+MAX_SIGNATURES = 64
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One image a spec consumes, at the digest the build uses."""
+
+    where: str  # "specs/a.yaml:3: spec.base"
+    location: Location
+    reference: Address | None  # as written (tag or digest); None for a local store's image
+    digest: Digest
+
+
+class Verifier:
+    """One per run; verdicts are shared across specs (memo) and runs (cache)."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        cache: ContentCache,
+        resolver: Resolver,
+        default: PolicySource | ReconcilerError | None,
+    ) -> None:
+        self.stores = stores
+        self.cache = cache
+        self.resolver = resolver
+        self.default = default
+        self._memo = Memo()
+        self._keys: dict[tuple[int, Path], tuple[PublicKey, ...]] = {}  # by requirement
+
+    def policies_for(self, spec: LoadedSpec) -> list[PolicySource]:
+        """The settings' policy (whose failure to load fails the spec), and the spec's own."""
+        if isinstance(self.default, ReconcilerError):
+            raise TrustError(str(self.default))
+        out = [self.default] if self.default is not None else []
+        if spec.body.trust is not None:
+            where = f"{spec.location(('trust',))}"
+            out.append(PolicySource(spec.body.trust, Path(spec.file).parent, where))
+        return out
+
+    async def verify_sources(
+        self, spec: LoadedSpec, base: ResolvedBase | None, layers: Sequence[ResolvedLayer]
+    ) -> None:
+        """Raise TrustError when the base or a layer is not trusted by every policy."""
+        for source in self.policies_for(spec):
+            subjects: list[Subject] = []
+            if base is not None:
+                subjects.append(self._base_subject(spec, base))
+            for index, layer in enumerate(layers):
+                if layer.spec.image is not None:
+                    subjects.append(await self._layer_subject(spec, index, layer))
+                elif layer.source is not None:
+                    self._check_bare_layer(source, spec, index, layer)
+            await asyncio.gather(*(self._check(source, s) for s in subjects))
+
+    def _base_subject(self, spec: LoadedSpec, base: ResolvedBase) -> Subject:
+        address = spec.base_address()
+        assert address is not None  # noqa: S101 - a resolved base has an address
+        where = str(spec.location(("base",)))
+        if not address.location.is_registry:
+            # A local image has no registry scope, and the name an archive records for itself
+            # is the archive's claim: only identity rules that name what they want can hold.
+            return Subject(where, base.source, None, base.root.digest)
+        return Subject(where, base.source, address, base.root.digest)
+
+    async def _layer_subject(self, spec: LoadedSpec, index: int, layer: ResolvedLayer) -> Subject:
+        """A layer's named source image, resolved; the layer must be one of its layers."""
+        reference = layer.spec.image
+        assert reference is not None  # noqa: S101 - the caller checked
+        where = str(spec.location(("layers", index, "image")))
+        address = Address.of(reference)
+        try:
+            digest = address.digest
+            if digest is None:
+                digest = (await self.resolver.resolve_tag(address)).digest
+            holds = await self._holds_layer(address.location, digest, layer.digest)
+        except ReconcilerError as exc:
+            raise TrustError(f"{where}: image {reference}: {exc}") from exc
+        if not holds:
+            raise TrustError(f"{where}: image {reference} has no layer {layer.digest}")
+        return Subject(where, address.location, address, digest)
+
+    def _check_bare_layer(
+        self, source: PolicySource, spec: LoadedSpec, index: int, layer: ResolvedLayer
+    ) -> None:
+        """A layer named by digest alone: its repository's scope must not refuse it, nor ask
+        for signatures a blob cannot carry."""
+        assert layer.source is not None  # noqa: S101 - the caller checked
+        reference = layer.source
+        scope, requirements = source.policy.requirements_for(
+            reference.registry, reference.repository, None
+        )
+        where = spec.location(("layers", index))
+        if any(isinstance(r, Reject) for r in requirements):
+            raise TrustError(
+                f"{where}: layer {reference} is rejected by the trust policy "
+                f"({source.origin}, scope {scope})"
+            )
+        if not all(isinstance(r, InsecureAcceptAnything) for r in requirements):
+            raise TrustError(
+                f"{where}: the trust policy ({source.origin}, scope {scope}) asks for "
+                f"signatures on {reference.registry}/{reference.repository}, and a blob has "
+                "none: name the signed image the layer comes from (layers[].image)"
+            )
+
+    async def _holds_layer(self, location: Location, digest: Digest, layer: Digest) -> bool:
+        document = await self.resolver.fetch_document(location, digest)
+        manifests: list[ManifestDocument] = []
+        if isinstance(document, IndexDocument):
+            for entry in document.index.manifests:
+                child = await self.resolver.fetch_document(location, entry.digest)
+                if isinstance(child, ManifestDocument):
+                    manifests.append(child)
+        else:
+            manifests.append(document)
+        return any(layer in {d.digest for d in m.manifest.layers} for m in manifests)
+
+    def _scope(self, source: PolicySource, subject: Subject) -> tuple[str, tuple[Requirement, ...]]:
+        if subject.reference is None:  # a local store: only the policy's default applies
+            return "default", tuple(source.policy.default)
+        location = subject.reference.location
+        return source.policy.requirements_for(
+            location.authority, location.repository, subject.reference.tag, subject.digest
+        )
+
+    async def _check(self, source: PolicySource, subject: Subject) -> None:
+        scope, requirements = self._scope(source, subject)
+        shown = self._shown(subject)
+        if any(isinstance(r, Reject) for r in requirements):
+            raise TrustError(
+                f"{subject.where}: {shown} is rejected by the trust policy "
+                f"({source.origin}, scope {scope})"
+            )
+        if all(isinstance(r, InsecureAcceptAnything) for r in requirements):
+            return
+        keys = {
+            id(r): self._keys_of(r, source.directory, source.origin)
+            for r in requirements
+            if isinstance(r, (SigstoreSigned, SignedBy))
+        }
+
+        def keys_for(requirement: SigstoreSigned) -> tuple[PublicKey, ...]:
+            return keys[id(requirement)]
+
+        identity = self._identity(subject)
+        if identity is None and all(
+            isinstance(r.identity, (ExactReference, ExactRepository))
+            for r in requirements
+            if isinstance(r, (SigstoreSigned, SignedBy))
+        ):
+            # A local image: rules that name the identity they want need none of the image's
+            # own (this placeholder is never compared).
+            identity = ImageIdentity("localhost", "local-image", None)
+        if identity is None:
+            raise TrustError(
+                f"{subject.where}: {shown}: the policy ({source.origin}, scope {scope}) asks "
+                "for a signature, and a local image has no registry name to match a signed "
+                "identity against: use signedIdentity exactRepository or exactReference"
+            )
+        key = cache_key(subject.digest, requirements, image=identity, keys_for=keys_for)
+        fact = hashlib.sha256(key.encode()).hexdigest()
+        if self.cache.has_fact("verified", fact):
+            return
+
+        async def check() -> Verdict:
+            signatures, problems = await self._signatures(subject)
+            verdict = verify(requirements, scope, identity, subject.digest, signatures, keys_for)
+            if verdict.accepted:
+                self.cache.put_fact("verified", fact)
+            elif problems:
+                skipped = "; ".join(problems[:3])
+                return Verdict(False, f"{verdict.reason} (malformed signatures skipped: {skipped})")
+            return verdict
+
+        # Shared by every spec asking the same question this run; each names itself.
+        verdict = await self._memo.get(("verify", subject.location, subject.digest, fact), check)
+        if not verdict.accepted:
+            raise TrustError(
+                f"{subject.where}: {shown} is not trusted ({source.origin}, scope "
+                f"{scope}): {verdict.reason}"
+            )
+
+    def _keys_of(
+        self, requirement: SigstoreSigned | SignedBy, directory: Path, origin: str
+    ) -> tuple[PublicKey, ...]:
+        known = self._keys.get((id(requirement), directory))
+        if known is None:
+            known = keys_of(requirement, directory, origin)
+            self._keys[(id(requirement), directory)] = known
+        return known
+
+    @staticmethod
+    def _identity(subject: Subject) -> ImageIdentity | None:
+        """The registry name the signed identity is matched against."""
+        if subject.reference is None:
+            return None
+        location = subject.reference.location
+        return ImageIdentity(location.authority, location.repository, subject.reference.tag)
+
+    @staticmethod
+    def _shown(subject: Subject) -> str:
+        if subject.reference is None:
+            return f"{subject.location}@{subject.digest.short}"
+        if subject.reference.digest is not None:
+            return str(subject.reference)
+        return f"{subject.reference}@{subject.digest.short}"
+
+    async def _signatures(
+        self, subject: Subject
+    ) -> tuple[list[tuple[bytes, SignatureEntry]], tuple[str, ...]]:
+        """The (payload, entry) pairs of the subject's `.sig` manifest, the newest first read,
+        and why malformed layers were skipped; none when it has no `.sig` tag."""
+        reader = self.stores.reader(subject.location)
+        tag = tag_for(subject.digest, SIG_SUFFIX)
+        what = f"signature manifest {subject.location}:{tag}"
+        try:
+            async with self.stores.slot(subject.location):
+                document = await reader.get_manifest(tag)
+        except NotFoundError:
+            return [], ()
+        entries, malformed = read_signature_manifest(document.raw, what)
+        problems = list(malformed)
+        readable = []
+        for entry in entries[-MAX_SIGNATURES:]:
+            if entry.payload_size > MAX_PAYLOAD:
+                problems.append(
+                    f"{what}: a payload of {entry.payload_size} bytes is over the "
+                    f"{MAX_PAYLOAD}-byte limit"
+                )
+            else:
+                readable.append(entry)
+
+        async def payload(entry: SignatureEntry) -> tuple[bytes, SignatureEntry]:
+            async with self.stores.slot(subject.location):
+                data = await reader.get_blob(entry.payload_digest, MAX_PAYLOAD)
+            return data, entry
+
+        return list(await asyncio.gather(*(payload(e) for e in readable))), tuple(problems)
