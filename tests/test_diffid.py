@@ -82,3 +82,21 @@ def test_decompression_bomb_is_bounded() -> None:
 def test_zstd_needs_a_declared_diff_id() -> None:
     with pytest.raises(VerificationError, match="diffID"):
         DiffIdComputer(Compression.ZSTD)
+
+
+@pytest.mark.parametrize("compression", [Compression.GZIP, Compression.NONE])
+def test_slices_hashed_beside_inflation_stay_in_order(compression: Compression) -> None:
+    """Megabyte slices go to the hashing thread, small ones are hashed inline; mixed, in
+    stream order, over several gzip members, the digest is that of the whole tar."""
+    tar = tar_of(
+        b"".join(os.urandom(1000) + bytes(i % 251 for i in range(3000)) * 20 for _ in range(90))
+    )
+    assert len(tar) > 5 * 1024 * 1024
+    expected = "sha256:" + hashlib.sha256(tar).hexdigest()
+    if compression is Compression.GZIP:
+        cut = len(tar) // 3
+        blob = gzip.compress(tar[:cut], mtime=0) + gzip.compress(tar[cut:], mtime=0)
+    else:
+        blob = tar
+    for step in (1024 * 1024, 5_000, len(blob)):
+        assert feed_all(DiffIdComputer(compression), blob, step) == expected

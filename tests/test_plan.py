@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 from reconciler.model.desired import build_desired
-from reconciler.model.plan import BlobMethod, build_plan
+from reconciler.model.observed import BlobHolder, ObservedImage, ObservedTag, Presence
+from reconciler.model.plan import BlobMethod, SpecPlan, build_plan
+from reconciler.model.report import RunReport, SpecReport
+from reconciler.model.state import SpecState
 from reconciler.oci.digest import Digest
 from reconciler.oci.location import Address, registry_location
 from reconciler.oci.reference import Reference
+from reconciler.render import render_text
 from tests.factories import digest, make_base, make_image, make_layer, make_observed, make_spec
 
 
@@ -87,3 +91,51 @@ def test_each_destination_is_planned_on_its_own() -> None:
         "other.io",
     }
     assert Address.of(Reference.parse("r.io/team/app:1")) in desired.targets
+
+
+def test_a_known_holder_turns_a_copy_into_a_mount_from_it() -> None:
+    _, desired = desired_two_targets()
+    dest = registry_location("r.io", "team/app")
+    holder = registry_location("r.io", "team/other")
+    vendor = Digest.parse(digest(7))  # from another registry: a copy, unless a holder is known
+    observed = ObservedImage(
+        tuple(ObservedTag(t, None) for t in desired.targets),
+        (Presence(dest, frozenset(), (BlobHolder(vendor, holder),)),),
+    )
+    plan = build_plan(desired, observed)
+    (action,) = [a for a in plan.blobs if a.blob.digest == vendor]
+    assert (action.method, action.mount_from, action.source) == (
+        BlobMethod.MOUNT,
+        holder,
+        registry_location("l.io", "vendor/runtime"),  # what a refused mount copies from
+    )
+    assert plan.bytes_to_push == sum(a.blob.size for a in plan.blobs if a.blob.role == "config")
+    (line,) = [x for x in render_text(report_of(plan)).splitlines() if str(vendor) in x]
+    assert "mount-from team/other" in line
+    # Its own source, in the same registry, is where a base layer mounts from.
+    (base_layer,) = [a for a in plan.blobs if str(a.blob.digest) == digest(1)]
+    assert base_layer.mount_from == base_layer.source
+
+
+def test_the_root_goes_up_with_its_first_tag_per_repository() -> None:
+    _, desired = desired_two_targets()
+    dest = registry_location("r.io", "team/app")
+    observed = make_observed(tuple((t, None) for t in desired.targets), ((dest, frozenset()),))
+    plan = build_plan(desired, observed)
+    first = desired.targets[0]
+    assert [(m.is_index, m.via_tag) for m in plan.manifests] == [
+        (False, None),
+        (False, None),
+        (True, first),  # the index: PUT by tag r.io/team/app:1 only, after its children
+    ]
+    # A tag in sync elsewhere is not the carrier: only tags that move carry the root.
+    old = Digest.parse(digest(999))
+    observed = make_observed(
+        ((first, desired.root.digest), (desired.targets[1], old)), ((dest, frozenset()),)
+    )
+    (index,) = [m for m in build_plan(desired, observed).manifests if m.is_index]
+    assert index.via_tag == desired.targets[1]
+
+
+def report_of(plan: SpecPlan) -> RunReport:
+    return RunReport((SpecReport("app.yaml", SpecState.OUT_OF_SYNC, "app", plan=plan),), False)

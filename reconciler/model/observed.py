@@ -17,11 +17,27 @@ class ObservedTag:
 
 
 @dataclass(frozen=True)
+class BlobHolder:
+    """Another repository of the destination's registry that holds (or was last seen holding)
+    a blob, so that the registry can mount it from there: the blob was not asked about here.
+    `pending`: that repository asked first and holds none yet; the run sends it there first."""
+
+    digest: Digest
+    location: Location
+    pending: bool = False
+
+
+@dataclass(frozen=True)
 class Presence:
-    """Of the desired manifests and blobs, those a destination already holds."""
+    """Of the desired manifests and blobs, those a destination already holds; for blobs not
+    asked about, where the registry can mount them from."""
 
     destination: Location
     digests: frozenset[Digest]
+    holders: tuple[BlobHolder, ...] = ()
+
+    def holder_of(self, digest: Digest) -> BlobHolder | None:
+        return next((h for h in self.holders if h.digest == digest), None)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,18 @@
 Decompression is bounded twice: output is pulled in slices of at most `SLICE` bytes, so a
 small, highly compressed input never balloons in memory, and the total is capped by
 `max_size` so a decompression bomb ends with a clear error.
+
+Inflating and hashing overlap: each slice's sha256 runs on a hashing thread while the next
+slice is inflated (zlib and hashlib both let go of the GIL), one slice in flight at most, in
+order, so that with a core to spare the pass is bound by inflate alone rather than by
+inflate plus sha256 (a third more; the bench's diffid baselines show both). Small slices are
+hashed inline: a thread hand-off costs more than they do.
 """
 
 from __future__ import annotations
 
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from reconciler.errors import VerificationError
 from reconciler.oci.digest import Digest, Hasher
@@ -15,6 +22,10 @@ from reconciler.oci.mediatypes import Compression
 
 SLICE = 1024 * 1024
 DEFAULT_MAX_UNCOMPRESSED = 64 * 1024**3
+_THREADED_MIN = 64 * 1024  # smaller slices are hashed inline
+# Shared by every computer; each has at most one slice in it, so a few threads serve several
+# concurrent layer passes (a pass whose slice waits for a thread is only as slow as before).
+_HASHING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="diffid-sha256")
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -43,16 +54,28 @@ class DiffIdComputer:
         self.compression = compression
         self.max_size = max_size
         self._hasher = Hasher()
+        self._size = 0
+        self._hashing: Future[None] | None = None  # the slice being hashed, if any
         self._inflater = zlib.decompressobj(31) if compression is Compression.GZIP else None
         self._between_members = False
 
     def _emit(self, data: bytes) -> None:
-        self._hasher.update(data)
-        if self._hasher.size > self.max_size:
+        self._size += len(data)
+        if self._size > self.max_size:
             raise VerificationError(
                 f"layer decompresses to more than {self.max_size} bytes (setting "
                 "max_uncompressed); refused as a possible decompression bomb"
             )
+        self._wait_for_hashing()  # in order: the previous slice first
+        if len(data) >= _THREADED_MIN:
+            self._hashing = _HASHING.submit(self._hasher.update, data)
+        elif data:
+            self._hasher.update(data)
+
+    def _wait_for_hashing(self) -> None:
+        if self._hashing is not None:
+            hashing, self._hashing = self._hashing, None
+            hashing.result()
 
     def feed(self, chunk: bytes) -> None:
         if self._inflater is None:
@@ -85,4 +108,5 @@ class DiffIdComputer:
     def finish(self) -> Digest:
         if self._inflater is not None and not self._between_members:
             raise VerificationError("layer's gzip stream is truncated")
+        self._wait_for_hashing()
         return self._hasher.digest()
