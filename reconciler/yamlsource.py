@@ -131,8 +131,15 @@ class _Builder:
             raise self.error(node, path, f"invalid value: {problem}") from None
 
 
+# Every collection a document opens starts at one of these characters of its own: '[' or '{'
+# (flow), '-' (a block sequence's entry), '?' or ':' (a key; a block or implicit mapping).
+_OPENERS = "[{-?:"
+
+
 def _check_depth(file: str, text: str) -> None:
     """Refuse deep nesting from the event stream, before PyYAML's composer recurses into it."""
+    if sum(text.count(opener) for opener in _OPENERS) <= DEPTH_LIMIT:
+        return  # too few openers to nest that deep: no need to parse the stream twice
     depth = 0
     try:
         for event in yaml.parse(text, Loader=_Loader):

@@ -36,10 +36,16 @@ class SpecReport:
     group: str | None = None  # a fan-out instance: the name of the spec it was expanded from
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RunReport:
     specs: tuple[SpecReport, ...]
     applied: bool
+
+    def __repr__(self) -> str:
+        # Short: asyncio.run builds the repr of its main task, result included, when it puts
+        # back the SIGINT handler; every spec's desired image and plan there was a string of
+        # about 20 KiB per spec, made at the end of each `apply` (the run's peak memory).
+        return f"RunReport({len(self.specs)} specs, applied={self.applied})"
 
     def count(self, state: SpecState) -> int:
         return sum(1 for s in self.specs if s.state is state)

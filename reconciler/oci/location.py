@@ -102,25 +102,24 @@ class Address:
         return string_value_schema(Address, lambda value: parse_target(value, Path()))
 
     def __str__(self) -> str:
-        reference = self.reference
-        if reference is not None:
-            return str(reference)
-        return str(self.location) + (f":{self.tag}" if self.tag else "")
+        # As str(self.reference) spells it, without building a Reference: targets are
+        # printed and compared as text many times per spec.
+        text = str(self.location) + (f":{self.tag}" if self.tag else "")
+        return text + f"@{self.digest}" if self.location.is_registry and self.digest else text
 
 
 def registry_location(host: str, repository: str) -> Location:
     return Location(Scheme.REGISTRY, host, repository)
 
 
+# By the text before the first ':' (a dict lookup: calling the enum on a registry host such as
+# "127.0.0.1" raises and catches a ValueError, which cost more than parsing the reference).
+_LOCAL_BY_PREFIX = {str(scheme): scheme for scheme in LOCAL_SCHEMES}
+
+
 def _scheme_of(value: str) -> Scheme | None:
     prefix, sep, _ = value.partition(":")
-    if not sep:
-        return None
-    try:
-        scheme = Scheme(prefix)
-    except ValueError:
-        return None
-    return scheme if scheme in LOCAL_SCHEMES else None
+    return _LOCAL_BY_PREFIX.get(prefix) if sep else None
 
 
 def is_local_reference(value: str) -> bool:

@@ -46,6 +46,7 @@ _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _IPV6 = r"\[[a-fA-F0-9:]+\]"
 _DOMAIN = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+)?")
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_SPACE = re.compile(r"\s")  # what str.isspace() calls whitespace (Unicode), in one C scan
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Reference:
             raise ReferenceError_(f"image reference must be a string, not {type(value).__name__}")
         if not value:
             raise ReferenceError_("invalid reference '': empty image reference")
-        if any(c.isspace() for c in value):
+        if _SPACE.search(value):
             raise ReferenceError_(f"invalid reference {value!r}: contains whitespace")
         if _IDENTIFIER.fullmatch(value):
             # ParseNormalizedNamed: "cannot specify 64-byte hexadecimal strings"; with a
