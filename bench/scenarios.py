@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import signal
 import socket
+import statistics
 import subprocess
 import time
 import zlib
@@ -14,16 +15,20 @@ from pathlib import Path
 
 from bench.fixtures import BuiltLayer, MiB, seed, spec_text
 from bench.harness import Bench, Row, Sample, layer_gets, mounts, run_process, uploads
+from bench.probe import FirstByteRelay
 
 Scenario = Callable[[Bench], None]
 SCENARIOS: dict[str, Scenario] = {}
+SLOW: set[str] = set()  # run only when asked for (--only NAME, or its own flag: --scale)
 
 
-def scenario(name: str) -> Callable[[Scenario], Scenario]:
+def scenario(name: str, slow: bool = False) -> Callable[[Scenario], Scenario]:
     """Register a scenario under `name`, the value of `--only`."""
 
     def register(function: Scenario) -> Scenario:
         SCENARIOS[name] = function
+        if slow:
+            SLOW.add(name)
         return function
 
     return register
@@ -43,22 +48,63 @@ def startup(bench: Bench) -> None:
 
     rc, sk = bench.alternate("process start: validate an empty directory", ours, theirs)
     assert sk is not None
-    rc.note = "Python: interpreter, pydantic models, httpx"
+    rc.note = "Python: interpreter, typer, pydantic, settings and spec models (no httpx, asyncio)"
     sk.note = "skopeo --version (a Go binary)"
+    first_request(bench)
 
 
-def cold_image(bench: Bench) -> tuple[str, int]:
-    """A/bench/cold:1: four layers of 50 MiB (5 MiB with --quick)."""
-    size = 5 * MiB if bench.quick else 50 * MiB
-    layout, _ = bench.layout("cold", [(size, f"cold{i}") for i in range(4)])
-    src = f"{bench.a.host}/bench/cold:1"
+def first_request(bench: Bench) -> None:
+    """Exec to first request, read off a relay in front of registry A (bench/probe.py): what
+    `diff` pays before it talks to a registry (imports, settings, specs), beside skopeo."""
+    noop_bases(bench, 1)
+    relay = FirstByteRelay(bench.a.host)
+    specs, state = bench.fresh("specs"), bench.fresh("state")
+    base, target = f"{relay.host}/noop/base-0:1", f"{relay.host}/startup/app:1"
+    text = spec_text("first", base, [target], "  baseAnnotations: false\n")
+    (specs / "first.yaml").write_text(text)
+    env = bench.rc_env(state, specs)
+    run_process(bench.rc("apply", str(specs)), env, bench.log)
+    walls: dict[str, list[float]] = {"reconciler": [], "skopeo": []}
+
+    def timed(tool: str, cmd: list[str], cmd_env: dict[str, str]) -> Sample:
+        relay.reset()
+        start = time.perf_counter()
+        sample = bench.measure([(cmd, cmd_env)])
+        assert relay.first is not None, f"{tool} sent no request"
+        walls[tool].append(sample.wall)
+        return Sample(relay.first - start, sample.rss_kib, sample.requests)
+
+    def ours(i: int) -> Sample:
+        return timed("reconciler", bench.rc("diff", str(specs)), env)
+
+    def theirs(i: int) -> Sample:
+        inspect = ["skopeo", "inspect", "--tls-verify=false", f"docker://{target}"]
+        return timed("skopeo", inspect, bench.sk_env(bench.fresh("home")))
+
+    try:
+        rc, sk = bench.alternate("exec to first request: diff of one spec in sync", ours, theirs)
+    finally:
+        relay.close()
+    assert sk is not None
+    rc.note = f"whole diff {statistics.median(walls['reconciler']):.2f} s; exit 0"
+    sk.note = f"skopeo inspect of the tag; whole run {statistics.median(walls['skopeo']):.2f} s"
+
+
+def cold_image(bench: Bench, mib: int = 50) -> tuple[str, int]:
+    """A/bench/cold:1: four layers of 50 MiB (A/bench/cold<mib>:1 for other sizes; 5 MiB
+    with --quick)."""
+    size = 5 * MiB if bench.quick else mib * MiB
+    name = "cold" if mib == 50 else f"cold{mib}"
+    layout, _ = bench.layout(name, [(size, f"{name}{i}") for i in range(4)])
+    src = f"{bench.a.host}/bench/{name}:1"
     bench.seed_once(layout, src)
     return src, size
 
 
-def mirror(bench: Bench, src: str, target: str) -> Sample:
-    """`reconciler apply` of one spec that mirrors `src` to `target`, from an empty state."""
-    specs, state = bench.fresh("specs"), bench.fresh("state")
+def mirror(bench: Bench, src: str, target: str, state: Path | None = None) -> Sample:
+    """`reconciler apply` of one spec that mirrors `src` to `target`, from an empty state
+    (or from `state`, a state directory kept across runs)."""
+    specs, state = bench.fresh("specs"), state or bench.fresh("state")
     text = spec_text("mirror", src, [target], "  baseAnnotations: false\n")
     (specs / "mirror.yaml").write_text(text)
     return bench.measure([(bench.rc("apply", str(specs)), bench.rc_env(state, specs))])
@@ -67,21 +113,24 @@ def mirror(bench: Bench, src: str, target: str) -> Sample:
 @scenario("cold")
 def cold_copy(bench: Bench) -> None:
     b = bench.b.host
-    src, size = cold_image(bench)
+    for mib in (32, 50):
+        src, size = cold_image(bench, mib)
 
-    def ours(i: int) -> Sample:
-        return mirror(bench, src, f"{b}/cold/rc-{i}:1")
+        def ours(i: int, src: str = src, mib: int = mib) -> Sample:
+            return mirror(bench, src, f"{b}/cold{mib}/rc-{i}:1")
 
-    def theirs(i: int) -> Sample:
-        env = bench.sk_env(bench.fresh("home"), cold=True)  # a real transfer
-        return bench.measure([(bench.skopeo_copy(src, f"{b}/cold/sk-{i}:1"), env)])
+        def theirs(i: int, src: str = src, mib: int = mib) -> Sample:
+            env = bench.sk_env(bench.fresh("home"), cold=True)  # a real transfer
+            return bench.measure([(bench.skopeo_copy(src, f"{b}/cold{mib}/sk-{i}:1"), env)])
 
-    rc, sk = bench.alternate(f"cold copy: 4 x {size // MiB} MiB layers, A to B", ours, theirs)
-    assert sk is not None
-    bench.facts.append(
-        f"cold copy: blob uploads per run: reconciler {uploads(rc.samples[0].requests)}, "
-        f"skopeo {uploads(sk.samples[0].requests)} (4 layers + config each)"
-    )
+        title = f"cold copy: 4 x {size // MiB} MiB layers, A to B"
+        rc, sk = bench.alternate(title, ours, theirs)
+        assert sk is not None
+        bench.facts.append(
+            f"cold copy of 4 x {size // MiB} MiB: blob uploads per run: reconciler "
+            f"{uploads(rc.samples[0].requests)}, skopeo {uploads(sk.samples[0].requests)} "
+            "(4 layers + config each)"
+        )
 
 
 @scenario("mount")
@@ -102,6 +151,38 @@ def same_registry(bench: Bench) -> None:
     for row in (rc, sk):
         r = row.samples[-1].requests
         row.note = f"{mounts(r)} mounts, {uploads(r)} uploads, {layer_gets(r)} blob GETs"
+
+
+@scenario("warm")
+def warm_memory(bench: Bench) -> None:
+    """The base comes from A; its blobs are in B already, in a repository an earlier process
+    copied them to. A second process copies it to a new repository of B: each tool mounts from
+    where it remembers the blobs (reconciler: blob-locations.json in its state_dir, kept across
+    runs here; skopeo: its blob-info cache, kept across its runs here: as root
+    /var/lib/containers/cache/blob-info-cache-v1.sqlite, else under $HOME/.local/share)."""
+    b = bench.b.host
+    src, _ = cold_image(bench)
+    state, home = bench.fresh("state"), bench.fresh("home")
+    mirror(bench, src, f"{b}/warm/rc-first:1", state)  # the earlier process (not timed)
+    first = bench.skopeo_copy(src, f"{b}/warm/sk-first:1")
+    run_process(first, bench.sk_env(home, cold=True), bench.log)
+
+    def ours(i: int) -> Sample:
+        return mirror(bench, src, f"{b}/warm/rc-{i}:1", state)
+
+    def theirs(i: int) -> Sample:
+        return bench.measure([(bench.skopeo_copy(src, f"{b}/warm/sk-{i}:1"), bench.sk_env(home))])
+
+    title = "same registry, new repository, second process (remembered blobs)"
+    rc, sk = bench.alternate(title, ours, theirs)
+    assert sk is not None
+    for row in (rc, sk):
+        r = row.samples[-1].requests
+        row.note = f"{mounts(r)} mounts, {uploads(r)} uploads, {layer_gets(r)} blob GETs"
+    bench.facts.append(
+        "warm: skopeo keeps its blob-info cache across its runs in that scenario (as root, in "
+        "/var/lib/containers/cache); reconciler keeps its state_dir (blob-locations.json)"
+    )
 
 
 def _many_specs(
@@ -319,6 +400,20 @@ def diff_id(bench: Bench) -> None:
     z, _ = bench.alternate("baseline: zlib inflate + both sha256, one thread", zlib_pass, None)
     z.tool = "python zlib"
     z.note = f"{blob_mb / z.wall:.0f} MB/s of gzip"
+
+    def inflate_only(i: int) -> Sample:
+        start = time.perf_counter()
+        inflater = zlib.decompressobj(31)
+        with layer.path.open("rb") as handle:
+            while chunk := handle.read(MiB):
+                inflater.decompress(chunk)
+        assert inflater.eof
+        return Sample(time.perf_counter() - start, 0)
+
+    zi, _ = bench.alternate("baseline: zlib inflate alone, one thread", inflate_only, None)
+    zi.tool = "python zlib"
+    zi.note = f"{blob_mb / zi.wall:.0f} MB/s of gzip (the pass's floor: sha256 runs beside it)"
+    row.note += f" ({(z.wall / max(row.wall - cached.wall, 1e-3)):.0%} of zlib + sha256's rate)"
 
     def shell_pass(i: int) -> Sample:
         start = time.perf_counter()

@@ -6,30 +6,29 @@ Exit codes: validate 0/1; diff 0 in sync, 2 changes, 1 error; apply 0 done, 1 an
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from reconciler import __version__
-from reconciler.cache import ContentCache
-from reconciler.engine import Engine, RunReport, SpecState, open_stores, resolve_desired
-from reconciler.errors import ReconcilerError, ResolveError, SettingsError
-from reconciler.lockfile import LockSet
-from reconciler.logs import setup_logging
-from reconciler.oci.platform import PlatformKey
-from reconciler.render import render_json, render_markdown, render_text
-from reconciler.resolve import Resolver
-from reconciler.save import ArchiveWriter, SaveOptions, SaveResult
-from reconciler.settings import Settings, load_settings
-from reconciler.spec import LoadedSpec, LoadResult, json_schema_text, load_specs
 
+# Start-up is paid by every run (docs/performance.md): the module imports typer and the
+# standard library only, and each command imports what it uses, so `validate` never loads
+# httpx or the engine, and no command but a terminal `apply` loads rich.
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from reconciler.engine import RunReport
     from reconciler.lock import LockMode, LockReport
+    from reconciler.resolve import Resolver
+    from reconciler.settings import Settings
+    from reconciler.spec import LoadedSpec, LoadResult
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="reconciler",
@@ -91,6 +90,10 @@ VerboseOption = Annotated[
 
 
 def _settings(config: Path | None) -> Settings:
+    from reconciler.errors import SettingsError
+    from reconciler.logs import setup_logging
+    from reconciler.settings import load_settings
+
     try:
         settings = load_settings(config, log_level="debug" if _verbose.get() else None)
     except SettingsError as exc:
@@ -101,7 +104,15 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _load(paths: list[Path] | None, settings: Settings) -> LoadResult:
+    from reconciler.spec import load_specs
+
     return load_specs(paths or [settings.specs_dir])
+
+
+def _run_async(work: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # not at the top: validate, schema and --help never need it
+
+    return asyncio.run(work)
 
 
 def _print_errors(loaded: LoadResult) -> None:
@@ -124,6 +135,8 @@ def validate(paths: PathsArgument = None, config: ConfigOption = None) -> None:
 
 
 def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
+    from reconciler.engine import Engine, open_stores
+
     async def go() -> RunReport:
         async with open_stores(settings, one_shot=True) as stores:
             progress = _terminal_progress() if apply else None
@@ -134,13 +147,15 @@ def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
                 if progress is not None:
                     progress.close()
 
-    return asyncio.run(go())
+    return _run_async(go())
 
 
 def _reconcile(
     paths: list[Path] | None, output: Output, config: Path | None, *, apply: bool
 ) -> RunReport:
     """The shared body of diff and apply: load, run one pass, print the report on stdout."""
+    from reconciler.render import render_json, render_markdown, render_text
+
     settings = _settings(config)
     report = _run(_load(paths, settings), settings, apply=apply)
     render = {Output.JSON: render_json, Output.MARKDOWN: render_markdown}.get(output, render_text)
@@ -156,6 +171,8 @@ def diff(
     verbose: VerboseOption = False,
 ) -> None:
     """Compare desired images with the registries. Exit 0 in sync, 2 changes, 1 error."""
+    from reconciler.engine import SpecState
+
     report = _reconcile(paths, output, config, apply=False)
     if not report.ok:
         raise typer.Exit(EXIT_ERROR)
@@ -220,7 +237,10 @@ def lock(
 def _lock(
     loaded: LoadResult, settings: Settings, mode: LockMode, names: list[str], complete: bool
 ) -> LockReport:
+    from reconciler.cache import ContentCache
+    from reconciler.engine import open_stores
     from reconciler.lock import Locker
+    from reconciler.resolve import Resolver
 
     async def go() -> LockReport:
         async with open_stores(settings, one_shot=True) as stores:
@@ -228,7 +248,7 @@ def _lock(
             resolver = Resolver(stores, cache, settings.max_uncompressed)
             return await Locker(resolver, complete=complete).run(loaded.specs, mode, names)
 
-    return asyncio.run(go())
+    return _run_async(go())
 
 
 @app.command()
@@ -263,6 +283,19 @@ def save(
 ) -> None:
     """Write a spec's desired image as a tar that docker load, podman load and skopeo read
     (OCI layout + manifest.json + repositories + legacy layer directories). Pushes nothing."""
+    from reconciler.attach import KEYS, Attacher
+    from reconciler.cache import ContentCache
+    from reconciler.engine import open_stores, resolve_sources
+    from reconciler.errors import ReconcilerError, SettingsError
+    from reconciler.lockfile import LockSet
+    from reconciler.model.desired import build_desired
+    from reconciler.observe import Observer
+    from reconciler.oci.platform import PlatformKey
+    from reconciler.resolve import Resolver
+    from reconciler.save import ArchiveWriter, SaveOptions, SaveResult
+    from reconciler.trust.config import PolicySource
+    from reconciler.verify import Verifier
+
     settings = _settings(config)
     name, _, instance = spec.removesuffix("]").partition("[")  # NAME[TAG]: one fan-out image
     loaded = _pick_spec(name if instance and not Path(spec).exists() else spec, settings)
@@ -275,10 +308,19 @@ def save(
                 cache = ContentCache(settings.state_dir)
                 resolver = Resolver(stores, cache, settings.max_uncompressed, LockSet())
                 one = await _instance(loaded, instance, resolver)
-                desired = await resolve_desired(one, resolver)
-                return await ArchiveWriter(stores, cache).save(desired, output, options)
+                try:
+                    trust: PolicySource | SettingsError | None = settings.trust_source()
+                except SettingsError as exc:  # fails only the specs it guards
+                    trust = exc
+                verifier = Verifier(stores, cache, resolver, trust)
+                base, layers = await resolve_sources(one, resolver)
+                await verifier.verify_sources(one, base, layers)
+                desired = build_desired(one, base, layers)
+                attacher = Attacher(stores, resolver, Observer(stores), cache, KEYS, None)
+                beside = await attacher.for_archive(one, desired, base)
+                return await ArchiveWriter(stores, cache).save(desired, output, options, beside)
 
-        result = asyncio.run(go())
+        result = _run_async(go())
     except (ReconcilerError, ValueError, OSError) as exc:
         typer.echo(f"error: {loaded.file}: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
@@ -290,6 +332,8 @@ def save(
 
 async def _instance(spec: LoadedSpec, tag: str, resolver: Resolver) -> LoadedSpec:
     """The spec to save: itself, or the one instance of a fan-out spec its tag names."""
+    from reconciler.errors import ResolveError
+
     if not spec.body.fans_out:
         if tag:
             raise ResolveError(f"{spec.name} does not fan out; save it as {spec.name}")
@@ -303,6 +347,8 @@ async def _instance(spec: LoadedSpec, tag: str, resolver: Resolver) -> LoadedSpe
 
 
 def _pick_spec(spec: str, settings: Settings) -> LoadedSpec:
+    from reconciler.spec import load_specs
+
     path = Path(spec)
     loaded = load_specs([path] if path.exists() else [settings.specs_dir])
     matches = [s for s in loaded.specs if path.exists() or s.name == spec]
@@ -317,6 +363,8 @@ def _pick_spec(spec: str, settings: Settings) -> LoadedSpec:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of image specs (for editors and CI)."""
+    from reconciler.spec import json_schema_text
+
     typer.echo(json_schema_text())
 
 

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import replace
+from typing import Any, TypeVar
 
+from reconciler.attach import KEYS, Attacher
+from reconciler.blobmemory import BlobMemory
 from reconciler.cache import ContentCache
-from reconciler.errors import ReconcilerError, SpecError
+from reconciler.errors import ReconcilerError, SettingsError, SpecError
 from reconciler.execute import Executor, Progress
 from reconciler.lockfile import LockSet
 from reconciler.logs import current_spec
 from reconciler.model.desired import DesiredImage, build_desired
 from reconciler.model.plan import build_plan
 from reconciler.model.report import RunReport, SpecReport
+from reconciler.model.sources import ResolvedBase, ResolvedLayer
 from reconciler.model.state import SpecState
 from reconciler.observe import Observer
 from reconciler.render import describe_applied
@@ -27,10 +32,26 @@ from reconciler.resolve import Resolver
 from reconciler.settings import Settings
 from reconciler.spec import LoadedSpec, LoadResult
 from reconciler.store.open import Stores
+from reconciler.store.registry.budget import BudgetEvents
+from reconciler.trust.config import PolicySource
+from reconciler.verify import Verifier
 
 log = logging.getLogger("reconciler.engine")
 
-__all__ = ["Engine", "RunReport", "SpecReport", "SpecState", "open_stores", "resolve_desired"]
+T = TypeVar("T")
+# Specs in flight at once, per unit of `concurrency` (requests at once per registry): enough to
+# keep every registry's slots busy, few enough that memory does not grow with the spec count.
+SPECS_PER_SLOT = 16
+
+__all__ = [
+    "Engine",
+    "RunReport",
+    "SpecReport",
+    "SpecState",
+    "open_stores",
+    "resolve_desired",
+    "resolve_sources",
+]
 
 
 def open_stores(
@@ -38,6 +59,7 @@ def open_stores(
     on_response: Callable[[str, str, int], None] | None = None,
     *,
     one_shot: bool = False,
+    on_budget: BudgetEvents | None = None,
 ) -> Stores:
     """The stores the process settings describe (per-registry options, limits, retries).
 
@@ -49,6 +71,7 @@ def open_stores(
         concurrency=settings.concurrency,
         retry=settings.retry_policy(one_shot=one_shot),
         on_response=on_response,
+        on_budget=on_budget,
     )
 
 
@@ -73,9 +96,25 @@ class Engine:
         """One pass: every valid spec reconciled (or planned), every invalid one reported."""
         locks = LockSet() if self.use_locks else None
         resolver = Resolver(self.stores, self.cache, self.settings.max_uncompressed, locks)
-        observer = Observer(self.stores)
-        executor = Executor(self.stores, self.progress) if apply else None
-        expanded = await asyncio.gather(*(self._expand(spec, resolver) for spec in loaded.specs))
+        memory = BlobMemory.in_state_dir(self.settings.state_dir)  # where blobs were seen
+        observer = Observer(self.stores, memory)
+        executor = Executor(self.stores, self.progress, memory) if apply else None
+        try:
+            trust: PolicySource | SettingsError | None = self.settings.trust_source()
+        except SettingsError as exc:  # every spec it guards fails with it; none runs unchecked
+            trust = exc
+        verifier = Verifier(self.stores, self.cache, resolver, trust)
+        attacher = Attacher(
+            self.stores,
+            resolver,
+            observer,
+            self.cache,
+            KEYS,
+            self.settings.key_source(),
+            apply=apply,
+        )
+        at_once = self.settings.concurrency * SPECS_PER_SLOT
+        expanded = await _bounded((self._expand(s, resolver) for s in loaded.specs), at_once)
         failed = [e for e in expanded if isinstance(e, SpecReport)]
         specs = [one for e in expanded if not isinstance(e, SpecReport) for one in e]
         clashes = _clashes(specs)
@@ -84,13 +123,17 @@ class Engine:
             for s in specs
             if s.name in clashes
         ]
-        reports = await asyncio.gather(
-            *(
-                self._one(spec, resolver, observer, executor)
-                for spec in specs
-                if spec.name not in clashes
+        try:
+            reports = await _bounded(
+                (
+                    self._one(spec, resolver, verifier, observer, attacher, executor)
+                    for spec in specs
+                    if spec.name not in clashes
+                ),
+                at_once,
             )
-        )
+        finally:
+            memory.save()  # what this pass learned, merged into the file (atomic)
         invalid = tuple(_invalid(error) for error in loaded.errors)
         ordered = sorted([*reports, *failed], key=lambda r: (r.file, r.name or ""))
         return RunReport(tuple(ordered) + invalid, apply)
@@ -110,7 +153,9 @@ class Engine:
         self,
         spec: LoadedSpec,
         resolver: Resolver,
+        verifier: Verifier,
         observer: Observer,
+        attacher: Attacher,
         executor: Executor | None,
     ) -> SpecReport:
         desired = observed = plan = None
@@ -118,12 +163,24 @@ class Engine:
         if spec.body.suspend:
             return SpecReport(spec.file, SpecState.SUSPENDED, spec.name)
         try:
-            desired = await resolve_desired(spec, resolver)
+            base, layers = await resolve_sources(spec, resolver)
+            await verifier.verify_sources(spec, base, layers)  # before anything is built
+            desired = build_desired(spec, base, layers)
             observed = await observer.observe(desired)
             plan = build_plan(desired, observed)
             result = None
-            if executor is not None and not plan.in_sync:
-                result = await executor.execute(plan)
+            async with attacher.claim(spec, desired):  # its artifact tags: one writer at a time
+                artifacts = await attacher.plan(spec, desired, base)
+                if artifacts:
+                    plan = replace(plan, artifacts=artifacts)
+                if executor is not None and not plan.in_sync:
+                    try:
+                        result = await executor.execute(plan)
+                    except BaseException:
+                        attacher.unsure(plan)  # the next claimant asks the store again
+                        raise
+                    attacher.pushed(plan)
+            if result is not None:
                 log.info("%s: applied: %s", spec.name, describe_applied(plan, result))
             elif executor is not None:
                 log.info("%s: in sync", spec.name)
@@ -175,13 +232,41 @@ class Engine:
         )
 
 
-async def resolve_desired(spec: LoadedSpec, resolver: Resolver) -> DesiredImage:
-    """A spec's desired image: its sources resolved, then built (shared with `save`)."""
+async def resolve_sources(
+    spec: LoadedSpec, resolver: Resolver
+) -> tuple[ResolvedBase | None, list[ResolvedLayer]]:
+    """A spec's base and layers, resolved."""
     base = await resolver.resolve_base(spec)
     layers = await asyncio.gather(
         *(resolver.resolve_layer(spec, i) for i in range(len(spec.body.layers)))
     )
+    return base, list(layers)
+
+
+async def resolve_desired(
+    spec: LoadedSpec, resolver: Resolver, verifier: Verifier | None = None
+) -> DesiredImage:
+    """A spec's desired image: its sources resolved and verified, then built (for `save`)."""
+    base, layers = await resolve_sources(spec, resolver)
+    if verifier is not None:
+        await verifier.verify_sources(spec, base, layers)
     return build_desired(spec, base, layers)
+
+
+async def _bounded(works: Iterable[Coroutine[Any, Any, T]], limit: int) -> list[T]:
+    """Await `works` (made lazily, as the iterable is read) at most `limit` at a time; their
+    results in their order. Ten thousand specs are not ten thousand tasks and coroutines alive
+    at once, each with its frames and requests: the registries' slots bound what runs anyway,
+    and a spec only waits on work that a started spec began (memo tasks, first copies)."""
+    results: dict[int, T] = {}
+    items = enumerate(works)
+
+    async def worker() -> None:
+        for i, work in items:  # one iterator, shared: each item is taken once
+            results[i] = await work
+
+    await asyncio.gather(*(worker() for _ in range(limit)))
+    return [results[i] for i in range(len(results))]
 
 
 def _clashes(specs: list[LoadedSpec]) -> dict[str, str]:

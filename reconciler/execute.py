@@ -3,9 +3,14 @@
 Blobs first (concurrently, bounded per registry), then per-platform manifests, then the index,
 then tags. Any failure stops the spec before its next stage, so whatever moment the process
 dies, no tag points at a manifest whose blobs or children are missing. A blob wanted by several
-specs in one run is pushed once per repository, and copied across registries once per
-destination registry (then mounted). Copies stream source to destination, verifying digest and size
-on the way; a mismatch ends the upload one chunk short, so it is never committed.
+specs in one run is pushed once per repository, and copied across registries (or uploaded) once
+per destination registry (then mounted). Copies stream source to destination, verifying digest and
+size on the way; a mismatch ends the upload one chunk short, so it is never committed. A root
+manifest planned to go up with its tag is PUT by that tag alone, in the tag stage.
+
+Every blob pushed or mounted is remembered (reconciler.blobmemory); a mount from a holder that
+no longer has the blob (the registry opens an upload instead, 202) sends the bytes in that
+upload, and the holder is forgotten.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import fields
 from typing import Protocol
 
+from reconciler.blobmemory import BlobMemory
 from reconciler.errors import PushError, ReconcilerError
 from reconciler.model.plan import BlobAction, BlobMethod, SpecPlan
 from reconciler.model.report import ExecResult
@@ -41,14 +47,33 @@ class Progress(Protocol):
 
 
 class Executor:
-    def __init__(self, stores: Stores, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        progress: Progress | None = None,
+        memory: BlobMemory | None = None,
+    ) -> None:
         self.stores = stores
         self.progress = progress
+        self.memory = memory
         # Per (destination, digest): the push under way or done, and the source it reads.
         self._blobs: dict[tuple[Location, Digest], tuple[Location | None, Future]] = {}
+        # Per (destination store, digest): the first copy or upload there, mounted from after.
         self._copies: dict[tuple[Location, Digest], tuple[Location, Future]] = {}
+        self._sent_for: set[tuple[Location, Digest]] = set()  # sent on a later spec's behalf
 
     async def execute(self, plan: SpecPlan) -> ExecResult:
+        """The image's plan, then each of its artifacts' (signatures, carried tags,
+        referrers): an artifact never names an image its target does not hold yet."""
+        result = await self._push(plan)
+        for artifact in plan.artifacts:
+            done = await self._push(artifact.plan)
+            result = ExecResult(
+                *(getattr(result, f.name) + getattr(done, f.name) for f in fields(ExecResult))
+            )
+        return result
+
+    async def _push(self, plan: SpecPlan) -> ExecResult:
         outcomes = await asyncio.gather(
             *(self._blob_once(action) for action in plan.blobs), return_exceptions=True
         )
@@ -65,8 +90,9 @@ class Executor:
             pushed += action.blob.size if outcome is not BlobMethod.MOUNT else 0
         if failures:
             _raise_first(failures, f"{len(failures)} of {len(plan.blobs)} blobs failed")
-        children = [m for m in plan.manifests if not m.is_index]
-        indexes = [m for m in plan.manifests if m.is_index]
+        by_digest = [m for m in plan.manifests if m.via_tag is None]  # the rest go with a tag
+        children = [m for m in by_digest if not m.is_index]
+        indexes = [m for m in by_digest if m.is_index]
         for stage in (children, indexes):
             outcomes = await asyncio.gather(
                 *(
@@ -104,10 +130,10 @@ class Executor:
     async def _blob_once(self, action: BlobAction) -> BlobMethod | None:
         """Push a blob unless another spec of this run already is; None when shared.
 
-        A blob copied from another registry crosses the network once per destination
-        registry: later copies into other repositories of that registry wait for the first
-        and mount from it. A push that failed is shared only with specs reading the same
-        source: one damaged copy of a blob never fails a spec that reads it elsewhere.
+        A blob copied from another registry (or generated here) crosses the network once per
+        destination registry: later copies into other repositories of that registry wait for
+        the first and mount from it. A push that failed is shared only with specs reading the
+        same source: one damaged copy of a blob never fails a spec that reads it elsewhere.
         """
         dest = action.destination
         key = (dest, action.blob.digest)
@@ -115,21 +141,44 @@ class Executor:
         if known is not None:
             source, future = known
             try:
-                await asyncio.shield(future)
-                return None
+                method = await asyncio.shield(future)
             except ReconcilerError:
                 if source == action.source:
                     raise
+            else:
+                if key in self._sent_for:  # sent first here by another spec: ours to count
+                    self._sent_for.discard(key)
+                    return method
+                return None
         store_key = (dest.store, action.blob.digest)
         first_copy = self._copies.get(store_key)
-        if action.method is BlobMethod.COPY and first_copy is not None:
+        sends = action.method in (BlobMethod.COPY, BlobMethod.UPLOAD)
+        if sends and first_copy is None and action.via is not None:
+            first_copy = self._send_first(action, action.via)
+        if sends and first_copy is not None:
             future = asyncio.ensure_future(self._mount_after(action, *first_copy))
         else:
             future = asyncio.ensure_future(self._push_blob(action))
-            if action.method is BlobMethod.COPY:
+            if sends:
                 self._copies[store_key] = (dest, future)
         self._blobs[key] = (action.source, future)
         return await asyncio.shield(future)
+
+    def _send_first(self, action: BlobAction, into: Location) -> tuple[Location, Future]:
+        """Start sending a blob not asked about here into the repository that asked first and
+        found none (its own spec has not started it yet), to mount it from there: its bytes
+        go where they are known to be missing, never into a repository that may hold them."""
+        digest = action.blob.digest
+        known = self._blobs.get((into, digest))
+        if known is not None:
+            return into, known[1]
+        future = asyncio.ensure_future(
+            self._push_blob(BlobAction(action.method, into, action.blob))
+        )
+        self._blobs[(into, digest)] = (action.source, future)
+        self._copies[(into.store, digest)] = (into, future)
+        self._sent_for.add((into, digest))
+        return into, future
 
     async def _mount_after(self, action: BlobAction, holder: Location, first: Future) -> BlobMethod:
         try:
@@ -138,9 +187,7 @@ class Executor:
             return await self._push_blob(action)  # the first copy failed: try on our own
         if not isinstance(self.stores.writer(action.destination), BlobMounter):
             return await self._push_blob(action)
-        mount = BlobAction(
-            BlobMethod.MOUNT, action.destination, replace(action.blob, source=holder)
-        )
+        mount = BlobAction(BlobMethod.MOUNT, action.destination, action.blob, holder)
         return await self._push_blob(mount)
 
     async def _push_blob(self, action: BlobAction) -> BlobMethod:
@@ -155,18 +202,18 @@ class Executor:
         blob = action.blob
         writer = self.stores.writer(dest)
         async with self.stores.slot(dest):
-            if action.method is BlobMethod.UPLOAD:
-                await writer.upload_blob(blob.digest, blob.size, generated_bytes(blob))
-                return BlobMethod.UPLOAD
-            source = blob.source
-            assert source is not None  # noqa: S101 - mount/copy have a source
             session: UploadSession | None = None
-            if action.method is BlobMethod.MOUNT and isinstance(writer, BlobMounter):
-                session = await writer.mount_blob(blob.digest, source)
-                if session is None:
-                    log.debug("mounted %s from %s into %s", blob.digest.short, source, dest)
+            holder = action.mount_from
+            if holder is not None and isinstance(writer, BlobMounter):
+                mounted, session = await self._mount(writer, action, holder)
+                if mounted:
                     return BlobMethod.MOUNT
-                log.info("mount of %s from %s refused; copying", blob.digest.short, source)
+            source = blob.source
+            if source is None:
+                chunks = generated_bytes(blob)
+                await writer.upload_blob(blob.digest, blob.size, chunks, session=session)
+                self._remember(dest, blob.digest)
+                return BlobMethod.UPLOAD
             reader = self.stores.reader(source)
             key = f"{dest}@{blob.digest}"
             if self.progress is not None:
@@ -179,7 +226,42 @@ class Executor:
             finally:
                 if self.progress is not None:
                     self.progress.finish(key)
+            self._remember(dest, blob.digest)
             return BlobMethod.COPY
+
+    async def _mount(
+        self, writer: BlobMounter, action: BlobAction, holder: Location
+    ) -> tuple[bool, UploadSession | None]:
+        """(True, None) when mounted; else the upload the registry opened instead, if any.
+
+        A holder other than the blob's own source is a hint (the blob-location memory, or
+        another repository of this run): when the registry cannot mount from it, the bytes
+        are sent and the hint is forgotten; only a transient failure is worth another try.
+        """
+        digest, dest = action.blob.digest, action.destination
+        try:
+            session = await writer.mount_blob(digest, holder)
+        except ReconcilerError as exc:
+            if exc.retryable or holder == action.source:
+                raise
+            log.info("mount of %s from %s failed (%s); sending it", digest.short, holder, exc)
+            self._forget(holder, digest)
+            return False, None
+        if session is None:
+            log.debug("mounted %s from %s into %s", digest.short, holder, dest)
+            self._remember(dest, digest)
+            return True, None
+        log.info("mount of %s from %s refused; sending it", digest.short, holder)
+        self._forget(holder, digest)
+        return False, session
+
+    def _remember(self, location: Location, digest: Digest) -> None:
+        if self.memory is not None and location.is_registry:
+            self.memory.remember(location.authority, location.repository, digest)
+
+    def _forget(self, location: Location, digest: Digest) -> None:
+        if self.memory is not None and location.is_registry:
+            self.memory.forget(location.authority, location.repository, digest)
 
     async def _counted(self, key: str, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in stream:

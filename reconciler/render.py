@@ -39,7 +39,7 @@ def _blob_line(action: BlobAction) -> str:
     if action.method is BlobMethod.UPLOAD:
         how = "generated"
     elif action.method is BlobMethod.MOUNT:
-        how = f"mount-from {action.source.repository if action.source else '?'}"
+        how = f"mount-from {action.mount_from.repository if action.mount_from else '?'}"
     else:
         how = f"copy-from {action.source}"
     return (
@@ -57,6 +57,22 @@ def _plan_lines(plan: SpecPlan) -> list[str]:
     for tag in plan.tags:
         sign, old = ("~", str(tag.old)) if tag.old else ("+", "(none)")
         lines.append(f"  {sign} tag      {tag.target}  {old} -> {tag.new}")
+    lines += [f"  {line}" for line in _artifact_lines(plan)]
+    return lines
+
+
+def _artifact_lines(plan: SpecPlan) -> list[str]:
+    """One line per artifact pushed beside the image: "+ signature  host/repo:sha256-….sig
+    signature of sha256:1a2b for host/repo:v1 (key 0f3c…) (1 blob, 243 B)"."""
+    lines = []
+    for artifact in plan.artifacts:
+        tags = artifact.plan.tags
+        where = str(tags[0].target) if tags else ""
+        sign = "~" if tags and tags[0].old else "+"
+        pushed = [a for a in artifact.plan.blobs if a.method is not BlobMethod.MOUNT]
+        size = sum(a.blob.size for a in pushed)
+        blobs = f" ({_plural(len(pushed), 'blob')}, {human_size(size)})" if pushed else ""
+        lines.append(f"{sign} {artifact.kind:<9} {where}  {artifact.label}{blobs}")
     return lines
 
 
@@ -70,6 +86,9 @@ def describe_applied(plan: SpecPlan, result: ExecResult) -> str:
         f"{_plural(pushed, 'blob')} ({human_size(result.bytes_pushed)}) pushed" if pushed else "",
         f"{_plural(result.mounted, 'blob')} mounted" if result.mounted else "",
         f"{_plural(result.manifests, 'manifest')} pushed" if result.manifests else "",
+        f"{_plural(len(plan.artifacts), 'artifact')} (signatures, referrers) written"
+        if plan.artifacts
+        else "",
     ]
     return ", ".join(p for p in parts if p) or "nothing to push"
 
@@ -185,7 +204,7 @@ def plan_json(plan: SpecPlan) -> dict[str, Any]:
                 "size": a.blob.size,
                 "mediaType": a.blob.descriptor.media_type,
                 "role": a.blob.role,
-                "source": str(a.source) if a.source else None,
+                "source": str(a.mount_from or a.source or "") or None,
                 "destination": str(a.destination),
             }
             for a in plan.blobs
@@ -204,6 +223,10 @@ def plan_json(plan: SpecPlan) -> dict[str, Any]:
         "tags": [
             {"reference": str(t.target), "from": str(t.old) if t.old else None, "to": str(t.new)}
             for t in plan.tags
+        ],
+        "artifacts": [
+            {"kind": str(a.kind), "label": a.label, "plan": plan_json(a.plan)}
+            for a in plan.artifacts
         ],
     }
 
@@ -323,7 +346,7 @@ def _md_blob(action: BlobAction) -> str:
     if action.method is BlobMethod.UPLOAD:
         how = "upload"
     elif action.method is BlobMethod.MOUNT:
-        how = f"mount from {action.source.repository if action.source else '?'}"
+        how = f"mount from {action.mount_from.repository if action.mount_from else '?'}"
     else:
         how = f"copy from {action.source}"
     size = human_size(action.blob.size)
@@ -341,6 +364,7 @@ def _md_plan(plan: SpecPlan) -> list[str]:
     for tag in plan.tags:
         sign, old = ("~", tag.old.short) if tag.old else ("+", "(none)")
         lines.append(f"{sign} tag      {tag.target}  {old} -> {tag.new.short}")
+    lines += _artifact_lines(plan)
     if len(lines) > _MAX_PLAN_LINES:
         more = len(lines) - _MAX_PLAN_LINES
         lines = [*lines[:_MAX_PLAN_LINES], f"  … {more} more lines (-o json has them all)"]

@@ -10,19 +10,25 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
 )
 
 from reconciler.errors import SettingsError
-from reconciler.store.registry.retry import RetryPolicy
-from reconciler.store.registry.transport import RegistryOptions
+
+if TYPE_CHECKING:  # imported where used: reconciler.store.registry loads httpx (a CLI start)
+    from reconciler.store.registry.retry import RetryPolicy
+    from reconciler.store.registry.transport import RegistryOptions
+    from reconciler.trust.config import KeySource, PolicySource
 
 _SHARD = re.compile(r"([0-9]+)/([0-9]+)")
 
@@ -50,20 +56,173 @@ class RegistrySettings(BaseModel):
         description="Bytes per PATCH when uploading blobs in chunks (for proxies that cap "
         "request bodies). Default: one streamed PUT per blob.",
     )
+    requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        description="Request budget for this host: requests a second, retries, redirects and "
+        "token requests included, shared by every spec and daemon pass. Default: none "
+        "(the registry's RateLimit headers are honoured either way).",
+    )
+    burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Requests that may go at once after a quiet spell (needs "
+        "requests_per_second). Default: requests_per_second rounded up.",
+    )
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self) -> RegistrySettings:
+        if self.burst is not None and self.requests_per_second is None:
+            raise ValueError("burst needs requests_per_second")
+        return self
 
     def options(self) -> RegistryOptions:
+        from reconciler.store.registry.transport import RegistryOptions
+
         return RegistryOptions(
-            insecure=self.insecure, ca_file=self.ca_file, chunk_size=self.chunk_size
+            insecure=self.insecure,
+            ca_file=self.ca_file,
+            chunk_size=self.chunk_size,
+            requests_per_second=self.requests_per_second,
+            burst=self.burst,
         )
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="RECONCILER_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
+NotificationEvent = Literal[
+    "applied", "failed", "recovered", "drift_repaired", "base_moved", "orphaned"
+]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = get_args(NotificationEvent)
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP token (RFC 9110 5.6.2)
+# Header names whose values are secrets: they must come from headers_from_files.
+_SECRET_HEADER = re.compile(r"authorization|cookie|.*(token|secret|password|api-?key).*", re.I)
+
+
+class NotificationSettings(BaseModel):
+    """One endpoint that daemon events are POSTed to (docs/notifications.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Label of the endpoint in metrics and logs (never the URL). Default: its "
+        "index in the list.",
     )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        repr=False,  # may hold a secret (webhook URLs often do)
+        description="http(s) URL events are POSTed to. Never logged.",
+    )
+    url_file: Path | None = Field(
+        default=None,
+        description="File holding the URL instead (for URLs that are secrets, as Slack "
+        "webhooks are).",
+    )
+    format: Literal["cloudevents", "slack", "plain"] = Field(
+        description="cloudevents (1.0, structured JSON), slack (incoming webhook) or plain JSON."
+    )
+    events: tuple[NotificationEvent, ...] = Field(
+        default=NOTIFICATION_EVENTS, min_length=1, description="The events sent. Default: all."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers, literal: no secrets here."
+    )
+    headers_from_files: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Extra request headers whose values are read from files (secrets), "
+        "at each delivery; a trailing newline is dropped.",
+    )
+    timeout: float = Field(
+        default=10.0, ge=0.1, le=300.0, description="Seconds one POST may take, in all."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> NotificationSettings:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url and url_file")
+        for header in (*self.headers, *self.headers_from_files):
+            if not _HEADER_NAME.fullmatch(header):
+                raise ValueError(f"header name {header!r} is not a valid HTTP header name")
+        both = {h.lower() for h in self.headers} & {h.lower() for h in self.headers_from_files}
+        if both:
+            raise ValueError(f"header {sorted(both)[0]} is given twice")
+        for header in self.headers:
+            if _SECRET_HEADER.fullmatch(header):
+                raise ValueError(f"header {header} looks secret: give it in headers_from_files")
+        return self
+
+
+class SigningSettings(BaseModel):
+    """The key apply signs with (cosign's format: PEM, or its encrypted private key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_file: Path = Field(
+        description="Private key: PKCS#8/EC/RSA PEM, or cosign's encrypted key "
+        "(`cosign generate-key-pair`). ECDSA P-256/P-384/P-521, RSA, Ed25519."
+    )
+    passphrase_file: Path | None = Field(
+        default=None, description="File holding the key's passphrase (trailing newline cut)."
+    )
+    passphrase_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the passphrase, instead of a file.",
+    )
+    recursive: bool = Field(
+        default=True, description="Sign an index's child manifests too, not only the index."
+    )
+
+    @model_validator(mode="after")
+    def _one_passphrase(self) -> SigningSettings:
+        if self.passphrase_file is not None and self.passphrase_env is not None:
+            raise ValueError("give passphrase_file or passphrase_env, not both")
+        return self
+
+
+class HookSettings(BaseModel):
+    """The daemon's webhooks, POST /hooks/registry and /hooks/git (docs/settings.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding the bearer token callers send (Authorization: Bearer ...).",
+    )
+    hmac_secret_file: Path | None = Field(
+        default=None,
+        description="File holding the secret of an HMAC-SHA256 over the body "
+        "(X-Hub-Signature-256 or X-Signature-256: sha256=<hex>, as GitHub signs).",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="With no secret configured, accept calls from anyone (anyone who can "
+        "reach the port can then make the daemon reconcile specs, and send requests to their "
+        "registries). Default: with no secret the hooks are off (404).",
+    )
+    max_per_minute: int = Field(
+        default=120, ge=1, le=100_000, description="Calls per minute, per hook (429 beyond)."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest body (413)."
+    )
+    debounce: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=60.0,
+        description="Seconds a registry hook's specs wait, so that a burst of events (the "
+        "manifests of one multi-platform push) runs each spec once.",
+    )
+
+
+class Settings(BaseModel):
+    # The environment is read by load_settings (_environment), not by the model: pydantic-
+    # settings is imported only for the variables that need it. validate_default as
+    # pydantic-settings' BaseSettings has it.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     specs_dir: Path = Field(
         default=Path("specs"), description="Directory of image specs (searched recursively)."
@@ -71,7 +230,8 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         default_factory=_default_state_dir,
         description="Cache of immutable facts: manifests and configs by digest, layer "
-        "diff_ids and sizes. Safe to delete; never holds credentials.",
+        "diff_ids and sizes; and where blobs were seen, to mount them from there. Safe to "
+        "delete; never holds credentials.",
     )
     concurrency: int = Field(
         default=8, ge=1, le=64, description="Blob transfers and HEAD checks at once, per registry."
@@ -124,6 +284,31 @@ class Settings(BaseSettings):
     listen: str = Field(
         default="127.0.0.1:8080", description="host:port of the daemon's HTTP server."
     )
+    http_read_timeout: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="Daemon HTTP server: seconds a request's headers, and then its body, may "
+        "take to arrive; a client that sends nothing for that long is disconnected.",
+    )
+    http_keep_alive_timeout: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=600.0,
+        description="Daemon HTTP server: seconds an idle kept-alive connection stays open "
+        "(at most http_read_timeout).",
+    )
+    http_max_connections: int = Field(
+        default=256,
+        ge=2,
+        le=100_000,
+        description="Daemon HTTP server: open connections at most; one more is answered 503 "
+        "and closed.",
+    )
+    hooks: HookSettings = Field(
+        default_factory=HookSettings,
+        description="Daemon webhooks (POST /hooks/registry, /hooks/git): auth, rate, body cap.",
+    )
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level logged."
@@ -149,6 +334,55 @@ class Settings(BaseSettings):
     registries: dict[str, RegistrySettings] = Field(
         default_factory=dict, description="Per-registry transport options, keyed by host[:port]."
     )
+    trust_policy: Path | None = Field(
+        default=None,
+        description="A trust policy in the shape of containers-policy.json(5) (JSON or YAML; "
+        "/etc/containers/policy.json works as it is): bases and named layer images must "
+        "satisfy it. Key paths in it are relative to its own directory. A spec's `trust:` "
+        "replaces it for that spec. Default: no policy (accept anything).",
+    )
+    signing: SigningSettings | None = Field(
+        default=None,
+        description="Sign every manifest and index apply writes to a registry (cosign). A "
+        "spec's `signing:` replaces it for that spec, or turns it off (`false`).",
+    )
+    notifications: tuple[NotificationSettings, ...] = Field(
+        default=(),
+        description="Daemon: endpoints that events (applied, failed, recovered, "
+        "drift_repaired, base_moved, orphaned) are POSTed to; see docs/notifications.md.",
+    )
+    notification_queue: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Events waiting per endpoint; when it is full, new events are dropped "
+        "(and counted).",
+    )
+    notification_retries: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="Retries of one event after a transport failure, 408, 429 or 5xx.",
+    )
+    notification_retry_delay: float = Field(
+        default=1.0,
+        ge=0.001,
+        le=60.0,
+        description="Seconds before the first retry of an event; doubles, with full jitter.",
+    )
+    notification_retry_max_delay: float = Field(
+        default=60.0,
+        ge=0.01,
+        le=3600.0,
+        description="Longest wait between two tries of an event, and the longest Retry-After "
+        "honoured (an endpoint asking for more fails the event).",
+    )
+    notification_flush: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=300.0,
+        description="Seconds at shutdown to deliver queued events before dropping the rest.",
+    )
 
     @field_validator("shard")
     @classmethod
@@ -158,11 +392,24 @@ class Settings(BaseSettings):
             raise ValueError(f"shard {value!r} must be i/N with 0 <= i < N")
         return value
 
+    @field_validator("notifications")
+    @classmethod
+    def _endpoint_names(
+        cls, value: tuple[NotificationSettings, ...]
+    ) -> tuple[NotificationSettings, ...]:
+        labels = [n.name or str(i) for i, n in enumerate(value)]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"notification endpoint name {twice[0]!r} is used twice")
+        return value
+
     def retry_policy(self, *, one_shot: bool = False) -> RetryPolicy:
         """The retry policy. `one_shot` (the CLI, not the daemon): a host that refuses the
         first connection of the process is tried once more after a moment, then its specs
         fail, rather than after seconds of backoff; once a host has answered, the usual
         retries apply. The daemon keeps retrying: a registry may be restarting."""
+        from reconciler.store.registry.retry import RetryPolicy
+
         return RetryPolicy(
             self.retries,
             self.retry_delay,
@@ -170,19 +417,84 @@ class Settings(BaseSettings):
             first_contact_retries=min(1, self.retries) if one_shot else None,
         )
 
+    def trust_source(self) -> PolicySource | None:
+        """The settings' trust policy, read from its file (SettingsError when it is bad)."""
+        if self.trust_policy is None:
+            return None
+        from reconciler.errors import TrustError
+        from reconciler.trust.config import PolicySource
+        from reconciler.trust.policy import load_policy_file
+
+        try:
+            policy = load_policy_file(self.trust_policy)
+        except TrustError as exc:
+            raise SettingsError(f"trust_policy: {exc}") from None
+        return PolicySource(
+            policy, self.trust_policy.absolute().parent, f"trust policy {self.trust_policy}"
+        )
+
+    def key_source(self) -> KeySource | None:
+        if self.signing is None:
+            return None
+        from reconciler.trust.config import KeySource
+
+        signing = self.signing
+        return KeySource(
+            signing.key_file, signing.passphrase_file, signing.passphrase_env, signing.recursive
+        )
+
     def registry_options(self) -> dict[str, RegistryOptions]:
         return {host: entry.options() for host, entry in self.registries.items()}
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+
+_ENV_PREFIX = "RECONCILER_"
+_SCALARS = (str, int, float, bool, Path)
+
+
+def _is_scalar(annotation: Any) -> bool:
+    """A field an environment variable gives as a plain string (no JSON, no nesting)."""
+    union = get_origin(annotation) in (Union, UnionType)
+    kinds = [a for a in get_args(annotation) if a is not type(None)] if union else [annotation]
+    return all(kind in _SCALARS or get_origin(kind) is Literal for kind in kinds)
+
+
+def _environment() -> dict[str, Any]:
+    """The `RECONCILER_*` variables that name fields, as pydantic-settings' environment source
+    reads them: names case-insensitive, a scalar field's value its string (validated as the
+    file's values are), structured fields from JSON or nested with `__`.
+
+    Only when a structured field is set is pydantic-settings imported, to read them all: with
+    the asyncio it loads it is an eighth of a `validate`, which most runs never need."""
+    values: dict[str, Any] = {}
+    for key, value in os.environ.items():
+        if not key.upper().startswith(_ENV_PREFIX):
+            continue
+        name = key[len(_ENV_PREFIX) :].lower()
+        field = Settings.model_fields.get(name)
+        if field is None:
+            if name.partition("__")[0] in Settings.model_fields:
+                return _environment_by_pydantic_settings()  # nested: RECONCILER_HOOKS__...
+            continue
+        if not _is_scalar(field.annotation):
+            return _environment_by_pydantic_settings()
+        values[name] = value
+    return values
+
+
+def _environment_by_pydantic_settings() -> dict[str, Any]:
+    from pydantic_settings import EnvSettingsSource
+    from pydantic_settings import SettingsError as SourceError
+
+    source = EnvSettingsSource(
+        Settings,  # type: ignore[arg-type]  # a plain model: the source reads its fields only
+        case_sensitive=False,
+        env_prefix=_ENV_PREFIX,
+        env_nested_delimiter="__",
+    )
+    try:
+        return source()
+    except SourceError as exc:  # JSON that does not parse
+        raise SettingsError(f"invalid settings: {exc} ({_ENV_PREFIX}* variables)") from None
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -201,7 +513,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         from_file = loaded or {}
     try:
         # Environment beats the file: build from the file, then let env-derived values win.
-        env_only = Settings()
+        env_only = Settings(**_environment())
         env_set = {k: getattr(env_only, k) for k in env_only.model_fields_set}
         merged = {**from_file, **env_set, **{k: v for k, v in overrides.items() if v is not None}}
         return Settings(**merged)

@@ -8,6 +8,7 @@ returns the good specs and the errors side by side.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
@@ -40,6 +41,7 @@ from reconciler.oci.location import (
 )
 from reconciler.oci.platform import PlatformKey
 from reconciler.oci.reference import Reference, parse_repository
+from reconciler.trust.policy import TrustPolicy
 from reconciler.yamlsource import YamlDocument, format_path, read_documents
 
 API_VERSION = "reconciler.dev/v1alpha1"
@@ -88,6 +90,12 @@ class LayerSpec(SpecModel):
         description="A local file or directory (relative to the spec file), built into a "
         "reproducible tar+gzip layer: same files, same digest.",
     )
+    image: Reference | None = Field(
+        default=None,
+        description="The image this layer comes from (registry/repository:tag or @digest): "
+        "the trust policy checks that image's signatures, and the layer must be one of its "
+        "layers.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> LayerSpec:
@@ -105,6 +113,8 @@ class LayerSpec(SpecModel):
                 )
                 if v is not None
             ]
+            if self.image is not None:
+                given.append("image")
             if given:
                 raise ValueError(f"a 'path' layer is built here; remove {', '.join(given)}")
             if not self.path.strip():
@@ -231,6 +241,71 @@ class TagSelection(SpecModel):
         return value
 
 
+class SigningSpec(SpecModel):
+    """The key this spec's outputs are signed with, instead of the settings' (paths relative
+    to the spec file; the key and passphrase themselves never belong in git)."""
+
+    key_file: str = Field(alias="keyFile", description="Private key file (PEM or cosign's).")
+    passphrase_file: str | None = Field(
+        default=None, alias="passphraseFile", description="File holding the key's passphrase."
+    )
+    passphrase_env: str | None = Field(
+        default=None,
+        alias="passphraseEnv",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the passphrase.",
+    )
+    recursive: bool = Field(
+        default=True, description="Sign an index's child manifests too, not only the index."
+    )
+
+    @model_validator(mode="after")
+    def _one_passphrase(self) -> SigningSpec:
+        if self.passphrase_file is not None and self.passphrase_env is not None:
+            raise ValueError("give passphraseFile or passphraseEnv, not both")
+        return self
+
+
+class CarrySpec(SpecModel):
+    """What a mirror copies along from its base, besides the image."""
+
+    signatures: bool = Field(
+        default=True, description="The base's .sig, .att and .sbom tags (cosign's)."
+    )
+    referrers: bool = Field(
+        default=True,
+        description="The base's referrers (OCI 1.1; read from the tag-schema fallback index).",
+    )
+    artifact_types: tuple[str, ...] | None = Field(
+        default=None,
+        alias="artifactTypes",
+        description="Only referrers of these artifactTypes (default: all).",
+    )
+
+
+class AttachSpec(SpecModel):
+    """A file pushed beside the image as an OCI artifact whose subject is the image."""
+
+    file: str = Field(description="The file, relative to the spec file (at most 64 MiB).")
+    artifact_type: str = Field(
+        alias="artifactType",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$",
+        description="The artifact's type, a media type: application/spdx+json, "
+        "application/vnd.in-toto+json, ...",
+    )
+    media_type: str | None = Field(
+        default=None,
+        alias="mediaType",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$",
+        description="The file's media type (default: the artifactType).",
+    )
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def blob_media_type(self) -> str:
+        return self.media_type or self.artifact_type
+
+
 class ImageSpecBody(SpecModel):
     base: str = Field(
         description="Base image: a registry reference (tag or @digest), 'scratch', "
@@ -266,6 +341,25 @@ class ImageSpecBody(SpecModel):
         default=False,
         description="true: still validated, never resolved or pushed; reported as Suspended.",
     )
+    trust: TrustPolicy | None = Field(
+        default=None,
+        description="A trust policy for this spec's base and layer images, in the shape of "
+        "containers-policy.json(5); replaces the settings' trust_policy. Key paths are "
+        "relative to the spec file.",
+    )
+    signing: SigningSpec | Literal[False] | None = Field(
+        default=None,
+        description="Sign this spec's outputs with this key instead of the settings' "
+        "signing key; false: do not sign them.",
+    )
+    carry: CarrySpec | None = Field(
+        default=None,
+        description="A mirror (a spec that adds nothing to its base) copies the base's "
+        "signatures, attestations, SBOMs and referrers to its targets.",
+    )
+    attach: tuple[AttachSpec, ...] = Field(
+        default=(), description="Files pushed as OCI artifacts whose subject is the image."
+    )
     # minItems stays in the JSON Schema for editors; the validator below gives the message
     # (a Field min_length would also report an emptied list when one target is malformed).
     targets: tuple[Address, ...] = Field(
@@ -273,6 +367,16 @@ class ImageSpecBody(SpecModel):
         "or oci:PATH:TAG (a tag of an OCI layout directory, relative to the spec file).",
         json_schema_extra={"minItems": 1},
     )
+
+    @field_validator("trust", mode="before")
+    @classmethod
+    def _trust_default(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "default" not in value:
+            raise ValueError(
+                "a trust policy needs its 'default' requirements (as containers-policy.json "
+                "does): [{type: insecureAcceptAnything}] to add scopes only"
+            )
+        return value
 
     @field_validator("base")
     @classmethod
@@ -335,6 +439,16 @@ class ImageSpecBody(SpecModel):
         if value is not None and not value:
             raise ValueError("platforms, when given, lists at least one platform")
         return value
+
+    @model_validator(mode="after")
+    def _carry(self) -> ImageSpecBody:
+        if self.carry is not None and (self.base == SCRATCH or not self.adds_nothing):
+            raise ValueError(
+                "carry copies the base's signatures and referrers, which cover the base's "
+                "digest only: it needs a spec that mirrors its base (no layers, config, "
+                "annotations, created, and baseAnnotations: false)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _scratch(self) -> ImageSpecBody:
@@ -514,7 +628,7 @@ def _validate(path: Path, document: YamlDocument) -> tuple[LoadedSpec | None, li
         ]
     try:
         model = ImageSpecDocument.model_validate(
-            document.value, context={"dir": path.parent.absolute()}
+            document.value, context={"dir": _spec_dir(str(path.parent), os.getcwd())}
         )
     except ValidationError as exc:
         name = _readable_name(path, document.value)
@@ -528,6 +642,13 @@ def _validate(path: Path, document: YamlDocument) -> tuple[LoadedSpec | None, li
             )
         ]
     return LoadedSpec(name, document.file, document.line, model.spec, document), []
+
+
+@functools.lru_cache(maxsize=64)
+def _spec_dir(parent: str, cwd: str) -> Path:
+    """A spec file's directory, absolute (`Path.absolute`), once per directory and not once
+    per file: ten thousand files in one directory are ten thousand lookups of the same."""
+    return Path(cwd, parent)
 
 
 def _readable_name(path: Path, value: dict[str, Any]) -> str | None:

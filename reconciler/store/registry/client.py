@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from reconciler.errors import DocumentError, ReferenceError_, RegistryError
+from reconciler.errors import DocumentError, ReferenceError_, RegistryError, VerificationError
 from reconciler.oci.digest import Digest, verified
 from reconciler.oci.document import (
     MANIFEST_SIZE_LIMIT,
@@ -29,6 +29,7 @@ from reconciler.oci.location import Location
 from reconciler.oci.mediatypes import MANIFEST_ACCEPT
 from reconciler.store.base import ManifestHead, UploadSession
 from reconciler.store.registry.auth import log_safe
+from reconciler.store.registry.budget import Budgets
 from reconciler.store.registry.http import (
     HttpTransport,
     body_chunks,
@@ -42,6 +43,10 @@ from reconciler.store.registry.transport import RegistryOptions, TransportPolicy
 log = logging.getLogger("reconciler.registry")
 
 STREAM_CHUNK = 1024 * 1024
+# Blobs up to this size (configs, small layers) go up in one request: a POST that carries the
+# bytes and their digest (distribution spec, "POST then PUT" vs "single POST"; distribution 2.8
+# takes it). A registry that answers 202 opened a session instead, and gets the bytes by PUT.
+MONOLITHIC_LIMIT = 1024 * 1024
 
 
 class TagList(BaseModel):
@@ -73,6 +78,7 @@ class RegistryClient:
         self.policy = policy
         self.host = policy.host
         self._transport = transport
+        self._monolithic = True  # until the registry answers a single POST with a session
 
     def _url(self, path: str) -> httpx.URL:
         return httpx.URL(f"{self.policy.base_url}/v2/{path}")
@@ -248,10 +254,17 @@ class RegistryClient:
         session: UploadSession | None = None,
         chunk_size: int | None = None,
     ) -> None:
-        """Upload a blob: one streamed PUT, or PATCH chunks then PUT when a chunk size is set
-        (here or in the registry's options)."""
-        location = httpx.URL(session.url) if session else await self.start_upload(repository)
+        """Upload a blob: a small one in a single POST, else one streamed PUT, or PATCH chunks
+        then PUT when a chunk size is set (here or in the registry's options)."""
         chunk_size = chunk_size or self.policy.chunk_size
+        if session is None and chunk_size is None and size <= MONOLITHIC_LIMIT and self._monolithic:
+            data = await _collect(chunks, size)  # verified by the stream before anything is sent
+            location = await self._post_blob(repository, digest, data)
+            if location is None:
+                return
+            chunks = _once(data)
+        else:
+            location = httpx.URL(session.url) if session else await self.start_upload(repository)
         if chunk_size is None:
             response = await self._send(
                 "PUT",
@@ -286,15 +299,28 @@ class RegistryClient:
             )
         if response.status_code != 201:
             raise await self._fail(response, f"PUT blob {digest.short} to {repository}")
-        stored = response.headers.get("Docker-Content-Digest")
         await response.aclose()
-        if stored is not None and stored != str(digest):
-            raise RegistryError(
-                f"registry stored blob as {stored}, expected {digest}",
-                method="PUT",
-                url=log_safe(response.request.url),
-                status=201,
-            )
+        _check_stored(response, digest)
+
+    async def _post_blob(self, repository: str, digest: Digest, data: bytes) -> httpx.URL | None:
+        """A single-POST upload; None when stored, else the session the registry opened."""
+        url = self._url(f"{repository}/blobs/uploads/").copy_merge_params({"digest": str(digest)})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
+        response = await self._send("POST", url, headers=headers, content=data, retry_here=False)
+        if response.status_code == 202:
+            await response.aclose()
+            self._monolithic = False  # this registry wants POST then PUT: no body in vain
+            return self._location(response)
+        if response.status_code in (400, 405, 415):
+            # The request form itself refused (some registries): POST then PUT from now on.
+            await response.aclose()
+            self._monolithic = False
+            return await self.start_upload(repository)
+        if response.status_code != 201:
+            raise await self._fail(response, f"POST blob {digest.short} to {repository}")
+        _check_stored(response, digest)
+        await response.aclose()
+        return None
 
     async def put_manifest(
         self, repository: str, identifier: str, raw: bytes, media_type: str, digest: Digest
@@ -428,8 +454,9 @@ class Registries:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         on_response: Callable[[str, str, int], None] | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
-        self.transport = HttpTransport(options, env, timeout, retry, on_response)
+        self.transport = HttpTransport(options, env, timeout, retry, on_response, budgets)
         self.retry = self.transport.retry
         self._clients: dict[str, RegistryClient] = {}
 
@@ -451,6 +478,32 @@ class Registries:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+def _check_stored(response: httpx.Response, digest: Digest) -> None:
+    stored = response.headers.get("Docker-Content-Digest")
+    if stored is not None and stored != str(digest):
+        raise RegistryError(
+            f"registry stored blob as {stored}, expected {digest}",
+            method=response.request.method,
+            url=log_safe(response.request.url),
+            status=response.status_code,
+        )
+
+
+async def _collect(chunks: AsyncIterable[bytes], size: int) -> bytes:
+    """A small blob's bytes, whole: a stream from a store checks digest and size as it ends,
+    so nothing is sent before the bytes are known good (the registry checks the digest too)."""
+    data = bytearray()
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > size:
+            raise VerificationError(f"blob: more than the {size} bytes announced", retryable=True)
+    return bytes(data)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
