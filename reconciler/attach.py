@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.cache import ContentCache
 from reconciler.errors import NotFoundError, ReconcilerError, TrustError
+from reconciler.memo import Memo
 from reconciler.model.desired import DesiredBlob, DesiredImage, DesiredManifest, artifact_image
 from reconciler.model.plan import ArtifactKind, ArtifactPlan, SpecPlan, build_plan
 from reconciler.model.sources import ResolvedBase
@@ -46,6 +47,7 @@ from reconciler.oci.location import Address, Location
 from reconciler.oci.models import Descriptor
 from reconciler.resolve import Resolver
 from reconciler.spec import LoadedSpec, SigningSpec
+from reconciler.store.base import ReferrersLister
 from reconciler.store.open import Stores
 from reconciler.trust.artifacts import (
     ATT_SUFFIX,
@@ -199,6 +201,7 @@ class Attacher:
         self.keys = keys
         self.default_key = default_key
         self.apply = apply  # diff: a key that cannot be read here leaves signatures unshown
+        self._memo = Memo()
         self._locks: dict[Claim, asyncio.Lock] = {}
         self._pushed: dict[Claim, Digest] = {}  # artifact tags pushed in this run
         self._unsure: set[Claim] = set()  # artifact tags a failed push may have moved
@@ -482,16 +485,19 @@ class Attacher:
     async def _source_referrers(
         self, base: ResolvedBase, types: tuple[str, ...] | None
     ) -> list[tuple[Descriptor, ManifestDocument]]:
-        """The base's referrers from its fallback tag: the wanted artifact types, those whose
-        subject is the base."""
-        tag = tag_for(base.root.digest, None)
-        digest = await self.observer.tag_digest(Address(base.source, tag=tag))
-        if digest is None:
-            return []
-        index = await self.resolver.fetch_document(base.source, digest)
-        where = f"referrers index {base.source}:{tag}"
+        """The base's referrers, from the referrers API when its registry answers it, else
+        from the fallback tag: the wanted artifact types, those whose subject is the base."""
+        raw = await self._referrers_api(base)
+        where = f"referrers of {base.source}@{base.root.digest.short}"
+        if raw is None:
+            tag = tag_for(base.root.digest, None)
+            digest = await self.observer.tag_digest(Address(base.source, tag=tag))
+            if digest is None:
+                return []
+            raw = (await self.resolver.fetch_document(base.source, digest)).raw
+            where = f"referrers index {base.source}:{tag}"
         out = []
-        for entry in parse_referrers_index(index.raw, where):
+        for entry in parse_referrers_index(raw, where):
             if types is not None and entry.artifact_type not in types:
                 continue
             child = await self.resolver.fetch_document(base.source, entry.digest)
@@ -505,6 +511,18 @@ class Attacher:
                 continue
             out.append((entry, child))
         return out
+
+    async def _referrers_api(self, base: ResolvedBase) -> bytes | None:
+        """The referrers API's answer for the base (once per run), None where there is none."""
+        reader = self.stores.reader(base.source)
+        if not isinstance(reader, ReferrersLister):
+            return None
+
+        async def ask() -> bytes | None:
+            async with self.stores.slot(base.source):
+                return await reader.list_referrers(base.root.digest)
+
+        return await self._memo.get(("referrers", base.source, base.root.digest), ask)
 
     async def _carried_tag(
         self,

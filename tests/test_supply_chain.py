@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.conftest import Cli, World
 from tests.support import cosign
+from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import inspect_raw, sha256, skopeo
 
 MATCH_REPOSITORY = {"type": "matchRepository"}
@@ -696,3 +698,58 @@ def test_a_spec_policy_adds_to_the_settings_policy_and_never_loosens_it(
     )
     alone = cli("apply")
     assert alone.code == 1 and "spec.trust" in alone.stdout, alone.stdout
+
+
+def test_a_mirror_reads_referrers_from_the_referrers_api_where_the_registry_answers_it(
+    cli: Cli, world: World
+) -> None:
+    """distribution 2.8 has no referrers API; the fault proxy answers it the way a 1.1
+    registry would (the index of the artifacts whose subject is the image), with no fallback
+    tag in the repository: what a mirror carries then comes from the API."""
+    repo, digest = fresh_base(world, "referrers-api")
+    a, b = world.a.host, world.b.host
+    _index, (artifact,) = cosign.push_referrers_fallback(
+        world.a, repo, digest, [cosign.Artifact("application/spdx+json", b'{"api": 1}')]
+    )
+    fallback = cosign.signature_tag(digest, None)
+    body = inspect_raw(f"{a}/{repo}:{fallback}")
+    index_digest = sha256(body)
+    request = urllib.request.Request(
+        f"http://{a}/v2/{repo}/manifests/{index_digest}", method="DELETE"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - http, ours
+        assert answer.status == 202
+    assert not exists(f"{a}/{repo}:{fallback}")  # only the API lists the artifact now
+    proxy = FaultProxy(a)
+    try:
+        proxy.add(
+            Fault(
+                "GET",
+                rf"/v2/{repo}/referrers/{digest}$",
+                "status",
+                times=-1,
+                status=200,
+                headers={"Content-Type": cosign.OCI_INDEX},
+                body=body,
+            )
+        )
+        target = f"mirror-api/{uuid.uuid4().hex[:8]}"
+        cli.write_spec(
+            "mirror.yaml",
+            f"""
+            base: {proxy.host}/{repo}:1
+            baseAnnotations: false
+            carry: {{signatures: false}}
+            targets: [{b}/{target}:1]
+            """,
+        )
+        result = cli("apply")
+        assert result.code == 0, result.stderr + result.stdout
+        asked = [s for s in proxy.seen if "/referrers/" in s.path]
+        assert [s.method for s in asked] == ["GET"], asked
+        assert not [s for s in proxy.seen if fallback in s.path]  # the API answered
+        carried = json.loads(inspect_raw(f"{b}/{target}:{fallback}"))
+        assert [m["digest"] for m in carried["manifests"]] == [artifact]
+        assert json.loads(inspect_raw(f"{b}/{target}@{artifact}"))["subject"]["digest"] == digest
+    finally:
+        proxy.stop()

@@ -97,3 +97,14 @@ class NamedImages(Protocol):
     """A local store that records the registry name an image was saved under."""
 
     def base_name(self, identifier: str) -> str | None: ...
+
+
+@runtime_checkable
+class ReferrersLister(Protocol):
+    """A store that may answer the OCI 1.1 referrers API (a registry)."""
+
+    async def list_referrers(self, digest: Digest) -> bytes | None:
+        """The referrers API's image index of what refers to `digest`, as its raw JSON; None
+        when the store has no such API (then the referrers tag schema's fallback tag is
+        where they are listed)."""
+        ...

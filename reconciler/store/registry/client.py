@@ -26,7 +26,7 @@ from reconciler.oci.document import (
     parse_document,
 )
 from reconciler.oci.location import Location
-from reconciler.oci.mediatypes import MANIFEST_ACCEPT
+from reconciler.oci.mediatypes import MANIFEST_ACCEPT, OCI_INDEX
 from reconciler.store.base import ManifestHead, UploadSession
 from reconciler.store.registry.auth import log_safe
 from reconciler.store.registry.budget import Budgets
@@ -79,6 +79,7 @@ class RegistryClient:
         self.host = policy.host
         self._transport = transport
         self._monolithic = True  # until the registry answers a single POST with a session
+        self._referrers_api = True  # until the registry answers 404 on the referrers API
 
     def _url(self, path: str) -> httpx.URL:
         return httpx.URL(f"{self.policy.base_url}/v2/{path}")
@@ -340,6 +341,25 @@ class RegistryClient:
                 status=response.status_code,
             )
 
+    async def list_referrers(self, repository: str, digest: Digest) -> bytes | None:
+        """`GET /v2/<name>/referrers/<digest>` (distribution spec 1.1): the index of artifacts
+        whose subject is `digest`; None when the registry has no referrers API (a 404, as
+        distribution 2.8 answers: asked once per host and process)."""
+        if not self._referrers_api:
+            return None
+        url = self._url(f"{repository}/referrers/{digest}")
+        response = await self._send("GET", url, headers={"Accept": OCI_INDEX}, stream=True)
+        if response.status_code == 404:
+            await response.aclose()
+            self._referrers_api = False
+            return None
+        if response.status_code != 200:
+            raise await self._fail(response, f"GET referrers of {repository}@{digest}")
+        try:
+            return await read_capped(response, MANIFEST_SIZE_LIMIT)
+        finally:
+            await response.aclose()
+
     async def list_tags(self, repository: str, limit: int = 10_000) -> list[str]:
         """The tags of a repository, following `Link` pages. More than `limit` tags is an error
         rather than a silent cut (a selection over part of a list would pick the wrong tags);
@@ -419,6 +439,9 @@ class RegistryRepository:
 
     async def list_tags(self, limit: int = 10_000) -> list[str]:
         return await self.client.list_tags(self.repository, limit)
+
+    async def list_referrers(self, digest: Digest) -> bytes | None:
+        return await self.client.list_referrers(self.repository, digest)
 
     async def upload_blob(
         self,
