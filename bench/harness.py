@@ -4,6 +4,7 @@ from the registries' access logs, and reconciler and skopeo run in alternation."
 from __future__ import annotations
 
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,14 @@ class Row:
     @property
     def requests(self) -> int:
         return round(statistics.median(len(s.requests) for s in self.samples))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a daemon's `listen`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def run_process(

@@ -11,14 +11,13 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench.harness import Bench, Row, Sample
+from bench.harness import Bench, Row, Sample, free_port
 from bench.scenarios import noop_specs, scenario
 
 MiB_KIB = 1024
@@ -113,9 +112,7 @@ def head_ceiling(bench: Bench, repository: str, tag: str) -> float:
 def daemon_pass(bench: Bench, specs: Path, state: Path) -> Sample:
     """`reconciler run` on the seeded specs: its first full pass (the pass's own duration from
     /metrics), its peak RSS once ready, and the requests it sent until then."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = bench.rc_env(
         state,
         specs,

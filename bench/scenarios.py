@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import socket
 import statistics
 import subprocess
 import time
@@ -14,7 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.fixtures import BuiltLayer, MiB, seed, spec_text
-from bench.harness import Bench, Row, Sample, layer_gets, mounts, run_process, uploads
+from bench.harness import (
+    Bench,
+    Row,
+    Sample,
+    free_port,
+    layer_gets,
+    mounts,
+    run_process,
+    uploads,
+)
 from bench.probe import FirstByteRelay
 
 Scenario = Callable[[Bench], None]
@@ -437,9 +445,7 @@ def daemon(bench: Bench) -> None:
     count = 50 if bench.quick else 500
     specs = noop_specs(bench, count, 5)
     state = bench.fresh("state")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = bench.rc_env(
         state,
         specs,
