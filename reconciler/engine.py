@@ -243,13 +243,10 @@ async def resolve_sources(
     return base, list(layers)
 
 
-async def resolve_desired(
-    spec: LoadedSpec, resolver: Resolver, verifier: Verifier | None = None
-) -> DesiredImage:
-    """A spec's desired image: its sources resolved and verified, then built (for `save`)."""
+async def resolve_desired(spec: LoadedSpec, resolver: Resolver) -> DesiredImage:
+    """A spec's desired image, its sources resolved (unverified: the engine and `save` verify
+    between the two steps)."""
     base, layers = await resolve_sources(spec, resolver)
-    if verifier is not None:
-        await verifier.verify_sources(spec, base, layers)
     return build_desired(spec, base, layers)
 
 
