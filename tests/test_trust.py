@@ -42,7 +42,6 @@ from reconciler.trust.artifacts import (
 from reconciler.trust.keys import (
     PrivateKey,
     PublicKey,
-    encrypt_cosign_key,
     load_private_key,
     load_public_key,
     load_public_keys,
@@ -258,8 +257,8 @@ def test_cosign_encrypted_key_right_and_wrong_passphrase() -> None:
         assert str(caught.value) == "cosign.key: wrong passphrase or damaged key"
     older = data.replace(b"SIGSTORE", b"COSIGN")
     assert load_private_key(older, b"correct horse", "old.key").public == key.public
-    # What encrypt_cosign_key writes reads back, and an empty passphrase is a passphrase.
-    again = encrypt_cosign_key(key, b"", n=1024)
+    # An empty passphrase is a passphrase: the key reads back with none given.
+    again = cosign_envelope(der_of(raw), b"", 1024, 8, 1)
     assert b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----" in again
     assert load_private_key(again, None, "k").public == key.public
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -403,39 +401,6 @@ def _decrypt_cosign(envelope: bytes, passphrase: bytes, where: str) -> bytes:
         return nacl.secret.SecretBox(secret).decrypt(sealed, nonce)
     except nacl.exceptions.CryptoError:
         raise TrustError(f"{where}: wrong passphrase or damaged key") from None
-
-
-def encrypt_cosign_key(
-    key: PrivateKey, passphrase: bytes, *, n: int = 32768, r: int = 8, p: int = 1
-) -> bytes:
-    """`key` in cosign's encrypted PEM format (ENCRYPTED SIGSTORE PRIVATE KEY), as
-    `cosign generate-key-pair` writes it: for tests and for `reconciler` key tooling."""
-    der = key._key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    salt = os.urandom(32)
-    nonce = os.urandom(nacl.secret.SecretBox.NONCE_SIZE)
-    secret = hashlib.scrypt(
-        passphrase, salt=salt, n=n, r=r, p=p, maxmem=128 * r * (n + p + 2) + (1 << 20), dklen=32
-    )
-    sealed = nacl.secret.SecretBox(secret).encrypt(der, nonce).ciphertext
-    envelope = {
-        "kdf": {
-            "name": "scrypt",
-            "params": {"N": n, "r": r, "p": p},
-            "salt": base64.b64encode(salt).decode(),
-        },
-        "cipher": {"name": "nacl/secretbox", "nonce": base64.b64encode(nonce).decode()},
-        "ciphertext": base64.b64encode(sealed).decode(),
-    }
-    body = base64.encodebytes(json.dumps(envelope).encode()).replace(b"\n", b"")
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    label = COSIGN_PEM_TYPES[0].encode()
-    return b"\n".join(
-        [b"-----BEGIN " + label + b"-----", *lines, b"-----END " + label + b"-----", b""]
-    )
 
 
 def private_key_of(key: _PrivateKeyType, where: str = "key") -> PrivateKey:
