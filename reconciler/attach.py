@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.cache import ContentCache
-from reconciler.errors import NotFoundError, ReconcilerError, TrustError
+from reconciler.errors import NotFoundError, TrustError
 from reconciler.memo import Memo
 from reconciler.model.desired import DesiredBlob, DesiredImage, DesiredManifest, artifact_image
 from reconciler.model.plan import ArtifactKind, ArtifactPlan, SpecPlan, build_plan
@@ -51,11 +51,11 @@ from reconciler.store.base import ReferrersLister
 from reconciler.store.open import Stores
 from reconciler.trust.artifacts import (
     ATT_SUFFIX,
-    MAX_LAYERS,
     SBOM_SUFFIX,
     SIG_SUFFIX,
     Blob,
     artifact_manifest,
+    has_signature,
     parse_referrers_index,
     read_signature_manifest,
     referrers_index,
@@ -64,7 +64,7 @@ from reconciler.trust.artifacts import (
 )
 from reconciler.trust.config import KeySource
 from reconciler.trust.files import MAX_KEY_FILE, read_capped
-from reconciler.trust.simplesigning import MAX_PAYLOAD, parse_payload, signing_payload
+from reconciler.trust.simplesigning import signing_payload
 
 if TYPE_CHECKING:  # keys load cryptography and PyNaCl: only when a spec signs
     from reconciler.trust.keys import PrivateKey
@@ -417,7 +417,7 @@ class Attacher:
         existing = await self._get(location, tag) if current is not None else None
         missing = identities
         if existing is not None and key is not None:
-            missing = await self._unsigned(location, existing, digest, key, identities)
+            missing = self._unsigned(location, existing, digest, key, identities)
         pairs = []
         for identity in missing:
             assert key is not None  # noqa: S101 - identities exist only with a key
@@ -441,32 +441,24 @@ class Attacher:
         kind = ArtifactKind.SIGNATURE if key is not None else ArtifactKind.CARRIED
         return ArtifactPlan(kind, label, plan, ("signed", fact(document.digest)))
 
-    async def _unsigned(
-        self,
+    @staticmethod
+    def _unsigned(
         location: Location,
         existing: bytes,
         digest: Digest,
         key: PrivateKey,
         identities: Sequence[str],
     ) -> list[str]:
-        """The identities with no valid signature by `key` over `digest` in a `.sig` manifest
-        (another signer's malformed layer is skipped: it is theirs)."""
+        """The identities with no signature by `key` over their payload in a `.sig` manifest.
+        Our payloads are the same bytes every time, so a layer is ours when its descriptor
+        names their digest and its signature verifies over them: no payload is read (another
+        signer's malformed layer is skipped: it is theirs)."""
         where = f"signature manifest {location}:{tag_for(digest, SIG_SUFFIX)}"
         entries, _problems = read_signature_manifest(existing, where)
-        reader = self.stores.reader(location)
-        signed: set[str] = set()
-        for entry in entries[-MAX_LAYERS:]:
-            if entry.payload_size > MAX_PAYLOAD:
-                continue
-            try:
-                async with self.stores.slot(location):
-                    data = await reader.get_blob(entry.payload_digest, MAX_PAYLOAD)
-                payload = parse_payload(data, where)
-            except ReconcilerError:
-                continue
-            if payload.digest == digest and key.public.verify(data, entry.signature):
-                signed.add(payload.reference)
-        return [i for i in identities if i not in signed]
+        public = key.public
+        return [
+            i for i in identities if not has_signature(entries, signing_payload(i, digest), public)
+        ]
 
     # -- carried tags and referrers ------------------------------------------------------
 
