@@ -56,7 +56,7 @@ def startup(bench: Bench) -> None:
 
     rc, sk = bench.alternate("process start: validate an empty directory", ours, theirs)
     assert sk is not None
-    rc.note = "Python: interpreter, typer, pydantic, settings and spec models (no httpx, asyncio)"
+    rc.note = "Python: interpreter, typer, pydantic, the settings models (no YAML, httpx, asyncio)"
     sk.note = "skopeo --version (a Go binary)"
     first_request(bench)
 

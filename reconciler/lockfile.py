@@ -29,7 +29,6 @@ from reconciler.errors import SpecError, SpecLocation
 from reconciler.fileio import write_atomic
 from reconciler.oci.digest import Digest
 from reconciler.oci.reference import TAG_PATTERN
-from reconciler.yamlsource import format_path, read_documents
 
 LOCK_NAME = "reconciler.lock"
 LOCK_FILE_LIMIT = 4 * 1024 * 1024
@@ -41,7 +40,7 @@ HEADER = (
 
 
 class _Entry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
     reference: StrictStr
     digest: Digest
@@ -51,14 +50,14 @@ class _Entry(BaseModel):
 
 
 class _Selection(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     spec: StrictStr
     tags: tuple[StrictStr, ...]
 
 
 class _Document(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
     api_version: Literal["reconciler.dev/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["Lock"]
@@ -119,6 +118,8 @@ def read_lock(path: Path) -> LockFile | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(SpecLocation(str(path)), f"not UTF-8 text: {exc.reason}") from None
+    from reconciler.yamlsource import format_path, read_documents  # PyYAML: a lock exists
+
     documents = list(read_documents(str(path), text))
     if len(documents) != 1 or not isinstance(documents[0].value, dict):
         raise SpecError(SpecLocation(str(path)), "a lock file is one YAML mapping")

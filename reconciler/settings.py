@@ -13,7 +13,6 @@ from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -504,6 +503,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     )
     from_file: dict[str, Any] = {}
     if path is not None:
+        import yaml  # only with a settings file: start-up (#13)
+
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:

@@ -16,9 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -42,7 +41,9 @@ from reconciler.oci.location import (
 from reconciler.oci.platform import PlatformKey
 from reconciler.oci.reference import Reference, parse_repository
 from reconciler.trust.policy import TrustPolicy
-from reconciler.yamlsource import YamlDocument, format_path, read_documents
+
+if TYPE_CHECKING:  # PyYAML only where a file is read: not for an empty directory (#13)
+    from reconciler.yamlsource import YamlDocument
 
 API_VERSION = "reconciler.dev/v1alpha1"
 KIND = "ImageSpec"
@@ -55,7 +56,7 @@ _PORT = re.compile(r"[0-9]{1,5}(/(tcp|udp|sctp))?")
 
 
 class SpecModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class LayerSpec(SpecModel):
@@ -232,6 +233,9 @@ class TagSelection(SpecModel):
     @classmethod
     def _semver(cls, value: str | None) -> str | None:
         if value is not None:
+            # packaging only for specs that fan out over a version range (start-up, #13)
+            from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
             try:
                 SpecifierSet(value)
             except InvalidSpecifier:
@@ -521,6 +525,8 @@ class LoadedSpec:
     group: str | None = None  # a fan-out instance: the name of the spec it was expanded from
 
     def location(self, path: tuple[str | int, ...] = ()) -> SpecLocation:
+        from reconciler.yamlsource import format_path
+
         return SpecLocation(
             self.file, self.document.line_of(("spec", *path)), format_path(("spec", *path))
         )
@@ -594,6 +600,8 @@ def load_specs(paths: Iterable[Path]) -> LoadResult:
 
 
 def load_file(path: Path) -> tuple[list[LoadedSpec], list[SpecError]]:
+    from reconciler.yamlsource import read_documents
+
     file = str(path)
     try:
         with path.open("rb") as handle:
@@ -659,6 +667,8 @@ def _readable_name(path: Path, value: dict[str, Any]) -> str | None:
 
 
 def _spec_error(document: YamlDocument, err: Any, spec_name: str | None = None) -> SpecError:
+    from reconciler.yamlsource import format_path
+
     loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
     message = str(err["msg"])
     if err["type"] == "extra_forbidden":

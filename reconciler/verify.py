@@ -55,10 +55,10 @@ from reconciler.trust.policy import (
     keys_of,
 )
 from reconciler.trust.simplesigning import MAX_PAYLOAD
-from reconciler.trust.verify import ImageIdentity, Verdict, cache_key, verify
 
 if TYPE_CHECKING:  # keys load cryptography: only when a key is read
     from reconciler.trust.keys import PublicKey
+    from reconciler.trust.verify import ImageIdentity, Verdict  # where a signature is asked for
 
 # A `.sig` manifest may carry many signers; the newest this many are read.
 MAX_SIGNATURES = 64
@@ -196,6 +196,8 @@ class Verifier:
             )
         if all(isinstance(r, InsecureAcceptAnything) for r in requirements):
             return
+        from reconciler.trust.verify import ImageIdentity, Verdict, cache_key, verify
+
         keys = {
             id(r): self._keys_of(r, source.directory, source.origin)
             for r in requirements
@@ -255,6 +257,8 @@ class Verifier:
     @staticmethod
     def _identity(subject: Subject) -> ImageIdentity | None:
         """The registry name the signed identity is matched against."""
+        from reconciler.trust.verify import ImageIdentity
+
         if subject.reference is None:
             return None
         location = subject.reference.location

@@ -10,30 +10,52 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 from tests.conftest import Cli, World
 
-# Runs the CLI exactly as `python -m reconciler ARGS` does, then lists sys.modules at exit.
+# Runs the CLI exactly as `python -m reconciler ARGS` does, then lists at exit sys.modules,
+# the pydantic models of reconciler that were built (a model is built on first use), and
+# whether pydantic looked for plugins.
 _REPORT_MODULES = """
 import atexit, json, runpy, sys
 out, args = sys.argv[1], sys.argv[2:]
-atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+def report():
+    built = []
+    if "pydantic" in sys.modules:
+        from pydantic import BaseModel
+        todo = list(BaseModel.__subclasses__())
+        while todo:
+            model = todo.pop()
+            todo.extend(model.__subclasses__())
+            if model.__module__.startswith("reconciler.") and model.__pydantic_complete__:
+                built.append(f"{model.__module__}.{model.__qualname__}")
+    loader = sys.modules.get("pydantic.plugin._loader")
+    scanned = loader is not None and loader._plugins is not None
+    facts = {"modules": sorted(sys.modules), "built": sorted(built), "scanned": scanned}
+    open(out, "w").write(json.dumps(facts))
+atexit.register(report)
 sys.argv = ["reconciler", *args]
 runpy.run_module("reconciler", run_name="__main__", alter_sys=True)
 """
 
 
-def loaded_by(cli: Cli, *args: str) -> tuple[int, set[str], str]:
-    report = cli.root / "modules.json"
+def facts_of(cli: Cli, *args: str, **env: str) -> tuple[int, dict[str, Any], str]:
+    report = cli.root / "facts.json"
     result = subprocess.run(
         [sys.executable, "-c", _REPORT_MODULES, str(report), *args],
         capture_output=True,
         text=True,
-        env=cli.env(),
+        env={**cli.env(), **env},
         timeout=120,
         check=False,
     )
-    return result.returncode, set(json.loads(report.read_text())), result.stderr
+    return result.returncode, json.loads(report.read_text()), result.stderr
+
+
+def loaded_by(cli: Cli, *args: str) -> tuple[int, set[str], str]:
+    code, facts, stderr = facts_of(cli, *args)
+    return code, set(facts["modules"]), stderr
 
 
 def packages(modules: set[str]) -> set[str]:
@@ -56,8 +78,9 @@ def test_diff_loads_no_http2_no_rich_and_no_httpx_command_line(cli: Cli, world: 
     code, modules, stderr = loaded_by(cli, "diff")
     assert code == 0, stderr  # in sync: it did talk to the registry over httpx
     assert {"httpx", "httpcore", "reconciler.engine"} <= modules
-    assert not packages(modules) & {"h2", "hpack", "rich", "pygments"}
+    assert not packages(modules) & {"h2", "hpack", "rich", "pygments", "packaging"}
     assert "httpx._main" not in modules
+    assert "reconciler.trust.verify" not in modules  # no trust policy: no signature checks
 
 
 def test_h2_stays_importable_for_the_daemon_server() -> None:
@@ -72,3 +95,43 @@ def test_h2_stays_importable_for_the_daemon_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and result.stdout == "H2Connection\n", result.stderr
+
+
+def test_validate_of_an_empty_directory_reads_no_yaml_and_builds_only_settings(cli: Cli) -> None:
+    """No spec file, no settings file: PyYAML is not imported, and the spec, lock and wire
+    (manifest, index, config, platform) models are not built: they are built on first use."""
+    code, facts, stderr = facts_of(cli, "validate")
+    assert code == 0 and "0 valid specs in 0 files; 0 errors" in stderr, stderr
+    modules = set(facts["modules"])
+    assert "reconciler.spec" in modules and "reconciler.trust.policy" in modules
+    assert not packages(modules) & {"yaml", "packaging", "httpx", "asyncio", "rich"}
+    assert "reconciler.yamlsource" not in modules
+    assert "reconciler.settings.Settings" in facts["built"]
+    deferred = ("reconciler.spec.", "reconciler.oci.", "reconciler.lockfile.")
+    assert not [model for model in facts["built"] if model.startswith(deferred)]
+
+
+def test_a_spec_builds_its_models_and_loads_packaging_only_for_a_version_range(cli: Cli) -> None:
+    cli.write_spec("app.yaml", "base: r.io/base:1\ntargets: [r.io/app:1]")
+    code, facts, stderr = facts_of(cli, "validate")
+    assert code == 0 and "1 valid specs in 1 files; 0 errors" in stderr, stderr
+    modules = set(facts["modules"])
+    assert "yaml" in modules and "packaging" not in packages(modules)
+    assert "reconciler.spec.ImageSpecDocument" in facts["built"]
+    assert not [m for m in facts["built"] if m.startswith(("reconciler.oci.", "reconciler.lockf"))]
+    cli.write_spec(
+        "fan.yaml",
+        "base: r.io/base\nbaseTags: {semver: '>=1,<2'}\ntargets: ['r.io/fan:{tag}']",
+    )
+    code, facts, stderr = facts_of(cli, "validate")
+    assert code == 0 and "2 valid specs in 2 files; 0 errors" in stderr, stderr
+    assert "packaging.specifiers" in facts["modules"]
+
+
+def test_pydantic_plugins_are_not_looked_for_unless_the_environment_says(cli: Cli) -> None:
+    """The CLI sets PYDANTIC_DISABLE_PLUGINS unless it is set: no scan of every installed
+    distribution's entry points at start. A value already in the environment wins."""
+    code, facts, stderr = facts_of(cli, "validate")
+    assert code == 0 and not facts["scanned"], stderr
+    code, facts, stderr = facts_of(cli, "validate", PYDANTIC_DISABLE_PLUGINS="")
+    assert code == 0 and facts["scanned"], stderr

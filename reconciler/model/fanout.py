@@ -6,19 +6,23 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-
-from packaging.specifiers import SpecifierSet
-from packaging.version import InvalidVersion, Version
+from typing import TYPE_CHECKING
 
 from reconciler.oci.location import Address, parse_target, render_template
 from reconciler.oci.reference import TAG_PATTERN
 from reconciler.spec import LoadedSpec, TagSelection
 from reconciler.trust.artifacts import is_artifact_tag
 
+if TYPE_CHECKING:  # packaging is imported where a spec fans out (start-up, #13)
+    from packaging.version import Version
+
 
 def select_tags(tags: Iterable[str], selection: TagSelection) -> tuple[str, ...]:
     """The selected tags, highest first: those the regex matches whole, whose version (the
     regex's `version` group, else the tag) is in the range, sorted, the first `keep`."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
     pattern = re.compile(selection.regex) if selection.regex else None
     wanted = SpecifierSet(selection.semver) if selection.semver else None
     by_version = (
@@ -55,6 +59,8 @@ def select_tags(tags: Iterable[str], selection: TagSelection) -> tuple[str, ...]
 
 
 def _version(text: str) -> Version | None:
+    from packaging.version import InvalidVersion, Version
+
     try:
         return Version(text)
     except InvalidVersion:

@@ -18,7 +18,7 @@ from reconciler.oci.platform import Platform
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True, defer_build=True)
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)

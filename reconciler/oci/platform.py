@@ -17,7 +17,7 @@ _DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}
 class Platform(BaseModel):
     """The `platform` object of an index entry, as written on the wire."""
 
-    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True, defer_build=True)
 
     architecture: str
     os: str

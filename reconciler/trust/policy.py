@@ -35,7 +35,6 @@ from reconciler.oci.digest import Digest
 from reconciler.oci.document import first_error, load_json
 from reconciler.oci.reference import Reference
 from reconciler.trust.files import MAX_KEY_FILE, read_capped
-from reconciler.yamlsource import read_documents
 
 if TYPE_CHECKING:  # keys load cryptography and PyNaCl: only where keys are read (a spec loads this)
     from reconciler.trust.keys import PublicKey
@@ -44,7 +43,7 @@ MAX_POLICY_FILE = 4 * 1024 * 1024
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
 # --- signedIdentity ---------------------------------------------------------------------
@@ -362,6 +361,8 @@ def load_policy_file(path: Path) -> TrustPolicy:
 
 
 def _load_yaml(raw: bytes, where: str) -> Any:
+    from reconciler.yamlsource import read_documents  # PyYAML where a policy is YAML (#13)
+
     try:
         documents = list(read_documents(where, raw.decode("utf-8")))
     except UnicodeDecodeError:
