@@ -12,13 +12,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.attach import KEYS, Attacher
 from reconciler.blobmemory import BlobMemory
 from reconciler.cache import ContentCache
 from reconciler.errors import ReconcilerError, SettingsError, SpecError
-from reconciler.execute import Executor, Progress
 from reconciler.lockfile import LockSet
 from reconciler.logs import current_spec
 from reconciler.model.desired import DesiredImage, build_desired
@@ -37,6 +36,9 @@ from reconciler.trust.config import PolicySource
 from reconciler.verify import Verifier
 
 log = logging.getLogger("reconciler.engine")
+
+if TYPE_CHECKING:
+    from reconciler.execute import Executor, Progress
 
 T = TypeVar("T")
 # Specs in flight at once, per unit of `concurrency` (requests at once per registry): enough to
@@ -98,7 +100,11 @@ class Engine:
         resolver = Resolver(self.stores, self.cache, self.settings.max_uncompressed, locks)
         memory = BlobMemory.in_state_dir(self.settings.state_dir)  # where blobs were seen
         observer = Observer(self.stores, memory)
-        executor = Executor(self.stores, self.progress, memory) if apply else None
+        executor = None
+        if apply:  # a diff never loads the executor (nor what it imports)
+            from reconciler.execute import Executor
+
+            executor = Executor(self.stores, self.progress, memory)
         try:
             trust: PolicySource | SettingsError | None = self.settings.trust_source()
         except SettingsError as exc:  # every spec it guards fails with it; none runs unchecked
@@ -114,7 +120,9 @@ class Engine:
             apply=apply,
         )
         at_once = self.settings.concurrency * SPECS_PER_SLOT
-        expanded = await _bounded((self._expand(s, resolver) for s in loaded.specs), at_once)
+        expanded = await _bounded(
+            (self._expand(s, resolver) for s in loaded.specs), min(at_once, len(loaded.specs))
+        )
         failed = [e for e in expanded if isinstance(e, SpecReport)]
         specs = [one for e in expanded if not isinstance(e, SpecReport) for one in e]
         clashes = _clashes(specs)
@@ -130,7 +138,7 @@ class Engine:
                     for spec in specs
                     if spec.name not in clashes
                 ),
-                at_once,
+                min(at_once, len(specs)),  # no idle workers for a run of one spec
             )
         finally:
             memory.save()  # what this pass learned, merged into the file (atomic)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from reconciler.archive.layer import build_layer
 from reconciler.cache import ContentCache, LayerFacts
 from reconciler.errors import (
     DocumentError,
@@ -388,6 +387,8 @@ class Resolver:
         assert layer.path is not None  # noqa: S101 - the caller checked
         source = (Path(spec.file).parent / layer.path).absolute()
         out_dir = self.cache.root / "built"
+        from reconciler.archive.layer import build_layer  # tar and gzip: for path layers only
+
         try:
             built = await self._memo.get(
                 ("path", str(source)), lambda: asyncio.to_thread(build_layer, source, out_dir)

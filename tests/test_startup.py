@@ -81,6 +81,9 @@ def test_diff_loads_no_http2_no_rich_and_no_httpx_command_line(cli: Cli, world: 
     assert not packages(modules) & {"h2", "hpack", "rich", "pygments", "packaging"}
     assert "httpx._main" not in modules
     assert "reconciler.trust.verify" not in modules  # no trust policy: no signature checks
+    # A registry-only diff: no local store, no archive reader, no executor.
+    assert not {"reconciler.execute", "reconciler.store.layout", "reconciler.archive"} & modules
+    assert "reconciler.store.dockerarchive" not in modules
 
 
 def test_h2_stays_importable_for_the_daemon_server() -> None:
