@@ -7,6 +7,7 @@ Exit codes: validate 0/1; diff 0 in sync, 2 changes, 1 error; apply 0 done, 1 an
 from __future__ import annotations
 
 import contextvars
+import gc
 import os
 import sys
 from enum import StrEnum
@@ -439,4 +440,9 @@ def main() -> None:
     # environment already has wins; child processes (daemon hooks) inherit it, and only
     # pydantic reads it.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
+    # A young generation of 20,000 objects, not 700: loading 10,000 specs and a pass over them
+    # allocate millions of objects that live to the end, and each collection of the older
+    # generations walked them (profiled over 10,000 specs: 2 s of a no-op's CPU in 1,470
+    # collections; 0.4 s in 37 with this). Garbage in cycles waits a little longer.
+    gc.set_threshold(20_000, 20, 20)
     app()

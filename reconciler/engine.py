@@ -9,8 +9,10 @@ a blob pushed once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,10 +37,10 @@ from reconciler.store.registry.budget import BudgetEvents
 from reconciler.trust.config import PolicySource
 from reconciler.verify import Verifier
 
-log = logging.getLogger("reconciler.engine")
-
 if TYPE_CHECKING:
     from reconciler.execute import Executor, Progress
+
+log = logging.getLogger("reconciler.engine")
 
 T = TypeVar("T")
 # Specs in flight at once, per unit of `concurrency` (requests at once per registry): enough to
@@ -96,6 +98,10 @@ class Engine:
 
     async def run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
         """One pass: every valid spec reconciled (or planned), every invalid one reported."""
+        with _frozen_heap():
+            return await self._run(loaded, apply=apply)
+
+    async def _run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
         locks = LockSet() if self.use_locks else None
         resolver = Resolver(self.stores, self.cache, self.settings.max_uncompressed, locks)
         memory = BlobMemory.in_state_dir(self.settings.state_dir)  # where blobs were seen
@@ -256,6 +262,20 @@ async def resolve_desired(spec: LoadedSpec, resolver: Resolver) -> DesiredImage:
     between the two steps)."""
     base, layers = await resolve_sources(spec, resolver)
     return build_desired(spec, base, layers)
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """A pass with what existed before it (specs, settings, caches, modules) out of the
+    garbage collector's sight: a collection of the older generations walked all of it, again
+    and again (over 10,000 specs, a no-op took 19.4 s of CPU with the collector, 16.3 s with
+    it off). What the pass creates is collected as usual; at its end the heap is handed back,
+    so what a daemon's reload dropped is collected between passes."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 async def _bounded(works: Iterable[Coroutine[Any, Any, T]], limit: int) -> list[T]:
