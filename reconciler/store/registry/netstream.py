@@ -26,7 +26,7 @@ from httpcore._utils import is_socket_readable
 
 # A reader's buffer holds this much before asyncio stops reading the socket: with httpcore
 # reading 1 MiB at a time (http.py), a blob streams in reads of up to that size.
-READ_LIMIT = 4 * 1024 * 1024
+READ_LIMIT = 1024 * 1024
 
 SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
