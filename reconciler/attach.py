@@ -540,6 +540,8 @@ class Attacher:
     ) -> list[tuple[Descriptor, ManifestDocument, tuple[Blob, ...]]]:
         """`attach:` files as artifact manifests whose subject is the image. A file must be in
         the spec file's directory or below (a spec cannot push the daemon's own secrets)."""
+        if not spec.body.attach:
+            return []  # most specs: no path to resolve, no descriptor to build
         out = []
         subject = desired.root.descriptor()
         directory = Path(spec.file).parent.resolve()
