@@ -323,3 +323,29 @@ def test_prune_deletes_only_what_it_wrote_and_still_names(world: World, tmp_path
     for tag in ("ours", "moved", "shared", "theirs"):
         assert walk(a, "prune/x", tag).tag_present, tag
     assert set(written.of("gone")) == {f"{a}/prune/x:ours", f"{a}/prune/x:moved"}
+
+
+def test_the_parent_watch_pokes_only_for_the_entry_specs_dir_goes_through(tmp_path: Path) -> None:
+    """A log written beside specs_dir must not rescan the specs at each line; git-sync's swap of
+    the link (a move onto the entry) and the entry's removal must."""
+    from watchdog.events import FileCreatedEvent, FileModifiedEvent, FileMovedEvent
+
+    from reconciler.daemon.runner import _Events
+
+    pokes: list[object] = []
+
+    class Loop:
+        def call_soon_threadsafe(self, callback: object) -> None:
+            pokes.append(callback)
+
+    entry = str(tmp_path / "specs")
+    swaps = _Events(Loop(), lambda: None, only=entry)  # type: ignore[arg-type]
+    swaps.on_any_event(FileModifiedEvent(str(tmp_path / "daemon.log")))
+    swaps.on_any_event(FileCreatedEvent(str(tmp_path / ".specs.tmp")))
+    assert pokes == []
+    swaps.on_any_event(FileMovedEvent(str(tmp_path / ".specs.tmp"), entry))
+    swaps.on_any_event(FileModifiedEvent(entry))
+    assert len(pokes) == 2
+    everything = _Events(Loop(), lambda: None)  # type: ignore[arg-type]
+    everything.on_any_event(FileModifiedEvent(str(tmp_path / "specs" / "app.yaml")))
+    assert len(pokes) == 3
