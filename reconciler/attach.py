@@ -63,7 +63,7 @@ from reconciler.trust.artifacts import (
     tag_for,
 )
 from reconciler.trust.config import KeySource
-from reconciler.trust.files import MAX_KEY_FILE, read_capped
+from reconciler.trust.files import MAX_KEY_FILE, read_small_file
 from reconciler.trust.simplesigning import signing_payload
 
 if TYPE_CHECKING:  # keys load cryptography and PyNaCl: only when a spec signs
@@ -123,22 +123,13 @@ def _load_key(source: KeySource) -> PrivateKey:
     from reconciler.trust.keys import load_private_key
 
     where = f"signing key {source.key_file}"
-    try:
-        data = read_capped(source.key_file, MAX_KEY_FILE)
-    except OSError as exc:
-        raise TrustError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    if data is None:
-        raise TrustError(f"{where}: over {MAX_KEY_FILE} bytes; not a key")
+    data = read_small_file(source.key_file, MAX_KEY_FILE, where, "the key")
     passphrase: bytes | None = None
     if source.passphrase_file is not None:
-        try:
-            secret = read_capped(source.passphrase_file, MAX_KEY_FILE)
-        except OSError as exc:
-            raise TrustError(
-                f"passphrase file {source.passphrase_file}: cannot read: {exc.strerror or exc}"
-            ) from None
-        if secret is None:
-            raise TrustError(f"passphrase file {source.passphrase_file}: too large")
+        where_secret = f"passphrase file {source.passphrase_file}"
+        secret = read_small_file(
+            source.passphrase_file, MAX_KEY_FILE, where_secret, "the passphrase"
+        )
         passphrase = secret.rstrip(b"\r\n")
     elif source.passphrase_env is not None:
         value = os.environ.get(source.passphrase_env)
@@ -550,12 +541,7 @@ class Attacher:
             path = (directory / entry.file).resolve()
             if not path.is_relative_to(directory):
                 raise TrustError(f"{where}: {entry.file} is outside the spec's directory")
-            try:
-                data = read_capped(path, ATTACH_FILE_LIMIT)
-            except OSError as exc:
-                raise TrustError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
-            if data is None:
-                raise TrustError(f"{where}: {path} is larger than {ATTACH_FILE_LIMIT} bytes")
+            data = read_small_file(path, ATTACH_FILE_LIMIT, str(where), str(path))
             file = Blob(Digest.of(data), entry.blob_media_type, data)
             annotations = {
                 "org.opencontainers.image.title": path.name,

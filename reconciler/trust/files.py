@@ -1,15 +1,22 @@
-"""Small files trust reads whole: keys, policies, attached files."""
+"""Small files trust reads whole: keys, passphrases, policies, attached files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler.errors import TrustError
+
 MAX_KEY_FILE = 1024 * 1024
 
 
-def read_capped(path: Path, limit: int) -> bytes | None:
-    """A small file's bytes, or None when it holds more than `limit` bytes: never more than
-    `limit` + 1 are read. OSError is the caller's."""
-    with path.open("rb") as handle:
-        data = handle.read(limit + 1)
-    return data if len(data) <= limit else None
+def read_small_file(path: Path, limit: int, where: str, what: str) -> bytes:
+    """A small file's bytes; never more than `limit` + 1 are read. A file that cannot be read,
+    or holds more, is a TrustError naming `where` and `what` the file was to be."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise TrustError(f"{where}: cannot read {what}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise TrustError(f"{where}: {what} is over {limit} bytes")
+    return data

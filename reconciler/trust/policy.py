@@ -34,7 +34,7 @@ from reconciler.errors import DocumentError, ReferenceError_, SpecError, TrustEr
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import first_error, load_json
 from reconciler.oci.reference import Reference
-from reconciler.trust.files import MAX_KEY_FILE, read_capped
+from reconciler.trust.files import MAX_KEY_FILE, read_small_file
 
 if TYPE_CHECKING:  # keys load cryptography and PyNaCl: only where keys are read (a spec loads this)
     from reconciler.trust.keys import PublicKey
@@ -345,12 +345,7 @@ _TAGS = frozenset(
 def load_policy_file(path: Path) -> TrustPolicy:
     """A policy file: JSON (policy.json) or YAML (by the suffix .yaml/.yml)."""
     where = str(path)
-    try:
-        raw = read_capped(path, MAX_POLICY_FILE)
-    except OSError as exc:
-        raise TrustError(f"{where}: cannot read the trust policy: {exc.strerror}") from None
-    if raw is None:
-        raise TrustError(f"{where}: over {MAX_POLICY_FILE} bytes; not a trust policy")
+    raw = read_small_file(path, MAX_POLICY_FILE, where, "the trust policy")
     if path.suffix.lower() in (".yaml", ".yml"):
         return parse_policy(_load_yaml(raw, where), where)
     try:
@@ -399,10 +394,4 @@ def keys_of(
 
 
 def _read_key(path: Path) -> bytes:
-    try:
-        data = read_capped(path, MAX_KEY_FILE)
-    except OSError as exc:
-        raise TrustError(f"{path}: cannot read the key: {exc.strerror}") from None
-    if data is None:
-        raise TrustError(f"{path}: over {MAX_KEY_FILE} bytes; not a public key")
-    return data
+    return read_small_file(path, MAX_KEY_FILE, str(path), "the key")
