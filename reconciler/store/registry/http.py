@@ -61,9 +61,9 @@ from reconciler.store.registry.transport import (
     policy_for,
 )
 
-# httpcore reads a response 64 KiB at a time, and each read costs a trip through h11 and anyio:
-# for a blob of hundreds of MiB that per-read overhead was the largest CPU cost of a copy
-# (profiled: 3,300 reads for 200 MiB). 1 MiB reads take a sixteenth of the trips.
+# httpcore reads a response 64 KiB at a time, and each read costs a trip through h11 and the
+# network layer: for a blob of hundreds of MiB that per-read overhead was the largest CPU cost
+# of a copy (profiled: 3,300 reads for 200 MiB). 1 MiB reads take a sixteenth of the trips.
 AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
 
 log = logging.getLogger("reconciler.http")
@@ -318,9 +318,9 @@ class HttpTransport:
 
 
 def _transport(url: httpx.URL, verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
-    """An origin's connection pool: on asyncio's streams (netstream.py), or through the proxy
-    the environment names for it (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY), as httpx
-    and Go's registries clients read them."""
+    """An origin's connection pool: on our asyncio network layer (netstream.py), or through the
+    proxy the environment names for it (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY), as httpx
+    and Go's registry clients read them."""
     context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
     proxy = _proxy_for(url)
     if proxy is not None:
