@@ -142,7 +142,7 @@ def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
     async def go() -> RunReport:
         async with open_stores(settings, one_shot=True) as stores:
             progress = _terminal_progress() if apply else None
-            engine = Engine(settings, stores, progress)
+            engine = Engine(settings, stores, progress, last_pass=True)
             try:
                 return await engine.run(loaded, apply=apply)
             finally:

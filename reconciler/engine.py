@@ -9,9 +9,10 @@ a blob pushed once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -87,6 +88,7 @@ class Engine:
         *,
         use_locks: bool = True,
         watch_locked_bases: bool = False,
+        last_pass: bool = False,
     ) -> None:
         self.settings = settings
         self.stores = stores
@@ -94,10 +96,12 @@ class Engine:
         self.progress = progress
         self.use_locks = use_locks  # base tags from the lock files beside the specs
         self.watch_locked_bases = watch_locked_bases  # and say when a locked tag moved
+        # The process ends after this pass (a one-shot command): what it leaves is not collected.
+        self.last_pass = last_pass
 
     async def run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
         """One pass: every valid spec reconciled (or planned), every invalid one reported."""
-        with _FROZEN_HEAP:
+        with _FROZEN_HEAP.held(collect=not self.last_pass):
             return await self._run(loaded, apply=apply)
 
     async def _run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
@@ -270,21 +274,25 @@ class _FrozenHeap:
     it off). What a pass creates is collected as usual. When the last pass running ends (a
     daemon's may overlap), the heap is handed back and collected once, whole: what a pass left
     in reference cycles, and what a reload dropped, is freed before the next pass freezes the
-    heap again."""
+    heap again. A one-shot command's pass (`collect=False`) skips that collection: the process
+    exits next, and over 10,000 specs it was 0.3 s of wall."""
 
     def __init__(self) -> None:
         self.running = 0
 
-    def __enter__(self) -> None:
+    @contextlib.contextmanager
+    def held(self, collect: bool = True) -> Iterator[None]:
         if self.running == 0:
             gc.freeze()
         self.running += 1
-
-    def __exit__(self, *_exc: object) -> None:
-        self.running -= 1
-        if self.running == 0:
-            gc.unfreeze()
-            gc.collect()
+        try:
+            yield
+        finally:
+            self.running -= 1
+            if self.running == 0:
+                gc.unfreeze()
+                if collect:
+                    gc.collect()
 
 
 _FROZEN_HEAP = _FrozenHeap()

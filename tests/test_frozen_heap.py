@@ -20,14 +20,33 @@ def test_overlapping_passes_unfreeze_once_and_collect_their_cycles() -> None:
     was_enabled = gc.isenabled()
     gc.disable()  # no automatic collection: only the end of the passes may free the cycle
     try:
-        with heap:
+        with heap.held():
             assert gc.get_freeze_count() > 0
-            with heap:  # a second pass, started while the first runs
+            with heap.held():  # a second pass, started while the first runs
                 node = Node()
                 left = weakref.ref(node)
                 del node
             assert gc.get_freeze_count() > 0 and left() is not None  # the first still runs
         assert gc.get_freeze_count() == 0
+        assert left() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_a_last_pass_unfreezes_without_collecting() -> None:
+    """A one-shot command's pass: the process exits next, so its cycles are left as they are."""
+    heap = _FrozenHeap()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with heap.held(collect=False):
+            node = Node()
+            left = weakref.ref(node)
+            del node
+        assert gc.get_freeze_count() == 0
+        assert left() is not None  # not collected: nothing ran the collector
+        gc.collect()
         assert left() is None
     finally:
         if was_enabled:
