@@ -282,7 +282,7 @@ FAILING = [
         "truncated-always",
         "src",
         lambda r: Fault("GET", blob_path(r.vendor.digest), "truncate", after=700_000, times=-1),
-        "bytes, expected",
+        "bytes it announced",
     ),
     (
         "flipped-always",

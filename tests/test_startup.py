@@ -71,14 +71,16 @@ def test_validate_loads_neither_httpx_nor_the_engine(cli: Cli) -> None:
     assert not {"reconciler.engine", "reconciler.resolve", "reconciler.store.open"} & modules
 
 
-def test_diff_loads_no_http2_no_rich_and_no_httpx_command_line(cli: Cli, world: World) -> None:
+def test_diff_loads_no_httpcore_no_rich_and_no_httpx_command_line(cli: Cli, world: World) -> None:
     a = world.a.host
     cli.write_spec("app.yaml", f"base: {a}/base/single:1\ntargets: [{a}/startup/app:1]")
     assert cli("apply").code == 0
     code, modules, stderr = loaded_by(cli, "diff")
     assert code == 0, stderr  # in sync: it did talk to the registry over httpx
-    assert {"httpx", "httpcore", "reconciler.engine"} <= modules
+    assert {"httpx", "reconciler.store.registry.http1", "reconciler.engine"} <= modules
     assert not packages(modules) & {"h2", "hpack", "rich", "pygments", "packaging"}
+    # Requests go through http1.py: httpcore, h11 and anyio are not even imported.
+    assert not packages(modules) & {"httpcore", "h11", "anyio", "sniffio"}
     assert "httpx._main" not in modules
     assert "reconciler.trust.verify" not in modules  # no trust policy: no signature checks
     # A registry-only diff: no local store, no archive reader, no executor.
@@ -87,7 +89,7 @@ def test_diff_loads_no_http2_no_rich_and_no_httpx_command_line(cli: Cli, world: 
 
 
 def test_h2_stays_importable_for_the_daemon_server() -> None:
-    """The registry store keeps httpcore from loading h2; hypercorn must still get it."""
+    """The registry store does not load h2 (nor httpcore); hypercorn must still get it."""
     code = (
         "import sys, reconciler.store.registry.http\n"
         "assert 'h2' not in sys.modules and 'httpx._main' not in sys.modules\n"

@@ -134,9 +134,9 @@ def test_a_name_whose_first_address_never_answers_is_reached_on_the_next(
 def test_a_body_larger_than_a_connection_queues_arrives_whole() -> None:
     """Reading pauses when READ_LIMIT bytes wait unread, and resumes as they are taken."""
     paused: list[int] = []
-    real = netstream._Connection.data_received
+    real = netstream.Connection.data_received
 
-    def data_received(self: netstream._Connection, data: bytes) -> None:
+    def data_received(self: netstream.Connection, data: bytes) -> None:
         real(self, data)
         if self.queued > netstream.READ_LIMIT:
             paused.append(self.queued)
@@ -146,7 +146,7 @@ def test_a_body_larger_than_a_connection_queues_arrives_whole() -> None:
         url = f"http://{server}/blob"
         timeouts = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(netstream._Connection, "data_received", data_received)
+            patch.setattr(netstream.Connection, "data_received", data_received)
             got = asyncio.run(send(url, request("GET", url, timeouts), linger=0.5))
     assert paused and max(paused) < 2 * netstream.READ_LIMIT  # it paused, and held no more
     assert len(got) == len(body) and hashlib.sha256(got).digest() == hashlib.sha256(body).digest()

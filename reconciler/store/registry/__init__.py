@@ -1,12 +1,10 @@
 """Talking to registries: transport policy, authentication, and the HTTP client.
 
-httpx is imported here first, without two optional parts it would load for nothing, about
-15% of a `diff` start between them (docs/performance.md): httpcore's HTTP/2 connection (h2
-and its hpack tables; installed for the daemon's server, while registries are spoken to in
-HTTP/1.1 only) and httpx's own command-line client (rich, pygments). A `None` in
-`sys.modules` makes an import raise ImportError, which both packages catch with a stand-in;
-the entries are removed right after, so that whoever imports h2 later (the daemon's server)
-gets it.
+httpx is imported here first, without its command-line client (httpx._main, which loads rich
+and pygments for nothing): a `None` in `sys.modules` makes that import raise ImportError,
+which httpx catches with a stand-in, and the entry is removed right after. httpcore (with h11,
+anyio, and h2 where installed) is not loaded at all unless a proxy is used: requests go through
+http1.py's transport, and httpx imports httpcore only when its own transport is built.
 """
 
 from __future__ import annotations
@@ -15,18 +13,16 @@ import sys
 
 
 def _import_httpx_lean() -> None:
-    if "httpcore" in sys.modules:
+    if "httpx" in sys.modules:
         return
-    blocked = [name for name in ("h2", "httpx._main") if name not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]
+    blocked = "httpx._main" not in sys.modules
+    if blocked:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
     try:
-        import httpcore  # noqa: F401  (httpx imports it on its first client)
         import httpx  # noqa: F401
     finally:
-        for name in blocked:
-            if sys.modules.get(name, ...) is None:
-                del sys.modules[name]
+        if blocked and sys.modules.get("httpx._main", ...) is None:
+            del sys.modules["httpx._main"]
 
 
 _import_httpx_lean()

@@ -1,7 +1,7 @@
 """HTTP for every registry: connection pools, authentication, retries and redirects.
 
-- One connection pool per TLS policy (plain HTTP; HTTPS with the system's CAs; HTTPS with one
-  `ca_file`), shared by every host with that policy.
+- One connection pool per origin and TLS policy (plain HTTP; HTTPS with the system's CAs;
+  HTTPS with one `ca_file`): http1.py's transport, or httpx's behind a proxy.
 - Each request is authorized for the host it goes to (auth.py). A `401` is answered once.
 - Requests whose body can be sent again (none, or bytes) are retried by the retry policy on
   transport failures and retryable statuses, honouring `Retry-After`. A streamed body cannot
@@ -27,9 +27,7 @@ import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from pathlib import Path
 
-import httpcore
 import httpx
-from httpcore._async.http11 import AsyncHTTP11Connection
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler import __version__
@@ -52,7 +50,7 @@ from reconciler.store.registry.auth import (
     scopes_for,
 )
 from reconciler.store.registry.budget import Budgets
-from reconciler.store.registry.netstream import AsyncioBackend
+from reconciler.store.registry.http1 import Origin
 from reconciler.store.registry.retry import RetryPolicy, parse_retry_after
 from reconciler.store.registry.transport import (
     RegistryOptions,
@@ -61,18 +59,15 @@ from reconciler.store.registry.transport import (
     policy_for,
 )
 
-# httpcore reads a response 64 KiB at a time, and each read costs a trip through h11 and the
-# network layer: for a blob of hundreds of MiB that per-read overhead was the largest CPU cost
-# of a copy (profiled: 3,300 reads for 200 MiB). 1 MiB reads take a sixteenth of the trips.
-AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
-
 log = logging.getLogger("reconciler.http")
 
 USER_AGENT = f"reconciler/{__version__}"
 MAX_REDIRECTS = 5
 ERROR_BODY_LIMIT = 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+LIMITS_CONNECTIONS = 64  # per origin, in flight at once
+LIMITS_IDLE = 32  # per origin, kept open between requests
+LIMITS = httpx.Limits(max_connections=LIMITS_CONNECTIONS, max_keepalive_connections=LIMITS_IDLE)
 
 Content = bytes | AsyncIterable[bytes] | None
 
@@ -97,15 +92,22 @@ class HttpTransport:
         self._timeouts = httpx.Timeout(timeout, connect=min(10.0, timeout)).as_dict()
         self._auth: dict[str, HostAuth] = {}
         self._answered: set[str] = set()  # host[:port] of every origin that answered once
+        self._api: dict[str, str] = {}  # registry host -> host[:port] its API is served from
         self.budgets = budgets or Budgets(cap=self.retry.cap)
         for host, entry in self._options.items():
             if entry.requests_per_second is not None:
                 # Keyed by the host requests go to (Docker Hub's API host for docker.io).
-                api = netloc(httpx.URL(self.policy(host).base_url))
-                self.budgets.limit(api, entry.requests_per_second, entry.burst)
+                self.budgets.limit(self.api_netloc(host), entry.requests_per_second, entry.burst)
 
     def policy(self, host: str) -> TransportPolicy:
         return policy_for(host, self._options.get(host))
+
+    def api_netloc(self, host: str) -> str:
+        """The host[:port] a registry's API is served from (Docker Hub's API host for docker.io)."""
+        api = self._api.get(host)
+        if api is None:
+            api = self._api[host] = netloc(httpx.URL(self.policy(host).base_url))
+        return api
 
     def auth(self, host: str) -> HostAuth:
         auth = self._auth.get(host)
@@ -121,10 +123,9 @@ class HttpTransport:
     def _pool(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
         """The pool for a URL's origin, under its TLS policy (scheme, and the host's CA file).
 
-        One pool per origin: httpcore scans every connection of a pool for each request it
-        places, so a shared pool made every registry pay for the others' connections. Requests
-        go to the transport itself, not through an httpx client: this module does redirects,
-        auth and headers, and the client's cookie jar and wrapping cost 15% of a no-op's CPU.
+        One pool per origin (http1.py's Origin). Requests go to the transport itself, not
+        through an httpx client: this module does redirects, auth and headers, and the client's
+        cookie jar and wrapping cost 15% of a no-op's CPU.
         """
         ca_file = None
         if url.scheme == "https":
@@ -186,7 +187,7 @@ class HttpTransport:
         content: Content,
         stream: bool,
     ) -> httpx.Response:
-        if host is None or netloc(url) != netloc(httpx.URL(self.policy(host).base_url)):
+        if host is None or netloc(url) != self.api_netloc(host):
             # Not the registry's own API host (an upload Location elsewhere): no credentials.
             return await self._follow(method, url, dict(headers or {}), content, stream)
         auth = self.auth(host)
@@ -325,19 +326,11 @@ def _transport(url: httpx.URL, verify: ssl.SSLContext | bool) -> httpx.AsyncBase
     proxy = _proxy_for(url)
     if proxy is not None:
         return httpx.AsyncHTTPTransport(verify=context, limits=LIMITS, proxy=proxy)
-    transport = httpx.AsyncHTTPTransport(verify=context, limits=LIMITS)
-    # httpx builds its pool without a way to name the network backend: the pool is replaced,
-    # with the same settings, by one on asyncio's streams.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=context,
-        max_connections=LIMITS.max_connections,
-        max_keepalive_connections=LIMITS.max_keepalive_connections,
-        keepalive_expiry=LIMITS.keepalive_expiry,
-        http1=True,
-        http2=False,
-        network_backend=AsyncioBackend(),
+    return Origin(
+        context if url.scheme == "https" else None,
+        max_connections=LIMITS_CONNECTIONS,
+        max_idle=LIMITS_IDLE,
     )
-    return transport
 
 
 def _proxy_for(url: httpx.URL) -> str | None:

@@ -1,20 +1,14 @@
-"""httpcore's network layer on an asyncio protocol of its own, without anyio's streams between.
+"""Sockets for the registry store's HTTP/1.1 (http1.py): an asyncio protocol of our own.
 
-Profiled on a no-op over 3,000 specs (6,010 HEADs): a quarter of the process's CPU was anyio's
-wrapping of asyncio, not HTTP. Each request made the pool ask every idle connection whether
-it had expired, and anyio answered through a freshly built dict of attribute getters (one of
-them a getpeername system call) per connection per request; every read and write entered a
-cancel scope that looked up the current task. Here an idle connection's check is its EOF, its
-queue and a poll of its socket, and a deadline is `asyncio.timeout`. Received data is queued
-as the chunks asyncio hands over, and a read takes one: no buffer is copied (asyncio's
-StreamReader copied each byte twice, and a blob download cost twice the CPU).
+Received data is queued as the chunks asyncio hands over, and a read takes one whole: no buffer
+is copied (asyncio's StreamReader copied each byte twice, and a blob download cost twice the
+CPU). Reading pauses while READ_LIMIT bytes wait unread. A connection closes by abort: no TLS
+close handshake with a peer that may never answer, no wait for unsent bytes a stalled server
+will never read. A name with several addresses is tried as RFC 8305 says: the next address
+starts after 250 ms without waiting for the first.
 
-A connection closes by abort: no TLS close handshake with a peer that may never answer, no
-wait for unsent bytes a stalled server will never read. A name with several addresses is
-tried as RFC 8305 says: the next address starts after 250 ms without waiting for the first.
-
-Errors are httpcore's, so httpx maps them as it does for its own backends: a refused connect
-keeps the OS errors it came from (every address tried) as its context.
+Errors are httpx's: a failed connect is ConnectError or ConnectTimeout, and a refused one keeps
+the OS errors it came from (every address tried) as its cause.
 """
 
 from __future__ import annotations
@@ -24,23 +18,17 @@ import collections
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable
 from typing import Any
 
-import httpcore
-from httpcore._utils import is_socket_readable
+import httpx
 
 # Received bytes a connection holds before asyncio stops reading its socket (resumed at half).
 READ_LIMIT = 1024 * 1024
 # RFC 8305's connection attempt delay: the next address of a name starts after this long.
 ATTEMPT_DELAY = 0.25
 
-SocketOption = (
-    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
-)
 
-
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One socket's received chunks, its EOF or error, and its write flow control."""
 
     def __init__(self) -> None:
@@ -90,7 +78,9 @@ class _Connection(asyncio.Protocol):
         if self._readable is not None and not self._readable.done():
             self._readable.set_result(None)
 
-    async def read(self, max_bytes: int) -> bytes:
+    async def receive(self) -> bytes:
+        """The next chunk received, whole; b"" once the peer has closed. Raises the socket's
+        error (an OSError or SSLError) if it failed."""
         while not self.chunks:
             if self.eof:
                 if self.error is not None:
@@ -99,167 +89,128 @@ class _Connection(asyncio.Protocol):
             self._readable = asyncio.get_running_loop().create_future()
             await self._readable
         chunk = self.chunks.popleft()
-        if len(chunk) > max_bytes:
-            self.chunks.appendleft(chunk[max_bytes:])
-            chunk = chunk[:max_bytes]
         self.queued -= len(chunk)
         if self._paused and self.queued <= READ_LIMIT // 2 and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
         return chunk
 
-    async def write(self, data: bytes) -> None:
+    def push_back(self, data: bytes) -> None:
+        """Return the unused end of a chunk: the next receive() starts with it."""
+        if data:
+            self.chunks.appendleft(data)
+            self.queued += len(data)
+
+    def take_all(self) -> bytes:
+        """Everything received and not yet read, at once (reading resumes if it was paused)."""
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        self.queued = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    def send(self, data: bytes) -> bool:
+        """Queue `data` on the socket; True if the caller must await drain() before more."""
         if self.transport is None or self.transport.is_closing():
             raise self.error or ConnectionResetError("the connection is closed")
         self.transport.write(data)
+        return self._writable is not None
+
+    async def drain(self) -> None:
         while self._writable is not None:
             await self._writable
             if self.error is not None:
                 raise self.error
 
+    def reusable(self) -> bool:
+        """Idle, open and quiet: no EOF, no error, nothing received while nobody asked."""
+        transport = self.transport
+        return (
+            not self.eof
+            and not self.chunks
+            and not self._paused
+            and transport is not None
+            and not transport.is_closing()
+        )
 
-class AsyncioStream(httpcore.AsyncNetworkStream):
-    def __init__(self, connection: _Connection, sock: socket.socket) -> None:
-        self._connection = connection
-        self._socket = sock
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._connection.read(max_bytes)
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout(f"no data in {timeout:g} s") from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                await self._connection.write(buffer)
-        except TimeoutError as exc:
-            raise httpcore.WriteTimeout(f"could not send in {timeout:g} s") from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
-
-    async def aclose(self) -> None:
-        if self._connection.transport is not None:
-            self._connection.transport.abort()
-        await asyncio.sleep(0)  # the transport's connection_lost runs: the socket is closed
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        transport = self._connection.transport
-        assert transport is not None  # noqa: S101 - connected before TLS starts
-        try:
-            async with asyncio.timeout(timeout):
-                tls = await loop.start_tls(
-                    transport, self._connection, ssl_context, server_hostname=server_hostname
-                )
-        except TimeoutError as exc:
-            await self.aclose()
-            raise httpcore.ConnectTimeout(f"TLS handshake not done in {timeout:g} s") from exc
-        except (OSError, ssl.SSLError) as exc:
-            await self.aclose()
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        except BaseException:
-            transport.abort()
-            raise
-        if tls is None:
-            transport.abort()
-            raise httpcore.ConnectError("the TLS handshake did not complete")
-        self._connection.transport = tls
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        connection = self._connection
-        if info == "is_readable":
-            # Idle and readable means the server closed it (or sent what it should not have).
-            return connection.eof or bool(connection.chunks) or is_socket_readable(self._socket)
-        if info == "socket":
-            return self._socket
-        transport = connection.transport
-        if transport is None:
-            return None
-        if info == "ssl_object":
-            return transport.get_extra_info("ssl_object")
-        if info == "client_addr":
-            return transport.get_extra_info("sockname")
-        if info == "server_addr":
-            return transport.get_extra_info("peername")
-        return None
+    def abort(self) -> None:
+        """Close at once: no TLS close handshake, no wait for unsent bytes."""
+        if self.transport is not None:
+            self.transport.abort()
 
 
-class AsyncioBackend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                sock = await _connect(host, port, local_address)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"no connection in {timeout:g} s") from exc
-        connection = _Connection()
-        try:
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            await loop.create_connection(lambda: connection, sock=sock)
-        except OSError as exc:
-            sock.close()
-            raise httpcore.ConnectError(str(exc)) from exc
-        except BaseException:
-            sock.close()
-            raise
-        return AsyncioStream(connection, sock)
+async def connect(
+    host: str, port: int, ssl_context: ssl.SSLContext | None, timeout: float | None
+) -> Connection:
+    """A connection to host:port, TLS on top when `ssl_context` is given, within `timeout` for
+    the TCP connect and the TLS handshake together. Fails with httpx's ConnectError or
+    ConnectTimeout; nothing is left open."""
+    loop = asyncio.get_running_loop()
+    connection = Connection()
+    phase = "no connection"
+    try:
+        async with asyncio.timeout(timeout) as deadline:
+            sock = await _connect(host, port)
+            try:
+                await loop.create_connection(lambda: connection, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            if ssl_context is not None:
+                phase = "TLS handshake not done"
+                plain = connection.transport
+                assert plain is not None  # noqa: S101 - connection_made ran
+                try:
+                    tls = await loop.start_tls(
+                        plain,
+                        connection,
+                        ssl_context,
+                        server_hostname=host,
+                        # Ours is the deadline above; asyncio's own (60 s) must not come first.
+                        ssl_handshake_timeout=(timeout or 24 * 3600.0) + 1.0,
+                    )
+                except BaseException:
+                    plain.abort()
+                    raise
+                if tls is None:
+                    plain.abort()
+                    raise httpx.ConnectError("the TLS handshake did not complete")
+                connection.transport = tls
+    except TimeoutError as exc:
+        connection.abort()
+        if deadline.expired():
+            raise httpx.ConnectTimeout(f"{phase} in {timeout:g} s") from exc
+        raise httpx.ConnectError(str(exc) or "timed out") from exc  # the system's ETIMEDOUT
+    except (OSError, ssl.SSLError) as exc:
+        connection.abort()
+        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+    return connection
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not used by reconciler")
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-async def _connect(host: str, port: int, local_address: str | None) -> socket.socket:
+async def _connect(host: str, port: int) -> socket.socket:
     """A connected non-blocking socket to one of `host`'s addresses, in getaddrinfo's order,
     each started ATTEMPT_DELAY after the one before unless that one failed sooner. Fails with
-    httpcore's ConnectError, its context every address's error (a group)."""
+    httpx's ConnectError, its context every address's error (a group)."""
     loop = asyncio.get_running_loop()
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise httpcore.ConnectError(f"{host}: {exc}") from exc
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
+            raise httpx.ConnectError(f"{host}: {exc}") from exc
         addresses: list[tuple[int, Any]] = [(info[0], info[4]) for info in infos]
     else:
         addresses = [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, (host, port))]
     if not addresses:
-        raise httpcore.ConnectError(f"{host}: no address to connect to")
+        raise httpx.ConnectError(f"{host}: no address to connect to")
 
     async def attempt(family: int, address: Any) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            if local_address is not None:
-                sock.bind((local_address, 0))
             await loop.sock_connect(sock, address)
         except BaseException:
             sock.close()
@@ -306,8 +257,4 @@ async def _connect(host: str, port: int, local_address: str | None) -> socket.so
     if len(errors) > 1:
         cause = ExceptionGroup(f"connecting to {host}:{port}", errors)
         message = f"all {len(errors)} addresses of {host} failed; the last: {errors[-1]}"
-    error = httpcore.ConnectError(message)
-    # httpcore's pool re-raises a failed connect `from None`, which drops the cause and keeps
-    # the context: the context is what says the connection was refused (http.py).
-    error.__context__ = cause
-    raise error from cause
+    raise httpx.ConnectError(message) from cause  # the cause says if it was refused (http.py)
