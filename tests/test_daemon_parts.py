@@ -349,3 +349,45 @@ def test_the_parent_watch_pokes_only_for_the_entry_specs_dir_goes_through(tmp_pa
     everything = _Events(Loop(), lambda: None)  # type: ignore[arg-type]
     everything.on_any_event(FileModifiedEvent(str(tmp_path / "specs" / "app.yaml")))
     assert len(pokes) == 3
+
+
+def test_the_parent_watch_asks_inotify_for_entry_changes_only(tmp_path: Path) -> None:
+    """Lines written to a log beside specs_dir raise no event at all (not even one to ignore):
+    the parent's watch asks for entries made, removed and moved, and a swap still arrives."""
+    import threading
+
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    from reconciler.daemon.runner import _ENTRIES
+
+    seen: list[FileSystemEvent] = []
+    swapped = threading.Event()
+    entry = tmp_path / "specs"
+    (tmp_path / "v1").mkdir()
+    entry.symlink_to(tmp_path / "v1")
+    log = (tmp_path / "daemon.log").open("w")
+
+    class Record(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            seen.append(event)
+            if event.event_type == "moved" and event.dest_path == str(entry):
+                swapped.set()
+
+    observer = Observer()
+    observer.schedule(Record(), str(tmp_path), recursive=False, event_filter=_ENTRIES)
+    observer.start()
+    try:
+        for i in range(200):
+            log.write(f"line {i}\n")
+            log.flush()
+        (tmp_path / "v2").mkdir()
+        (tmp_path / ".specs.tmp").symlink_to(tmp_path / "v2")
+        (tmp_path / ".specs.tmp").rename(entry)  # git-sync's swap
+        assert swapped.wait(10), seen
+    finally:
+        observer.stop()
+        observer.join(10)
+        log.close()
+    assert not [e for e in seen if e.event_type == "modified"], seen
+    assert all("daemon.log" not in e.src_path for e in seen), seen

@@ -74,6 +74,17 @@ _CHANGES: list[type[FileSystemEvent]] = [
     events.FileMovedEvent,
     events.FileClosedEvent,
 ]
+# What changes the entry specs_dir goes through, in its parent's watch: the entry made, removed or
+# moved onto (git-sync's swap of a link). Not modifications: a log written beside specs_dir
+# would raise an event per line in watchdog's thread, through a whole pass.
+_ENTRIES: list[type[FileSystemEvent]] = [
+    events.DirCreatedEvent,
+    events.DirDeletedEvent,
+    events.DirMovedEvent,
+    events.FileCreatedEvent,
+    events.FileDeletedEvent,
+    events.FileMovedEvent,
+]
 
 
 class _Events(FileSystemEventHandler):
@@ -212,7 +223,7 @@ class Daemon:
         # The parent too: git-sync swaps the link that specs_dir goes through there.
         entry = self.settings.specs_dir.absolute()
         swaps = _Events(loop, self._on_fs_event, only=str(entry))
-        observer.schedule(swaps, str(entry.parent), recursive=False, event_filter=_CHANGES)
+        observer.schedule(swaps, str(entry.parent), recursive=False, event_filter=_ENTRIES)
         self._watch_specs()
         observer.start()
         return observer
