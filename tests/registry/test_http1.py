@@ -1064,12 +1064,17 @@ def test_a_pool_timeout_racing_a_freed_slot_is_a_pool_timeout_or_an_answer() -> 
         assert run(main, max_connections=1, max_idle=1) == b"x"
 
 
-def test_an_answer_queued_whole_while_reading_was_paused_leaves_a_usable_connection() -> None:
+def test_an_answer_queued_whole_while_reading_was_paused_leaves_a_usable_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The server answers (over READ_LIMIT bytes) while the upload is still going: the answer
     is queued whole and reading pauses; taking it must resume reading, or the next request on
     that kept connection would wait out its read timeout."""
     upload = 24 * 1024 * 1024
-    size = http1.netstream.READ_LIMIT + 200 * 1024
+    # Just over the limit: reading pauses as the answer's last piece is queued. Much more, and
+    # the rest would wait in the kernel while the server's send blocks: the deadlock of a server
+    # that answers a body it has not read (the upload would end in its write timeout).
+    size = http1.netstream.READ_LIMIT + 16 * 1024
     answered = threading.Event()
 
     def serve(conn: socket.socket) -> None:
@@ -1088,6 +1093,15 @@ def test_an_answer_queued_whole_while_reading_was_paused_leaves_a_usable_connect
         conn.sendall(answer(b"second"))
         time.sleep(1.0)
 
+    paused: list[int] = []
+    real = http1.netstream.Connection.data_received
+
+    def data_received(self: http1.netstream.Connection, data: bytes) -> None:
+        real(self, data)
+        if self._paused:
+            paused.append(self.queued)
+
+    monkeypatch.setattr(http1.netstream.Connection, "data_received", data_received)
     with one_connection_server(serve) as port:
 
         async def main(origin: Origin) -> tuple[int, bytes]:
@@ -1099,6 +1113,7 @@ def test_an_answer_queued_whole_while_reading_was_paused_leaves_a_usable_connect
             return len(origin._idle), await get(origin, url + "second", timeouts=quick)
 
         assert run(main) == (1, b"second")
+    assert paused  # the case this test is about: reading had paused with the answer queued
 
 
 @contextmanager
@@ -1184,6 +1199,47 @@ def test_what_is_not_a_token_or_holds_a_control_character_is_not_sent(
         async def main(origin: Origin) -> bytes:
             with pytest.raises(httpx.LocalProtocolError, match=words):
                 await fetch(origin, method, server.url("/x"), headers=headers)
+            return await get(origin, server.url("/after"))
+
+        assert run(main, max_connections=1, max_idle=1) == b"clean"
+        assert [seen.line for seen in server.all_requests()] == [b"GET /after HTTP/1.1"]
+
+
+@pytest.mark.parametrize("split", [0, 1, 2, 3], ids=["whole", "cut-3", "cut-2", "cut-1"])
+def test_a_head_of_exactly_the_limit_is_taken_however_it_is_split(split: int) -> None:
+    """HEAD_LIMIT bytes of head (blank line aside) are allowed, whether the blank line arrives
+    with them or is cut across two reads."""
+    start = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Big: "
+    head = start + b"a" * (http1.HEAD_LIMIT - len(start))
+    assert len(head) == http1.HEAD_LIMIT
+    whole = head + b"\r\n\r\n" + b"ok"
+    cut = len(head) + 4 - split if split else len(whole)
+    with raw_server([[REQUEST, whole[:cut], Pause(0.1), whole[cut:]]]) as server:
+
+        async def main(origin: Origin) -> bytes:
+            return await get(origin, server.url())
+
+        assert run(main) == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("headers", "content"),
+    [
+        ({"Content-Length": "3"}, b"abc\r\nDELETE /v2/a/manifests/latest HTTP/1.1\r\n\r\n"),
+        ({"Content-Length": "99"}, b"short"),
+        ({"Transfer-Encoding": "chunked"}, b"unframed bytes"),
+    ],
+    ids=["length-under-the-bytes", "length-over-the-bytes", "chunked-bytes"],
+)
+def test_a_bytes_body_that_its_headers_do_not_frame_is_not_sent(
+    headers: dict[str, str], content: bytes
+) -> None:
+    """A body's bytes past a wrong length would be read as a request of their own."""
+    with raw_server(default=ok(b"clean"), repeat=True) as server:
+
+        async def main(origin: Origin) -> bytes:
+            with pytest.raises(httpx.LocalProtocolError, match="a body of"):
+                await fetch(origin, "PUT", server.url("/up"), headers=headers, content=content)
             return await get(origin, server.url("/after"))
 
         assert run(main, max_connections=1, max_idle=1) == b"clean"

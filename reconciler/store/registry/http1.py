@@ -51,6 +51,8 @@ _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# The bytes a request head may hold besides its CRLFs: tab, printable ASCII, obs-text.
+_ALLOWED = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
 _TOKENS: set[bytes] = set()  # method and header names already checked: they are few
 _Timeouts = dict[str, float | None]
 
@@ -95,6 +97,7 @@ class Origin(httpx.AsyncBaseTransport):
         port = url.port or _DEFAULT_PORTS[url.scheme]
         head = _request_head(request)
         body = request.content if isinstance(request.stream, httpx.ByteStream) else None
+        _check_framing(request, body)
         await self._take_slot(timeouts.get("pool"))
         try:
             connection, kept = self._kept(), True
@@ -106,7 +109,10 @@ class Origin(httpx.AsyncBaseTransport):
                 except _Stale as stale:
                     connection.abort()
                     if not kept or request.method not in _REPLAYABLE or body is None:
-                        raise stale.error() from stale.__cause__
+                        error = stale.error()
+                        if error is stale.__cause__:
+                            raise error from error.__cause__  # an httpx error already
+                        raise error from stale.__cause__
                     connection = None  # once more, on a new connection
                 except BaseException:
                     connection.abort()
@@ -281,18 +287,16 @@ class _Reader:
 
     async def chunk(self) -> bytes:
         connection = self.connection
+        deadline = None
         try:
             if connection.chunks:
                 data = await connection.receive()  # queued: no wait, no timer
             else:
-                async with asyncio.timeout(self._timeout):
-                    try:
-                        data = await connection.receive()
-                    except TimeoutError as exc:  # the socket's own (ETIMEDOUT), not ours
-                        raise httpx.ReadError(str(exc) or "timed out") from exc
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"no data in {self._timeout:g} s") from None
-        except (OSError, ssl.SSLError) as exc:
+                async with asyncio.timeout(self._timeout) as deadline:
+                    data = await connection.receive()
+        except (OSError, ssl.SSLError) as exc:  # TimeoutError is ours only if the deadline passed
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
+                raise httpx.ReadTimeout(f"no data in {self._timeout:g} s") from None
             if not self._received:
                 raise _Stale from exc  # not even the head
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
@@ -316,7 +320,7 @@ class _Reader:
                 buffer += data
                 end = buffer.find(b"\r\n\r\n", searched)
                 whole = bytes(buffer) if end >= 0 else b""
-            if end > HEAD_LIMIT or (end < 0 and len(buffer) > HEAD_LIMIT):
+            if end > HEAD_LIMIT or (end < 0 and len(buffer) > HEAD_LIMIT + 3):
                 raise httpx.RemoteProtocolError(f"an answer's head over {HEAD_LIMIT} bytes")
             if end >= 0:
                 self.connection.push_back(whole[end + 4 :])
@@ -392,12 +396,27 @@ def _request_head(request: httpx.Request) -> bytes:
     head = b"\r\n".join(lines) + b"\r\n\r\n"
     # Each line ends in the one CRLF put there. A CR, LF, NUL or other control character in a
     # value (or the path) would be one of its own: a token from a hostile server, say.
-    if head.count(b"\n") != len(lines) + 1 or _CONTROL.search(head.replace(b"\r\n", b"")):
+    if head.translate(None, _ALLOWED) != b"\r\n" * (len(lines) + 1):
         bad = next((name for name, value in raw if _CONTROL.search(value)), b"request line")
         raise httpx.LocalProtocolError(
             f"refusing to send {bad.decode('ascii', 'replace')!r}: it holds a control character"
         )
     return head
+
+
+def _check_framing(request: httpx.Request, body: bytes | None) -> None:
+    """A body goes out framed as its headers say, or not at all: a length that the bytes do not
+    match would let the rest of them be read as a request of their own."""
+    lengths = request.headers.get_list("Content-Length")
+    codings = request.headers.get_list("Transfer-Encoding")
+    if body is not None:
+        if codings or lengths != ([str(len(body))] if lengths or body else []):
+            raise httpx.LocalProtocolError(
+                f"a body of {len(body)} bytes sent with Content-Length {lengths or 'unset'} "
+                f"and Transfer-Encoding {codings or 'unset'}"
+            )
+    elif codings and lengths:
+        raise httpx.LocalProtocolError("a streamed body with both Content-Length and chunked")
 
 
 def _parse_head(head: bytes) -> tuple[int, int, bytes, list[tuple[bytes, bytes]]]:
@@ -446,17 +465,16 @@ def _content_length(values: list[str]) -> int:
 
 async def _send(connection: netstream.Connection, data: bytes, timeouts: _Timeouts) -> None:
     timeout = timeouts.get("write")
+    deadline = None
     try:
-        if connection.send(data):
-            async with asyncio.timeout(timeout):
-                try:
-                    await connection.drain()
-                except TimeoutError as exc:  # the socket's own (ETIMEDOUT), not ours
-                    raise httpx.WriteError(str(exc) or "timed out") from exc
-    except TimeoutError:
-        raise httpx.WriteTimeout(f"could not send in {timeout:g} s") from None
+        if not connection.send(data):
+            return
+        async with asyncio.timeout(timeout) as deadline:
+            await connection.drain()
     except (OSError, ssl.SSLError) as exc:
-        raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+        if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
+            raise httpx.WriteTimeout(f"could not send in {timeout:g} s") from None
+        raise httpx.WriteError(str(exc) or type(exc).__name__) from exc  # ETIMEDOUT too
 
 
 async def _send_stream(
