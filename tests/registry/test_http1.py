@@ -1246,3 +1246,35 @@ def test_a_bytes_body_that_its_headers_do_not_frame_is_not_sent(
 
         assert run(main, max_connections=1, max_idle=1) == b"clean"
         assert [seen.line for seen in server.all_requests()] == [b"GET /after HTTP/1.1"]
+
+
+def test_a_streamed_body_without_a_length_or_chunked_is_refused_before_its_head_goes() -> None:
+    with raw_server(default=ok(b"clean"), repeat=True) as server:
+
+        async def main(origin: Origin) -> bytes:
+            unframed = httpx.Request(
+                "PUT",
+                server.url("/up"),
+                stream=httpx.AsyncByteStream(),  # stream=: httpx adds no framing header
+                extensions={"timeout": TIMEOUTS},
+            )
+            with pytest.raises(httpx.LocalProtocolError, match="needs one valid Content-Length"):
+                await origin.handle_async_request(unframed)
+            return await get(origin, server.url("/after"))
+
+        assert run(main, max_connections=1, max_idle=1) == b"clean"
+        assert [seen.line for seen in server.all_requests()] == [b"GET /after HTTP/1.1"]
+
+
+def test_a_chunk_size_line_of_exactly_the_limit_is_taken_when_its_crlf_is_split() -> None:
+    size_line = b"2;" + b"x" * (http1.LINE_LIMIT - 2)
+    assert len(size_line) == http1.LINE_LIMIT
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    whole = head + size_line + b"\r\nok\r\n0\r\n\r\n"
+    cut = len(head) + len(size_line) + 1  # between the CR and the LF
+    with raw_server([[REQUEST, whole[:cut], Pause(0.1), whole[cut:]]]) as server:
+
+        async def main(origin: Origin) -> bytes:
+            return await get(origin, server.url())
+
+        assert run(main) == b"ok"

@@ -97,7 +97,7 @@ class Origin(httpx.AsyncBaseTransport):
         port = url.port or _DEFAULT_PORTS[url.scheme]
         head = _request_head(request)
         body = request.content if isinstance(request.stream, httpx.ByteStream) else None
-        _check_framing(request, body)
+        declared = _declared_length(request, body)
         await self._take_slot(timeouts.get("pool"))
         try:
             connection, kept = self._kept(), True
@@ -105,7 +105,7 @@ class Origin(httpx.AsyncBaseTransport):
                 if connection is None:
                     connection, kept = await self._connect(host, port, timeouts), False
                 try:
-                    return await self._exchange(connection, request, head, body, timeouts)
+                    return await self._exchange(connection, request, head, body, declared, timeouts)
                 except _Stale as stale:
                     connection.abort()
                     if not kept or request.method not in _REPLAYABLE or body is None:
@@ -185,6 +185,7 @@ class Origin(httpx.AsyncBaseTransport):
         request: httpx.Request,
         head: bytes,
         body: bytes | None,
+        declared: int | None,
         timeouts: _Timeouts,
     ) -> httpx.Response:
         try:
@@ -195,7 +196,7 @@ class Origin(httpx.AsyncBaseTransport):
                 if body is not None:
                     await _send(connection, body, timeouts)
                 else:
-                    await _send_stream(connection, request, timeouts)
+                    await _send_stream(connection, request.stream, declared, timeouts)
         except httpx.WriteError as exc:
             if not connection.chunks:
                 raise _Stale from exc  # nothing came back: on a kept connection, stale
@@ -205,7 +206,7 @@ class Origin(httpx.AsyncBaseTransport):
         while 100 <= status < 200:
             if status == 101:
                 raise httpx.RemoteProtocolError("the server switched protocols (101)")
-            status, version, reason, headers = await reader.head(first=False)
+            status, version, reason, headers = await reader.head()
         options, codings, lengths = _framing(headers)
         keep = version == 1 and not _has_token(options, "close")
         keep = keep and not _has_token(request.headers.get_list("Connection"), "close")
@@ -303,45 +304,36 @@ class _Reader:
         self._received += len(data)
         return data
 
-    async def head(self, first: bool = True) -> tuple[int, int, bytes, list[tuple[bytes, bytes]]]:
+    async def head(self) -> tuple[int, int, bytes, list[tuple[bytes, bytes]]]:
+        return _parse_head(await self._until(b"\r\n\r\n", HEAD_LIMIT, "an answer's head"))
+
+    async def line(self) -> bytes:
+        return await self._until(b"\r\n", LINE_LIMIT, "a chunked body's line")
+
+    async def _until(self, separator: bytes, limit: int, what: str) -> bytes:
+        """The bytes before the next `separator` (taken too), at most `limit` of them however
+        they arrive. The connection closed before anything at all came is _Stale."""
         buffer = bytearray()
         while True:
             data = await self.chunk()
             if not data:
-                if first and not buffer and self._received == 0:
+                if self._received == 0:
                     raise _Stale
                 raise httpx.RemoteProtocolError(
-                    "the server closed the connection in the middle of its answer's head"
+                    f"the server closed the connection in the middle of {what}"
                 )
-            if not buffer and (end := data.find(b"\r\n\r\n")) >= 0:
-                whole = data  # the usual case: the head in one piece, nothing copied
+            if not buffer and (end := data.find(separator)) >= 0:
+                whole = data  # the usual case: all in one piece, nothing copied
             else:
-                searched = max(0, len(buffer) - 3)
+                searched = max(0, len(buffer) - len(separator) + 1)
                 buffer += data
-                end = buffer.find(b"\r\n\r\n", searched)
+                end = buffer.find(separator, searched)
                 whole = bytes(buffer) if end >= 0 else b""
-            if end > HEAD_LIMIT or (end < 0 and len(buffer) > HEAD_LIMIT + 3):
-                raise httpx.RemoteProtocolError(f"an answer's head over {HEAD_LIMIT} bytes")
+            if end > limit or (end < 0 and len(buffer) > limit + len(separator) - 1):
+                raise httpx.RemoteProtocolError(f"{what} over {limit} bytes")
             if end >= 0:
-                self.connection.push_back(whole[end + 4 :])
-                return _parse_head(whole[:end])
-
-    async def line(self) -> bytes:
-        buffer = b""
-        while True:
-            data = await self.chunk()
-            if not data:
-                raise httpx.RemoteProtocolError("the server closed the connection mid-body")
-            searched = max(0, len(buffer) - 1)
-            buffer += data
-            end = buffer.find(b"\r\n", searched)
-            if end > LINE_LIMIT:
-                raise httpx.RemoteProtocolError(f"a chunked body's line over {LINE_LIMIT} bytes")
-            if end >= 0:
-                self.connection.push_back(buffer[end + 2 :])
-                return buffer[:end]
-            if len(buffer) > LINE_LIMIT:
-                raise httpx.RemoteProtocolError(f"a chunked body's line over {LINE_LIMIT} bytes")
+                self.connection.push_back(whole[end + len(separator) :])
+                return whole[:end]
 
     async def chunk_size(self) -> int:
         line = await self.line()
@@ -404,9 +396,11 @@ def _request_head(request: httpx.Request) -> bytes:
     return head
 
 
-def _check_framing(request: httpx.Request, body: bytes | None) -> None:
-    """A body goes out framed as its headers say, or not at all: a length that the bytes do not
-    match would let the rest of them be read as a request of their own."""
+def _declared_length(request: httpx.Request, body: bytes | None) -> int | None:
+    """How a body goes out, checked before anything is sent: a bytes body as long as its
+    Content-Length says; a stream either chunked (None) or exactly its one Content-Length. A
+    length that the bytes do not match would let the rest of them be read as a request of
+    their own."""
     lengths = request.headers.get_list("Content-Length")
     codings = request.headers.get_list("Transfer-Encoding")
     if body is not None:
@@ -415,8 +409,18 @@ def _check_framing(request: httpx.Request, body: bytes | None) -> None:
                 f"a body of {len(body)} bytes sent with Content-Length {lengths or 'unset'} "
                 f"and Transfer-Encoding {codings or 'unset'}"
             )
-    elif codings and lengths:
-        raise httpx.LocalProtocolError("a streamed body with both Content-Length and chunked")
+        return len(body)
+    if codings:
+        if lengths:
+            raise httpx.LocalProtocolError("a streamed body with both Content-Length and chunked")
+        if [coding.lower() for coding in codings] != ["chunked"]:
+            raise httpx.LocalProtocolError(f"a streamed body sent as {codings}: only chunked")
+        return None
+    if len(lengths) != 1 or not lengths[0].isdigit() or not lengths[0].isascii():
+        raise httpx.LocalProtocolError(
+            "a streamed request body needs one valid Content-Length, or to be chunked"
+        )
+    return int(lengths[0])
 
 
 def _parse_head(head: bytes) -> tuple[int, int, bytes, list[tuple[bytes, bytes]]]:
@@ -478,20 +482,13 @@ async def _send(connection: netstream.Connection, data: bytes, timeouts: _Timeou
 
 
 async def _send_stream(
-    connection: netstream.Connection, request: httpx.Request, timeouts: _Timeouts
+    connection: netstream.Connection,
+    stream: httpx.SyncByteStream | httpx.AsyncByteStream,
+    declared: int | None,
+    timeouts: _Timeouts,
 ) -> None:
-    """A streamed body: chunked when its length is not declared, else exactly that long."""
-    stream = request.stream
+    """A streamed body: chunked when `declared` is None, else exactly that long."""
     assert isinstance(stream, httpx.AsyncByteStream)  # noqa: S101 - an async client's request
-    chunked = request.headers.get("Transfer-Encoding", "").lower() == "chunked"
-    lengths = request.headers.get_list("Content-Length")
-    declared = None
-    if not chunked:
-        if len(lengths) != 1 or not lengths[0].isdigit() or not lengths[0].isascii():
-            raise httpx.LocalProtocolError(
-                "a streamed request body needs one valid Content-Length, or to be chunked"
-            )
-        declared = int(lengths[0])
     sent = 0
     async for part in stream:
         if not part:
@@ -499,8 +496,9 @@ async def _send_stream(
         sent += len(part)
         if declared is not None and sent > declared:
             raise httpx.LocalProtocolError(f"a request body over its Content-Length ({declared})")
-        await _send(connection, b"%x\r\n%s\r\n" % (len(part), part) if chunked else part, timeouts)
-    if chunked:
+        framed = part if declared is not None else b"%x\r\n%s\r\n" % (len(part), part)
+        await _send(connection, framed, timeouts)
+    if declared is None:
         await _send(connection, b"0\r\n\r\n", timeouts)
     elif sent != declared:
         raise httpx.LocalProtocolError(
