@@ -89,10 +89,7 @@ class Connection(asyncio.Protocol):
             self._readable = asyncio.get_running_loop().create_future()
             await self._readable
         chunk = self.chunks.popleft()
-        self.queued -= len(chunk)
-        if self._paused and self.queued <= READ_LIMIT // 2 and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
+        self._taken(len(chunk))
         return chunk
 
     def push_back(self, data: bytes) -> None:
@@ -105,11 +102,15 @@ class Connection(asyncio.Protocol):
         """Everything received and not yet read, at once (reading resumes if it was paused)."""
         data = b"".join(self.chunks)
         self.chunks.clear()
-        self.queued = 0
-        if self._paused and self.transport is not None:
+        self._taken(len(data))
+        return data
+
+    def _taken(self, size: int) -> None:
+        """`size` bytes left the queue: reading resumes once it is down to half the limit."""
+        self.queued -= size
+        if self._paused and self.queued <= READ_LIMIT // 2 and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        return data
 
     def send(self, data: bytes) -> bool:
         """Queue `data` on the socket; True if the caller must await drain() before more."""
