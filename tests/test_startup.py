@@ -81,6 +81,7 @@ def test_diff_loads_no_httpcore_no_rich_and_no_httpx_command_line(cli: Cli, worl
     assert not packages(modules) & {"h2", "hpack", "rich", "pygments", "packaging"}
     # Requests go through http1.py: httpcore, h11 and anyio are not even imported.
     assert not packages(modules) & {"httpcore", "h11", "anyio", "sniffio"}
+    assert "certifi" not in modules  # a plain-HTTP registry builds no TLS context
     assert "httpx._main" not in modules
     assert "reconciler.trust.verify" not in modules  # no trust policy: no signature checks
     # A registry-only diff: no local store, no archive reader, no executor.

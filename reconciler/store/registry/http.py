@@ -322,15 +322,13 @@ def _transport(url: httpx.URL, verify: ssl.SSLContext | bool) -> httpx.AsyncBase
     """An origin's connection pool: on our asyncio network layer (netstream.py), or through the
     proxy the environment names for it (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY), as httpx
     and Go's registry clients read them."""
-    context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
     proxy = _proxy_for(url)
     if proxy is not None:
-        return httpx.AsyncHTTPTransport(verify=context, limits=LIMITS, proxy=proxy)
-    return Origin(
-        context if url.scheme == "https" else None,
-        max_connections=LIMITS_CONNECTIONS,
-        max_idle=LIMITS_IDLE,
-    )
+        return httpx.AsyncHTTPTransport(verify=verify, limits=LIMITS, proxy=proxy)
+    context = None
+    if url.scheme == "https":  # a plain-HTTP origin builds no TLS context (nor loads certifi)
+        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+    return Origin(context, max_connections=LIMITS_CONNECTIONS, max_idle=LIMITS_IDLE)
 
 
 def _proxy_for(url: httpx.URL) -> str | None:
@@ -348,8 +346,9 @@ def _proxy_for(url: httpx.URL) -> str | None:
 def _refused(exc: BaseException) -> bool:
     """Whether a failed connect was refused (ECONNREFUSED), not a DNS, TLS or routing failure.
 
-    httpx wraps what the socket raised (anyio: "All connection attempts failed", from the last
-    address's error), so the chain is searched, exception groups included.
+    The OS errors are in the chain: netstream's ConnectError is raised from them (a group when
+    several addresses failed), and behind a proxy httpx's transport wraps anyio's ("All
+    connection attempts failed"). So the chain is searched, exception groups included.
     """
     todo: list[BaseException] = [exc]
     seen: set[int] = set()
