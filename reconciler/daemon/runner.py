@@ -100,8 +100,8 @@ class _Events(FileSystemEventHandler):
         self._only = only
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
+        # No "opened" or "closed_no_write" events arrive: both watches are scheduled with an
+        # event_filter (_CHANGES, _ENTRIES) that asks inotify for changes only.
         if self._only is not None and self._only not in (
             os.fsdecode(event.src_path),
             os.fsdecode(event.dest_path),
