@@ -1,7 +1,10 @@
 """The command line. Thin: parse arguments, load settings and specs, call the engine, print.
 
 Data (plans, JSON, schemas) goes to stdout; logs and progress go to stderr.
-Exit codes: validate 0/1; diff 0 in sync, 2 changes, 1 error; apply 0 done, 1 any spec failed.
+Exit codes (README, "Exit codes"): 0 done or in sync; 1 an error (an invalid spec, a failed
+spec, no spec found); 2 changes (diff) or a stale lock (lock --check); 64 a usage error (an
+unknown command or option, a bad option value), a code no command uses for a result, so a typo
+in a CI recipe never passes for "changes".
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from reconciler import __version__
 
@@ -32,18 +36,51 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+EXIT_USAGE = 64  # sysexits.h's EX_USAGE: click's own 2 is diff's "changes"
+
+
+class _Group(TyperGroup):
+    """The command group, with usage errors (click's UsageError: an unknown command or option,
+    a missing argument, a bad value) exiting EXIT_USAGE instead of click's 2. Parsing happens
+    in make_context (the group's own options) and in invoke (the subcommand's)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: Any = None,
+        **extra: Any,
+    ) -> Any:
+        from typer._click.exceptions import UsageError
+
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        from typer._click.exceptions import UsageError
+
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
+
 app = typer.Typer(
     name="reconciler",
+    cls=_Group,
     help="GitOps reconciler for container images: declare derived images in YAML, "
     "push only what is missing.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CHANGES = 2
 
 
 class Output(StrEnum):
@@ -91,13 +128,29 @@ VerboseOption = Annotated[
 ]
 
 
+# `--config` before the command (`reconciler --config s.yaml diff`) or after it: the
+# top-level callback keeps its value here; a command's own --config wins.
+_config: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config", default=None)
+
+AllowEmptyOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Accept a specs directory with no spec (exit 0); without it that is an error.",
+    ),
+]
+
+
 def _settings(config: Path | None) -> Settings:
     from reconciler.errors import SettingsError
     from reconciler.logs import setup_logging
     from reconciler.settings import load_settings
 
     try:
-        settings = load_settings(config, log_level="debug" if _verbose.get() else None)
+        settings = load_settings(
+            config if config is not None else _config.get(),
+            log_level="debug" if _verbose.get() else None,
+        )
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
@@ -105,10 +158,41 @@ def _settings(config: Path | None) -> Settings:
     return settings
 
 
-def _load(paths: list[Path] | None, settings: Settings) -> LoadResult:
+def _load(paths: list[Path] | None, settings: Settings, *, allow_empty: bool) -> LoadResult:
+    """The specs of `paths` (default: specs_dir). Finding no spec file at all is an error
+    naming where the path came from, unless allow_empty: in CI a wrong path must not pass
+    for "nothing to do"."""
     from reconciler.spec import load_specs
 
-    return load_specs(paths or [settings.specs_dir])
+    roots = paths or [settings.specs_dir]
+    loaded = load_specs(roots)
+    if loaded.files or (allow_empty and all(r.exists() for r in roots)):
+        return loaded
+    origin = _specs_origin(paths, settings)
+    for root in roots:
+        if not root.exists():
+            typer.echo(f"error: {root}: no such file or directory ({origin})", err=True)
+            raise typer.Exit(EXIT_ERROR)
+    where = ", ".join(str(r) for r in roots)
+    typer.echo(
+        f"error: no spec file (*.yaml, *.yml) in {where} ({origin}); --allow-empty accepts that",
+        err=True,
+    )
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _specs_origin(paths: list[Path] | None, settings: Settings) -> str:
+    if paths:
+        return "given as an argument"
+    if os.environ.get("RECONCILER_SPECS_DIR"):
+        return "from RECONCILER_SPECS_DIR"
+    if "specs_dir" in settings.model_fields_set:
+        return "specs_dir in the settings file"
+    return "the default specs_dir; give a path, set specs_dir or RECONCILER_SPECS_DIR"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def _run_async(work: Coroutine[Any, Any, T]) -> T:
@@ -123,14 +207,19 @@ def _print_errors(loaded: LoadResult) -> None:
 
 
 @app.command()
-def validate(paths: PathsArgument = None, config: ConfigOption = None) -> None:
-    """Parse and check specs; no network. Exit 0 valid, 1 invalid."""
+def validate(
+    paths: PathsArgument = None,
+    config: ConfigOption = None,
+    verbose: VerboseOption = False,
+    allow_empty: AllowEmptyOption = False,
+) -> None:
+    """Parse and check specs; no network. Exit 0 valid, 1 invalid or no spec found."""
     settings = _settings(config)
-    loaded = _load(paths, settings)
+    loaded = _load(paths, settings, allow_empty=allow_empty)
     _print_errors(loaded)
-    specs = len(loaded.specs)
     typer.echo(
-        f"{specs} valid specs in {loaded.files} files; {len(loaded.errors)} errors",
+        f"{_plural(len(loaded.specs), 'valid spec')} in {_plural(loaded.files, 'file')}; "
+        f"{_plural(len(loaded.errors), 'error')}",
         err=True,
     )
     raise typer.Exit(EXIT_ERROR if loaded.errors else EXIT_OK)
@@ -153,13 +242,18 @@ def _run(loaded: LoadResult, settings: Settings, *, apply: bool) -> RunReport:
 
 
 def _reconcile(
-    paths: list[Path] | None, output: Output, config: Path | None, *, apply: bool
+    paths: list[Path] | None,
+    output: Output,
+    config: Path | None,
+    *,
+    apply: bool,
+    allow_empty: bool,
 ) -> RunReport:
     """The shared body of diff and apply: load, run one pass, print the report on stdout."""
     from reconciler.render import render_json, render_markdown, render_text
 
     settings = _settings(config)
-    report = _run(_load(paths, settings), settings, apply=apply)
+    report = _run(_load(paths, settings, allow_empty=allow_empty), settings, apply=apply)
     render = {Output.JSON: render_json, Output.MARKDOWN: render_markdown}.get(output, render_text)
     typer.echo(render(report), nl=False)
     return report
@@ -171,11 +265,12 @@ def diff(
     output: OutputOption = Output.TEXT,
     config: ConfigOption = None,
     verbose: VerboseOption = False,
+    allow_empty: AllowEmptyOption = False,
 ) -> None:
     """Compare desired images with the registries. Exit 0 in sync, 2 changes, 1 error."""
     from reconciler.engine import SpecState
 
-    report = _reconcile(paths, output, config, apply=False)
+    report = _reconcile(paths, output, config, apply=False, allow_empty=allow_empty)
     if not report.ok:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_CHANGES if report.count(SpecState.OUT_OF_SYNC) else EXIT_OK)
@@ -187,9 +282,10 @@ def apply(
     output: OutputOption = Output.TEXT,
     config: ConfigOption = None,
     verbose: VerboseOption = False,
+    allow_empty: AllowEmptyOption = False,
 ) -> None:
     """Reconcile once: push missing blobs, manifests and tags. Exit 0 done, 1 any failure."""
-    report = _reconcile(paths, output, config, apply=True)
+    report = _reconcile(paths, output, config, apply=True, allow_empty=allow_empty)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
 
 
@@ -210,9 +306,12 @@ def lock(
         bool, typer.Option("--update", help="Move entries to what their tags name now.")
     ] = False,
     config: ConfigOption = None,
+    verbose: VerboseOption = False,
+    allow_empty: AllowEmptyOption = False,
 ) -> None:
-    """Pin base tags to digests in reconciler.lock, one per specs directory. Exit 0 done (or up
-    to date), 2 stale (--check), 1 error."""
+    """Pin base tags to digests in reconciler.lock, one per specs directory.
+
+    Exit 0 done (or up to date), 2 stale (--check), 1 error."""
     from reconciler.lock import LockMode, describe
 
     if check and update:
@@ -224,7 +323,7 @@ def lock(
     if names and not update:
         typer.echo(f"error: no such file or directory: {', '.join(names)}", err=True)
         raise typer.Exit(EXIT_ERROR)
-    loaded = _load(where or None, settings)
+    loaded = _load(where or None, settings, allow_empty=allow_empty)
     _print_errors(loaded)
     mode = LockMode.CHECK if check else LockMode.UPDATE if update else LockMode.WRITE
     # Only a run that saw every spec of its directories may drop entries as unused.
@@ -254,7 +353,7 @@ def _lock(
 
 
 @app.command()
-def run(config: ConfigOption = None) -> None:
+def run(config: ConfigOption = None, verbose: VerboseOption = False) -> None:
     """Run as a daemon: watch the specs directory, resync on an interval, serve /healthz,
     /readyz, /metrics and /status. Exits 0 on SIGTERM or SIGINT after in-flight work ends."""
     from reconciler.daemon.runner import run_daemon  # only the daemon needs watchdog & co.
@@ -282,6 +381,7 @@ def save(
         bool, typer.Option(help="Plain tar layers for loaders that cannot read gzip.")
     ] = False,
     config: ConfigOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Write a spec's desired image as a tar that docker load, podman load and skopeo read
     (OCI layout + manifest.json + repositories + legacy layer directories). Pushes nothing."""
@@ -384,9 +484,14 @@ def _main(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log at DEBUG, whatever log_level says.")
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Settings file (YAML), for any command."),
+    ] = None,
 ) -> None:
     """GitOps reconciler for container images."""
     _verbose.set(verbose)
+    _config.set(config)
 
 
 class _RichProgress:

@@ -186,8 +186,20 @@ def github_steps() -> list[dict[str, Any]]:
     return steps
 
 
+def misspell(script: str, typo: bool) -> str:
+    """The recipe as a team that mistyped diff's output flag in its copy would have it."""
+    if not typo:
+        return script
+    assert "-o markdown" in script or "reconciler diff" not in script
+    return script.replace("-o markdown", "--outptu markdown")
+
+
 def run_github(
-    repo: Repo, *, comments: list[dict[str, Any]] | None = None, lock: bool = False
+    repo: Repo,
+    *,
+    comments: list[dict[str, Any]] | None = None,
+    lock: bool = False,
+    typo: bool = False,
 ) -> GithubRun:
     """Each `run:` step in order, as the runner would: the job's and the step's env (secrets
     and contexts filled in), GITHUB_ENV carried to later steps, GITHUB_OUTPUT per step id.
@@ -225,7 +237,7 @@ def run_github(
             **carried,
             **{k: _expression(str(v), context) for k, v in step.get("env", {}).items()},
         )
-        result = bash(step["run"], repo.checkout, env)
+        result = bash(misspell(step["run"], typo), repo.checkout, env)
         run.results[step["name"]] = result
         carried.update(_key_values(files["GITHUB_ENV"]))
         if "id" in step:
@@ -303,6 +315,17 @@ def test_github_an_error_is_posted_then_fails_the_job(tmp_path: Path, world: Wor
     assert "| <code>down</code> | Failed |" in repo.posted()
 
 
+def test_github_a_misspelt_flag_fails_the_job(tmp_path: Path, world: World) -> None:
+    """Before: a usage error exited 2, which the recipe takes for "changes": a green job
+    with an empty comment. Now 64, which the diff step itself fails on."""
+    repo = new_repo(tmp_path, world)
+    run = run_github(repo, typo=True)
+    assert run.failed() == ["Diff"] and run.results["Diff"].returncode == 64
+    assert "No such option: --outptu" in run.results["Diff"].stderr
+    assert run.outputs["diff"] == {}  # no code: the comment and the last step do not run
+    assert list(run.results)[-1] == "Diff" and not repo.calls("gh")
+
+
 def test_github_invalid_specs_stop_before_the_diff(tmp_path: Path, world: World) -> None:
     repo = new_repo(tmp_path, world)
     (repo.checkout / "specs" / "bad.yaml").write_text("apiVersion: reconciler.dev/v1alpha1\n")
@@ -324,6 +347,7 @@ def run_gitlab(
     *,
     notes: list[dict[str, Any]] | None = None,
     lock: bool = False,
+    typo: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """The job's script as one shell (the runner's way: variables persist between lines, the
     first failing line ends the job), with the job's variables and GitLab's predefined ones."""
@@ -345,7 +369,7 @@ def run_gitlab(
     }
     lines = [line for line in job["script"] if lock or not is_lock_check(line)]
     env = repo.env(**predefined, **variables, FAKE_COMMENTS=json.dumps(notes or []))
-    return bash("\n".join(lines), repo.checkout, env)
+    return bash(misspell("\n".join(lines), typo), repo.checkout, env)
 
 
 def test_gitlab_job_shape() -> None:
@@ -392,6 +416,26 @@ def test_gitlab_an_error_is_posted_then_fails_the_job(tmp_path: Path, world: Wor
     assert "| <code>down</code> | Failed |" in repo.posted()
 
 
+def test_gitlab_a_misspelt_flag_fails_the_job(tmp_path: Path, world: World) -> None:
+    repo = new_repo(tmp_path, world)
+    result = run_gitlab(repo, typo=True)
+    assert result.returncode == 64, result.stderr
+    assert "No such option: --outptu" in result.stderr
+    assert not repo.calls("curl")  # nothing posted: the job ended before the note
+
+
+def test_recipes_fail_on_a_wrong_specs_path(tmp_path: Path, world: World) -> None:
+    """An empty specs directory (a wrong SPECS_DIR) is exit 1 at the first step, not a green
+    job saying "0 valid specs"."""
+    repo = new_repo(tmp_path, world)
+    for spec in (repo.checkout / "specs").glob("*.yaml"):
+        spec.unlink()
+    run = run_github(repo)
+    assert run.failed() == ["Validate specs"]
+    assert "no spec file" in run.results["Validate specs"].stderr
+    assert run_gitlab(repo).returncode == 1
+
+
 # pre-commit
 
 
@@ -431,7 +475,7 @@ def run_hook(repo: Repo, hook_id: str) -> subprocess.CompletedProcess[str]:
 def test_pre_commit_validate_hook(tmp_path: Path, world: World) -> None:
     repo = new_repo(tmp_path, world)
     ok = run_hook(repo, "reconciler-validate")
-    assert ok.returncode == 0 and "1 valid specs" in ok.stderr, ok.stderr
+    assert ok.returncode == 0 and "1 valid spec in 1 file" in ok.stderr, ok.stderr
     (repo.checkout / "specs" / "bad.yaml").write_text("apiVersion: reconciler.dev/v1alpha1\n")
     bad = run_hook(repo, "reconciler-validate")
     assert bad.returncode == 1 and "bad.yaml" in bad.stderr

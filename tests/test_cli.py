@@ -25,7 +25,7 @@ def test_validate_exit_codes(cli: Cli) -> None:
     """,
     )
     ok = cli("validate")
-    assert ok.code == 0 and ok.stdout == "" and "1 valid specs in 1 files; 0 errors" in ok.stderr
+    assert ok.code == 0 and ok.stdout == "" and "1 valid spec in 1 file; 0 errors" in ok.stderr
     cli.write("bad.yaml", "apiVersion: reconciler.dev/v1alpha1\nkind: ImageSpec\nspec: {base: 1}\n")
     bad = cli("validate", str(cli.specs))
     assert bad.code == 1 and "bad.yaml:3: spec.base: Input should be a valid string" in bad.stderr
