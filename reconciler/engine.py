@@ -76,6 +76,7 @@ def open_stores(
         retry=settings.retry_policy(one_shot=one_shot),
         on_response=on_response,
         on_budget=on_budget,
+        limits=settings.wire_limits(),
     )
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 from reconciler.errors import SettingsError
 
 if TYPE_CHECKING:  # imported where used: reconciler.store.registry loads httpx (a CLI start)
+    from reconciler.store.registry.limits import WireLimits
     from reconciler.store.registry.retry import RetryPolicy
     from reconciler.store.registry.transport import RegistryOptions
     from reconciler.trust.config import KeySource, PolicySource
@@ -258,6 +259,28 @@ class Settings(BaseModel):
         description="Longest wait between two tries, in seconds; also the longest Retry-After "
         "honoured (a registry asking for more fails the spec, naming the wait).",
     )
+    request_deadline: float = Field(
+        default=120.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds one registry request may take for its answer's head, and for a "
+        "document read whole (manifest, config, token, error body) head and body together, "
+        "however the bytes trickle in; then it fails as a transport failure (retried).",
+    )
+    min_transfer_rate: int = Field(
+        default=16 * 1024,
+        ge=0,
+        le=1024**3,
+        description="Bytes per second a blob's body must keep up over each "
+        "transfer_rate_window; under it the transfer fails (and is retried). 0: no minimum.",
+    )
+    transfer_rate_window: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds min_transfer_rate is measured over; a blob that ends within "
+        "one window is never judged.",
+    )
     max_uncompressed: int = Field(
         default=64 * 1024**3,
         ge=1024 * 1024,
@@ -415,6 +438,12 @@ class Settings(BaseModel):
             self.retry_max_delay,
             first_contact_retries=min(1, self.retries) if one_shot else None,
         )
+
+    def wire_limits(self) -> WireLimits:
+        """The bounds on every registry answer beyond the read timeout (limits.py)."""
+        from reconciler.store.registry.limits import WireLimits
+
+        return WireLimits(self.request_deadline, self.min_transfer_rate, self.transfer_rate_window)
 
     def trust_source(self) -> PolicySource | None:
         """The settings' trust policy, read from its file (SettingsError when it is bad)."""

@@ -43,6 +43,7 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.status import StatusBoard
 from reconciler.settings import Settings
 from reconciler.store.registry.budget import TokenBucket
+from reconciler.store.registry.numbers import decimal
 
 log = logging.getLogger("reconciler.daemon.http")
 
@@ -305,7 +306,10 @@ class _App:
     async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
         cap = self._hooks.max_body_bytes
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > cap):
+        declared = decimal(length.strip(" \t")) if length is not None else None
+        if length is not None and declared is None:
+            raise _Refused(400, "the Content-Length is not a number", "bad_request")
+        if declared is not None and declared > cap:
             raise _Refused(413, f"the body is over {cap} bytes", "too_large")
         chunks: list[bytes] = []
         size = 0

@@ -17,6 +17,7 @@ from reconciler.oci.location import Location, Scheme
 from reconciler.store.base import ImageReader, ImageWriter
 from reconciler.store.registry.budget import BudgetEvents, Budgets
 from reconciler.store.registry.client import Registries, RegistryRepository
+from reconciler.store.registry.limits import WireLimits
 from reconciler.store.registry.retry import RetryPolicy
 from reconciler.store.registry.transport import RegistryOptions
 
@@ -33,6 +34,7 @@ class Stores:
         retry: RetryPolicy | None = None,
         on_response: Callable[[str, str, int], None] | None = None,
         on_budget: BudgetEvents | None = None,
+        limits: WireLimits | None = None,
     ) -> None:
         # Request budgets per registry host, for the process (registry/budget.py); the server's
         # budget counts as low under the concurrency: that many requests may be in flight.
@@ -40,7 +42,7 @@ class Stores:
             cap=(retry or RetryPolicy()).cap, low_water=concurrency, events=on_budget
         )
         self.registries = Registries(
-            options, env, timeout, retry, on_response, budgets=self.budgets
+            options, env, timeout, retry, on_response, budgets=self.budgets, limits=limits
         )
         self.retry = self.registries.retry
         self._concurrency = concurrency

@@ -170,3 +170,22 @@ def test_helper_failures_are_clear(tmp_path: Path) -> None:
         else:
             with pytest.raises(AuthError, match=outcome):
                 load_credentials("r.io", env)
+
+
+def test_credentials_go_to_a_plain_http_realm_only_from_a_plain_http_registry() -> None:
+    """docs/reliability.md, "Registries you do not control": the registry's own scheme decides,
+    unless the realm's host is configured by name."""
+    from reconciler.store.registry.http import HttpTransport
+
+    transport = HttpTransport(
+        {
+            "open.example.com": RegistryOptions(insecure=True),
+            "tls.example.com": RegistryOptions(insecure=False),
+        }
+    )
+    ok = transport._plain_realm_ok
+    assert ok("127.0.0.1:5000", "127.0.0.1:5001")  # a plain-HTTP loopback registry
+    assert ok("registry.lan:5000", "127.0.0.1:9") is False  # TLS registry, loopback realm
+    assert ok("registry.lan:5000", "evil.example.com") is False
+    assert ok("registry.lan:5000", "open.example.com")  # that realm host is insecure by name
+    assert ok("127.0.0.1:5000", "tls.example.com") is False  # HTTPS-only by name

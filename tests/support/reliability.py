@@ -87,6 +87,104 @@ layers are referenced, never fetched. Secrets never appear in logs, errors or `d
 
 **Push order.** Blobs, then per-platform manifests, then the index, then tags: whatever moment
 the process dies, no tag names something incomplete.
+
+## Registries you do not control
+
+One hostile or broken registry must not exhaust the process's memory, hold a worker for ever,
+or end in an internal error; the other specs go on, and every message names the registry
+(host:port), the request, and what the answer said or did.
+
+- **Time.** The read timeout (`timeout`) bounds one wait for bytes. Beyond it, each request's
+  answer head must come within `request_deadline` (120 s), and a document read whole
+  (manifest, index, config, token answer, error body) must be whole within the same deadline,
+  head and body together. A blob's body (a layer streamed from its source) must bring at least
+  `min_transfer_rate` bytes per second (16 KiB/s) over each `transfer_rate_window` (30 s): a
+  trickle fails and is retried, a slow honest transfer of a 10 GiB layer goes through (at
+  1 MiB/s it is judged 340 times and passes each). A streamed upload is not held to the
+  deadline: its source's rate bounds it. At most 8 `1xx` answers are skipped before an answer.
+- **No decoding.** Requests send `Accept-Encoding: identity`; bodies are read raw. An answer
+  encoded anyway (`Content-Encoding: gzip`, `gzip, gzip`, `br`, `deflate`) is refused, naming
+  the registry and the encoding, never inflated: a digest is of the bytes a document or blob
+  is. Before, 1,827 bytes of `gzip, gzip` took the CLI to 2.1 GB of RSS; now 1 GiB bombs peak
+  at 44 MiB.
+- **Numbers.** Content-Length, Retry-After and the RateLimit headers are read by one parser
+  (`store/registry/numbers.py`): ASCII digits only, at most 18. `Content-Length: ²` is an error
+  naming the registry and the header; a `Retry-After` that is neither seconds nor a date is
+  logged and the retry policy's own backoff applies; RateLimit headers that do not parse are
+  ignored, and the answer is always closed.
+- **Framing.** A head with bare LF line endings is refused as soon as its blank line arrives
+  (it was a 10 s `ReadTimeout`); a head over 64 KiB, NUL bytes, folded lines, two different
+  Content-Lengths, a chunk size that is not hex, a body cut short: each is refused with what
+  arrived (`closed the connection after 200 of the 401 bytes it announced`). Size limits say
+  what was announced (`announced 100000000 bytes (Content-Length), over the 4194304-byte
+  limit`).
+- **Credentials and realms.** Basic credentials go to the Bearer realm a registry's challenge
+  names (on any host, as docker does), but never over plain `http://` unless the registry
+  itself is plain HTTP (on loopback, or configured `insecure: true`), or the realm's host is
+  configured `insecure: true` by name; a realm host configured `insecure: false` never gets
+  them over HTTP. A failing token server is named with the registry whose challenge named it.
+
+### The hostile-registry corpus
+
+`tests/test_hostile_registry.py` serves one small image per case from a raw-socket server
+(`tests/support/hostileregistry.py`) that answers one request of that case the wrong way, and
+runs all cases in one `diff` and one `apply` beside a spec served honestly (applied), with
+`RECONCILER_TIMEOUT=5`, `RECONCILER_RETRIES=1`, `request_deadline` 3 s, `min_transfer_rate`
+1024 over 2 s. Every case fails on its own (layer cases in `apply` only: `diff` does not read
+layers; the surplus bytes after a HEAD answer are worked through), names the registry, prints
+no traceback, writes no tag. All 48 cases together: `diff` 6.4 s, peak 65 MiB; `apply` 6.5 s,
+peak 79 MiB. Each alone (`python -m bench.hostile_registry`, 2 CPUs):
+
+| case | diff s | diff MiB | apply s | apply MiB | apply's message |
+|---|---|---|---|---|---|
+| head-trickle | 6.67 | 43 | 6.58 | 43 | ! ReadTimeout from 127.0.0.1:58165: no whole answer in 3 s (request_deadline) (GET http://127.0.0.1:58165/v2/hostile/head-trickle/manifests/ |
+| endless-1xx | 0.93 | 43 | 0.52 | 43 | ! RemoteProtocolError from 127.0.0.1:37771: more than 8 informational (1xx) answers before the answer (the last: 103) (GET http://127.0.0.1: |
+| switching-protocols | 0.72 | 43 | 0.69 | 43 | ! RemoteProtocolError from 127.0.0.1:52597: the server switched protocols (101) (GET http://127.0.0.1:52597/v2/hostile/switching-protocols/m |
+| bare-lf-head | 0.57 | 43 | 0.60 | 43 | ! RemoteProtocolError from 127.0.0.1:50901: an answer's head with bare LF line endings, not CRLF (it began b'HTTP/1.1 200 OK') (GET http://1 |
+| http2-status-line | 0.58 | 43 | 0.77 | 44 | ! RemoteProtocolError from 127.0.0.1:37417: not an HTTP/1.x status line: b'HTTP/2 200 OK' (GET http://127.0.0.1:37417/v2/hostile/http2-statu |
+| no-status-line | 0.97 | 44 | 0.59 | 44 | ! RemoteProtocolError from 127.0.0.1:52749: not an HTTP/1.x status line: b'hello' (GET http://127.0.0.1:52749/v2/hostile/no-status-line/mani |
+| nul-in-head | 0.80 | 44 | 0.89 | 44 | ! RemoteProtocolError from 127.0.0.1:45023: an answer's head with a NUL byte (GET http://127.0.0.1:45023/v2/hostile/nul-in-head/manifests/sh |
+| head-over-64k | 0.73 | 44 | 0.77 | 44 | ! RemoteProtocolError from 127.0.0.1:60085: an answer's head over 65536 bytes (GET http://127.0.0.1:60085/v2/hostile/head-over-64k/manifests |
+| obs-fold | 0.55 | 44 | 0.74 | 44 | ! RemoteProtocolError from 127.0.0.1:39501: a malformed header line: b'  folded' (GET http://127.0.0.1:39501/v2/hostile/obs-fold/manifests/s |
+| header-without-colon | 0.60 | 44 | 0.41 | 44 | ! RemoteProtocolError from 127.0.0.1:51167: a malformed header line: b'no colon here' (GET http://127.0.0.1:51167/v2/hostile/header-without- |
+| empty-answer | 0.85 | 44 | 0.62 | 44 | ! RemoteProtocolError from 127.0.0.1:43287: the server closed the connection without answering (GET http://127.0.0.1:43287/v2/hostile/empty- |
+| reset-mid-head | 0.70 | 44 | 0.77 | 44 | ! RemoteProtocolError from 127.0.0.1:48687: the server closed the connection in the middle of an answer's head (GET http://127.0.0.1:48687/v |
+| content-length-superscript | 0.83 | 44 | 0.96 | 44 | ! RemoteProtocolError from 127.0.0.1:37367: an invalid Content-Length: 'Â²' (GET http://127.0.0.1:37367/v2/hostile/content-length-superscrip |
+| content-length-arabic-digits | 1.02 | 44 | 0.89 | 44 | ! RemoteProtocolError from 127.0.0.1:55347: an invalid Content-Length: 'Ù¡Ù¢' (GET http://127.0.0.1:55347/v2/hostile/content-length-arabic-d |
+| head-content-length-superscript | 0.69 | 44 | 0.29 | 44 | ! 127.0.0.1:38947 answered with Content-Length: '²' is not a number of ASCII digits (HEAD http://127.0.0.1:38947/v2/hostile/head-content-len |
+| two-content-lengths | 0.81 | 44 | 0.52 | 44 | ! RemoteProtocolError from 127.0.0.1:46401: an invalid Content-Length: '401, 7' (GET http://127.0.0.1:46401/v2/hostile/two-content-lengths/m |
+| negative-content-length | 0.79 | 44 | 0.43 | 44 | ! RemoteProtocolError from 127.0.0.1:46641: an invalid Content-Length: '-1' (GET http://127.0.0.1:46641/v2/hostile/negative-content-length/m |
+| retry-after-superscript | 0.44 | 44 | 0.78 | 44 | ! 127.0.0.1:52835 answered 503 (GET http://127.0.0.1:52835/v2/hostile/retry-after-superscript/manifests/sha256:3516b49838a88ff918a2b778df246 |
+| ratelimit-superscript | 0.43 | 44 | 0.75 | 44 | ! 127.0.0.1:37125 answered 429 (GET http://127.0.0.1:37125/v2/hostile/ratelimit-superscript/manifests/sha256:639399aa16b3f64366faf830a4a5982 |
+| retry-after-a-day | 0.36 | 44 | 0.32 | 44 | ! registry asked to wait (Retry-After 86400s), longer than retry_max_delay (30s) (GET http://127.0.0.1:33201/v2/hostile/retry-after-a-day/ma |
+| huge-announced-manifest | 0.59 | 44 | 0.38 | 44 | ! 127.0.0.1:52351: GET /v2/hostile/huge-announced-manifest/manifests/sha256:f14db7779e6a39835fd05dabadcbbe4b850fd161e1c1ad183a5cb151e743862f |
+| chunk-size-2-64 | 0.29 | 44 | 0.31 | 44 | ! RemoteProtocolError from 127.0.0.1:53633 while reading the body: the server closed the connection after 65536 of the 18446744073709551615  |
+| chunk-size-not-hex | 0.32 | 44 | 0.29 | 44 | ! RemoteProtocolError from 127.0.0.1:42419 while reading the body: a chunked body's size line is not hex: b'zz' (GET http://127.0.0.1:42419/ |
+| chunked-endless | 0.43 | 46 | 0.31 | 46 | ! 127.0.0.1:35545: GET /v2/hostile/chunked-endless/manifests/sha256:6230d451993c60c4d93eb8e9d833bb3b9f888da538dca10601be1f532dd34a72: body o |
+| chunked-cut | 0.30 | 44 | 0.28 | 44 | ! RemoteProtocolError from 127.0.0.1:34455 while reading the body: the server closed the connection after 398 of the 401 bytes it announced  |
+| body-cut-short | 0.27 | 44 | 0.28 | 44 | ! RemoteProtocolError from 127.0.0.1:46893 while reading the body: the server closed the connection after 200 of the 401 bytes it announced  |
+| close-delimited-garbage | 0.33 | 44 | 0.31 | 44 | ! manifest 127.0.0.1:36781/hostile/close-delimited-garbage:sha256:e9b0cbd4dad255ec3bb89ce93850488f581528c63db0a54641c6f2a3d6770160 is not va |
+| bytes-after-head-answer | 0.44 | 44 | 0.38 | 44 |  |
+| gzip-gzip-bomb-manifest | 0.33 | 44 | 0.31 | 44 | ! 127.0.0.1:50163 answered with Content-Encoding 'gzip, gzip', although asked for identity: refused, not decoded (docs/reliability.md) (GET  |
+| gzip-bomb-config | 0.29 | 44 | 0.28 | 44 | ! 127.0.0.1:53479 answered with Content-Encoding 'gzip', although asked for identity: refused, not decoded (docs/reliability.md) (GET http:/ |
+| deflate-layer | 0.29 | 44 | 0.34 | 44 | ! 127.0.0.1:34377 answered with Content-Encoding 'deflate', although asked for identity: refused, not decoded (docs/reliability.md) (GET htt |
+| br-manifest | 0.34 | 44 | 0.28 | 44 | ! 127.0.0.1:58189 answered with Content-Encoding 'br', although asked for identity: refused, not decoded (docs/reliability.md) (GET http://1 |
+| deep-json-manifest | 0.30 | 44 | 0.28 | 44 | ! manifest 127.0.0.1:60517/hostile/deep-json-manifest:sha256:859ff684a5fac25b46c5824b2c606aa4dd539028d750353cd58b752b166fd976 nests too deep |
+| manifest-not-json | 0.29 | 44 | 0.28 | 44 | ! manifest 127.0.0.1:52661/hostile/manifest-not-json:sha256:58fb75cd24d0280812bceb4f017c2c4e15b350ff9b7086c77c9993cdf5e219e1 is not UTF-8: ' |
+| manifest-digest-mismatch | 0.30 | 44 | 0.29 | 44 | ! manifest 127.0.0.1:53367/hostile/manifest-digest-mismatch:sha256:003c99eb12d5ac31ff21da75455ce1088f224ca0cccf8f806853b96ef4dc1bd1: digest  |
+| manifest-over-4-mib | 0.33 | 44 | 0.29 | 53 | ! 127.0.0.1:42099: GET /v2/hostile/manifest-over-4-mib/manifests/sha256:b6a98cd5eef8263f4c79e2998f12ab23b7e0642e21e648af2bcaa83a9d6404b7: an |
+| config-wrong-bytes | 0.28 | 53 | 0.28 | 53 | ! blob 127.0.0.1:40609/hostile/config-wrong-bytes@sha256:3bd7764104bd4fd2d40ae8aa2002fb72d7cf6750e3f3d620789f6713a5a25a8f: digest mismatch:  |
+| layer-wrong-bytes | 0.34 | 53 | 0.60 | 53 | ! blob 127.0.0.1:52177/hostile/layer-wrong-bytes@sha256:c207606d28655c0b6665059dc50f0d932695d5c8cb02038e992bcb2a7df6d840: digest mismatch: e |
+| layer-trickle | 0.43 | 53 | 5.07 | 53 | ! TooSlow from 127.0.0.1:38329 while reading the body: 8 bytes in the last 2 s, under the minimum of 1024 bytes/s (min_transfer_rate) over 2 |
+| layer-cut-short | 1.18 | 53 | 1.18 | 53 | ! RemoteProtocolError from 127.0.0.1:50557 while reading the body: the server closed the connection after 10 of the 118 bytes it announced ( |
+| always-500 | 0.58 | 53 | 1.30 | 53 | ! 127.0.0.1:43111 answered 500 (GET http://127.0.0.1:43111/v2/hostile/always-500/manifests/sha256:1dde1553da76fd8e3f6f7f4de6f8c8467964e67c0b |
+| html-error-body | 1.13 | 53 | 0.81 | 53 | ! 127.0.0.1:38325 answered 500 (GET http://127.0.0.1:38325/v2/hostile/html-error-body/manifests/sha256:68703dbc3293d6d61176313e17be86503cb70 |
+| 401-without-challenge | 1.15 | 53 | 0.77 | 53 | ! GET manifest hostile/401-without-challenge:sha256:0d9bbe712a495f65f26a9f9fc7128b6cb7ce78a7543ad06c2c216da121339362 (GET http://127.0.0.1:5 |
+| realm-elsewhere-401-loop | 0.78 | 53 | 0.76 | 53 | ! token server 127.0.0.1:9 named by 127.0.0.1:51227's challenge: ConnectError: 127.0.0.1:9 refused the connection (GET http://127.0.0.1:9/to |
+| redirect-loop | 0.80 | 53 | 1.02 | 53 | ! more than 5 redirects (GET http://127.0.0.1:56051/v2/hostile/redirect-loop/manifests/sha256:e3362e44ab6144c9e119d58a11421e060650185e2058ff |
+| redirect-to-file | 0.56 | 53 | 0.90 | 53 | ! refusing a redirect from http to file (GET http://127.0.0.1:46541/v2/hostile/redirect-to-file/manifests/sha256:ce2b0c31e134d2757d667c39c9c |
+| redirect-without-location | 0.42 | 53 | 0.69 | 53 | ! redirect without Location (GET http://127.0.0.1:52933/v2/hostile/redirect-without-location/manifests/sha256:4dbbb604fed16878c74bfe5c2e54a8 |
+| token-answer-bomb | 0.43 | 53 | 0.38 | 53 | ! token server 127.0.0.1:33925 named by 127.0.0.1:33925's challenge: 127.0.0.1:33925 answered with Content-Encoding 'gzip', although asked f |
 """
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from reconciler.errors import AuthError, DocumentError
+from reconciler.errors import AuthError, DocumentError, RegistryError
 from reconciler.oci.document import load_json
 
 log = logging.getLogger("reconciler.auth")
@@ -389,8 +389,9 @@ class HostAuth:
         if creds is not None and realm.scheme == "http" and not self._plain_http_ok(netloc(realm)):
             raise AuthError(
                 f"{self.host}: refusing to send credentials to token realm "
-                f"http://{netloc(realm)}{realm.path} over plain HTTP; configure that host "
-                "with insecure: true if that is really meant"
+                f"http://{netloc(realm)}{realm.path} over plain HTTP (the registry itself is "
+                "not plain HTTP); configure that realm's host with insecure: true if that is "
+                "really meant (docs/reliability.md)"
             )
         service = self._params.get("service")
         scope_list = scope_params(scopes)
@@ -414,7 +415,13 @@ class HostAuth:
             url = realm.copy_with(params=params)
             if creds is not None and (creds.username or creds.password):
                 headers["Authorization"] = _basic(creds)
-        status, body = await self._fetch("POST" if form else "GET", url, headers, form)
+        try:
+            status, body = await self._fetch("POST" if form else "GET", url, headers, form)
+        except RegistryError as exc:  # the realm's host failed: say whose realm it is
+            raise AuthError(
+                f"token server {netloc(realm)} named by {self.host}'s challenge: {exc}",
+                retryable=exc.retryable,
+            ) from None
         self.token_fetches += 1
         if status in (401, 403):
             raise AuthError(

@@ -57,6 +57,7 @@ from typing import Protocol
 
 from reconciler.errors import RegistryError
 from reconciler.logs import current_spec
+from reconciler.store.registry.numbers import decimal
 
 log = logging.getLogger("reconciler.budget")
 
@@ -85,16 +86,17 @@ class RateLimit:
 
 def _item(item: str) -> tuple[int, float | None] | None:
     """`76;w=21600` -> (76, 21600.0); `76` -> (76, None)."""
-    number, *params = item.split(";")
-    number = number.strip()
-    if not number.isdigit():
+    first, *params = item.split(";")
+    number = decimal(first.strip(" \t"))
+    if number is None:
         return None
     window = None
     for param in params:
         key, _, given = param.partition("=")
-        if key.strip().lower() == "w" and given.strip().isdigit() and int(given) > 0:
-            window = float(given)
-    return int(number), window
+        seconds = decimal(given.strip(" \t"))
+        if key.strip().lower() == "w" and seconds:
+            window = float(seconds)
+    return number, window
 
 
 def _quota(value: str) -> tuple[int, float | None] | None:
@@ -124,9 +126,10 @@ def parse_ratelimit(headers: Mapping[str, str], now: float | None = None) -> Rat
         log.debug("ignoring RateLimit headers %r / %r", limit_header, remaining_header)
         return None
     reset = None
-    reset_header = (headers.get("RateLimit-Reset") or "").strip()
-    if reset_header.isdigit():
-        reset = float(reset_header)
+    reset_header = (headers.get("RateLimit-Reset") or "").strip(" \t")
+    reset_number = decimal(reset_header)
+    if reset_number is not None:
+        reset = float(reset_number)
         if reset >= _EPOCH:
             reset = max(0.0, reset - (time.time() if now is None else now))
     elif reset_header:

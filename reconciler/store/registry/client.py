@@ -37,6 +37,7 @@ from reconciler.store.registry.http import (
     int_header,
     read_capped,
 )
+from reconciler.store.registry.limits import WireLimits
 from reconciler.store.registry.retry import RetryPolicy
 from reconciler.store.registry.transport import RegistryOptions, TransportPolicy
 
@@ -199,7 +200,7 @@ class RegistryClient:
                     url=log_safe(url),
                 )
             yield verified(
-                body_chunks(response, STREAM_CHUNK),
+                body_chunks(response, STREAM_CHUNK, self._transport.limits),
                 digest,
                 size if size is not None else announced,
                 f"blob {self.host}/{repository}@{digest}",
@@ -478,8 +479,9 @@ class Registries:
         retry: RetryPolicy | None = None,
         on_response: Callable[[str, str, int], None] | None = None,
         budgets: Budgets | None = None,
+        limits: WireLimits | None = None,
     ) -> None:
-        self.transport = HttpTransport(options, env, timeout, retry, on_response, budgets)
+        self.transport = HttpTransport(options, env, timeout, retry, on_response, budgets, limits)
         self.retry = self.transport.retry
         self._clients: dict[str, RegistryClient] = {}
 

@@ -15,6 +15,15 @@
 - Every request that goes on the wire (retries, redirect hops and token requests included)
   first waits for its host's turn in the request budget (budget.py), and every answer's
   RateLimit headers go back to it.
+- Nothing is decoded on the wire: requests say `Accept-Encoding: identity`, bodies are read
+  raw, and an answer that is encoded anyway (`Content-Encoding: gzip`) is refused, naming the
+  registry: a digest is of the bytes a document or blob is, and a decoder fed by a hostile
+  server is a decompression bomb (1.8 KB of `gzip, gzip` inflated to 2 GB in httpx).
+- Time is bounded beyond the read timeout (limits.py): an answer's head within the request
+  deadline; a document read whole (read_capped) within the same deadline, head and body; a
+  blob's body at a minimum rate over a window (body_chunks).
+- Header numbers are parsed by numbers.py only: a Content-Length of `²` is an error naming the
+  registry and the header, never an internal error.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ from reconciler.store.registry.auth import (
 )
 from reconciler.store.registry.budget import Budgets
 from reconciler.store.registry.http1 import Origin
+from reconciler.store.registry.limits import Progress, TooSlow, WireLimits
+from reconciler.store.registry.numbers import HeaderNumberError, header_decimal, shown
 from reconciler.store.registry.retry import RetryPolicy, parse_retry_after
 from reconciler.store.registry.transport import (
     RegistryOptions,
@@ -81,8 +92,10 @@ class HttpTransport:
         retry: RetryPolicy | None = None,
         on_response: Callable[[str, str, int], None] | None = None,
         budgets: Budgets | None = None,
+        limits: WireLimits | None = None,
     ) -> None:
         self._options = dict(options or {})
+        self.limits = limits or WireLimits()
         # Told (host, method, status) of every answer; status 0 for a transport failure.
         self._on_response = on_response
         self._env = env
@@ -116,9 +129,20 @@ class HttpTransport:
                 host,
                 lambda: load_credentials(host, self._env),
                 self._fetch_token,
-                lambda other: self.policy(other).scheme == "http",
+                lambda realm: self._plain_realm_ok(host, realm),
             )
         return auth
+
+    def _plain_realm_ok(self, host: str, realm: str) -> bool:
+        """Whether `host`'s credentials may go to a token realm over plain HTTP: only when the
+        registry itself is plain HTTP (on loopback, or configured insecure), or the realm's
+        host is configured `insecure: true` by name; never when the realm's host is configured
+        `insecure: false`. A TLS registry whose challenge names an http:// realm, even on
+        loopback, gets no credentials (docs/reliability.md)."""
+        options = self._options.get(realm)
+        if options is not None and options.insecure is not None:
+            return options.insecure
+        return self.policy(host).scheme == "http"
 
     def _pool(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
         """The pool for a URL's origin, under its TLS policy (scheme, and the host's CA file).
@@ -161,14 +185,25 @@ class HttpTransport:
             response = await self._authorized(host, method, url, headers, content, stream)
             if response.status_code not in RETRYABLE_STATUSES:
                 return response
-            after = parse_retry_after(response.headers.get("Retry-After"))
+            said = response.headers.get("Retry-After")
+            after = parse_retry_after(said)
+            if said is not None and after is None:
+                log.warning(
+                    "%s: %s %s answered %d with Retry-After %s, neither seconds nor a date: "
+                    "waiting as the retry policy says",
+                    netloc(url),
+                    method,
+                    log_safe(url),
+                    response.status_code,
+                    shown(said),
+                )
             if replayable and after is not None and after > self.retry.cap:
                 why = (
                     f"registry asked to wait (Retry-After {after:.0f}s), longer than "
                     f"retry_max_delay ({self.retry.cap:g}s)"
                 )
                 raise await error_from(response, why, retryable=False)
-            raise await error_from(response, f"registry answered {response.status_code}")
+            raise await error_from(response, f"{netloc(url)} answered {response.status_code}")
 
         if not replayable:
             return await attempt()  # the caller starts over, with a fresh session
@@ -229,29 +264,41 @@ class HttpTransport:
             request = httpx.Request(
                 method,
                 url,
-                headers={"User-Agent": USER_AGENT, **headers},
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers},
                 content=content,
                 extensions={"timeout": self._timeouts},
             )
             # The budget before the pool: a request waiting for its turn holds no connection.
             ticket = await self.budgets.take(netloc(url), method, log_safe(url))
+            loop = asyncio.get_running_loop()
+            # A streamed body (a blob upload) takes what its source takes: its pace is the
+            # source's to keep (body_chunks' rate rule), and the answer's head comes after it.
+            deadline = loop.time() + self.limits.deadline if _resendable(content) else None
             try:
-                response = await pool.handle_async_request(request)
-                response.request = request
-                if not stream:
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        response = await pool.handle_async_request(request)
+                        response.request = request
+                        response.extensions = {**response.extensions, _DEADLINE: deadline}
+                        if not stream:
+                            response = await _read_whole(response)
+                except TimeoutError:
+                    raise httpx.ReadTimeout(
+                        f"no whole answer in {self.limits.deadline:g} s (request_deadline)"
+                    ) from None
             except httpx.HTTPError as exc:
                 self.budgets.answered(netloc(url), ticket, None)
                 if self._on_response is not None:
                     self._on_response(netloc(url), method, 0)
                 raise self._transport_error(exc, method, url) from exc
-            except asyncio.CancelledError:
+            except BaseException:
                 self.budgets.answered(netloc(url), ticket, None)
                 raise
-            self.budgets.answered(netloc(url), ticket, response.headers)
+            try:
+                self.budgets.answered(netloc(url), ticket, response.headers)
+            except BaseException:
+                await response.aclose()  # a connection slot is never left behind
+                raise
             self._answered.add(netloc(url))
             if log.isEnabledFor(logging.DEBUG):  # not a URL's text per request for nothing
                 log.debug("%s %s -> %s", method, log_safe(url), response.status_code)
@@ -291,7 +338,7 @@ class HttpTransport:
                 first_contact_refused=host not in self._answered,
             )
         return RegistryError(
-            f"{type(exc).__name__}: {exc}".rstrip(": "),
+            f"{type(exc).__name__} from {host}: {exc}".rstrip(": "),
             method=method,
             url=log_safe(url),
             retryable=True,
@@ -377,32 +424,122 @@ def _with(headers: Mapping[str, str] | None, authorization: str | None) -> dict[
     return out
 
 
+_DEADLINE = "reconciler.deadline"  # response.extensions: the loop time its request must end
+
+
+async def _read_whole(response: httpx.Response) -> httpx.Response:
+    """A non-streamed answer (a HEAD's, a PUT's, a POST's: statuses and headers, or an error
+    envelope), read raw within ERROR_BODY_LIMIT, as a response that holds its bytes."""
+    data = bytearray()
+    try:
+        # An encoded body is never decoded (nor needed: the status and headers say it all).
+        if response.headers.get("Content-Encoding", "identity").lower() == "identity":
+            async for chunk in response.aiter_raw():
+                data += chunk
+                if len(data) > ERROR_BODY_LIMIT:
+                    raise httpx.RemoteProtocolError(
+                        f"an answer's body over the {ERROR_BODY_LIMIT}-byte limit"
+                    )
+    finally:
+        await response.aclose()
+    whole = httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=httpx.ByteStream(bytes(data)),
+        extensions=response.extensions,
+        request=response.request,
+    )
+    await whole.aread()  # raw bytes, or none: nothing for a decoder to inflate
+    return whole
+
+
+def _where(response: httpx.Response) -> str:
+    """`registry 127.0.0.1:5000: GET /v2/app/manifests/1`: who answered what, for messages."""
+    request = response.request
+    return f"{netloc(request.url)}: {request.method} {request.url.path}"
+
+
+def _refuse_encoded(response: httpx.Response) -> None:
+    coding = response.headers.get("Content-Encoding")
+    if coding is not None and coding.strip().lower() not in ("", "identity"):
+        request = response.request
+        raise RegistryError(
+            f"{netloc(request.url)} answered with Content-Encoding {shown(coding)}, although "
+            "asked for identity: refused, not decoded (docs/reliability.md)",
+            method=request.method,
+            url=log_safe(request.url),
+            status=response.status_code,
+        )
+
+
 async def read_capped(response: httpx.Response, limit: int) -> bytes:
-    """A body read into memory, refusing more than `limit` bytes (declared or actual)."""
+    """A body read into memory, refusing more than `limit` bytes (declared or actual), an
+    encoded body, and a body not whole by its request's deadline."""
     declared = int_header(response, "Content-Length")
     if declared is not None and declared > limit:
         raise DocumentError(
-            f"{response.request.url.path}: {declared} bytes, over the {limit}-byte limit"
+            f"{_where(response)}: announced {declared} bytes (Content-Length), over the "
+            f"{limit}-byte limit"
         )
+    _refuse_encoded(response)
+    deadline = response.extensions.get(_DEADLINE)
     body = bytearray()
-    async for chunk in body_chunks(response):
-        body += chunk
-        if len(body) > limit:
-            raise DocumentError(f"{response.request.url.path}: body over the {limit}-byte limit")
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in body_chunks(response):
+                body += chunk
+                if len(body) > limit:
+                    announced = "chunked" if declared is None else f"{declared} bytes announced"
+                    raise DocumentError(
+                        f"{_where(response)}: body over the {limit}-byte limit ({announced})"
+                    )
+    except TimeoutError:
+        request = response.request
+        raise RegistryError(
+            f"{netloc(request.url)}: {len(body)} bytes of the body in the request deadline, "
+            "then no more time (request_deadline)",
+            method=request.method,
+            url=log_safe(request.url),
+            status=response.status_code,
+            retryable=True,
+        ) from None
     return bytes(body)
 
 
 async def body_chunks(
-    response: httpx.Response, chunk_size: int | None = None
+    response: httpx.Response,
+    chunk_size: int | None = None,
+    limits: WireLimits | None = None,
 ) -> AsyncIterator[bytes]:
-    """A response body as chunks; a transport failure mid-body becomes a retryable error."""
+    """A response body as chunks, raw; a transport failure mid-body, or (with `limits`) a body
+    under the minimum rate, becomes a retryable error naming the registry."""
+    _refuse_encoded(response)
+    if response.is_stream_consumed:  # read whole already (_read_whole): its raw bytes
+        if response.content:
+            yield response.content
+        return
+    progress = Progress(limits) if limits is not None else None
+    request = response.request
+    # Pieces are gathered into `chunk_size` here, not by httpx's chunker: the rate rule must
+    # see every piece as it arrives, and a trickle never fills a chunk.
+    pending = bytearray()
     try:
-        async for chunk in response.aiter_bytes(chunk_size):
-            yield chunk
-    except httpx.HTTPError as exc:
-        request = response.request
+        async for piece in response.aiter_raw():
+            if progress is not None:
+                progress.add(len(piece))
+            if chunk_size is None:
+                yield piece
+                continue
+            pending += piece
+            while len(pending) >= chunk_size:
+                yield bytes(pending[:chunk_size])
+                del pending[:chunk_size]
+        if pending:
+            yield bytes(pending)
+    except (httpx.HTTPError, TooSlow) as exc:
+        await response.aclose()
         raise RegistryError(
-            f"{type(exc).__name__} while reading the body: {exc}",
+            f"{type(exc).__name__} from {netloc(request.url)} while reading the body: {exc}",
             method=request.method,
             url=log_safe(request.url),
             status=response.status_code,
@@ -411,10 +548,21 @@ async def body_chunks(
 
 
 def int_header(response: httpx.Response, name: str) -> int | None:
+    """A header's number (numbers.py), None when absent; a value that is not one is an error
+    naming the registry, the request and the header."""
     value = response.headers.get(name)
-    if value is None or not value.isdigit():
+    if value is None:
         return None
-    return int(value)
+    try:
+        return header_decimal(name, value)
+    except HeaderNumberError as exc:
+        request = response.request
+        raise RegistryError(
+            f"{netloc(request.url)} answered with {exc}",
+            method=request.method,
+            url=log_safe(request.url),
+            status=response.status_code,
+        ) from None
 
 
 class ErrorItem(BaseModel):

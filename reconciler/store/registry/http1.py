@@ -11,7 +11,9 @@ needs is small, and here it is written out:
   chunks when its length is not declared, and held to its Content-Length when it is. A method
   or header name that is not a token, or a value with a control character (a line break, a
   NUL), is refused before anything is sent, and the error names the header, never its value.
-- An answer's head is at most HEAD_LIMIT bytes. 1xx answers before the real one are skipped.
+- An answer's head is at most HEAD_LIMIT bytes, with CRLF line endings: a head whose lines end
+  in a bare LF is refused as soon as its blank line arrives (not left to wait for a CRLF that
+  never comes). Up to MAX_INFORMATIONAL 1xx answers before the real one are skipped.
   The body is framed as RFC 9112 section 6.3 says: none for HEAD, 204 and 304; chunked when
   Transfer-Encoding ends in chunked; Content-Length when that is one valid number; otherwise
   up to the close. A body cut short is RemoteProtocolError, never a short body.
@@ -40,11 +42,16 @@ from typing import Any
 import httpx
 
 from reconciler.store.registry import netstream
+from reconciler.store.registry.numbers import decimal, shown
 
 KEEPALIVE_EXPIRY = 5.0
 HEAD_LIMIT = 64 * 1024  # an answer's status line and headers
 LINE_LIMIT = 4 * 1024  # one chunk-size line or trailer line
 SMALL_BODY = 64 * 1024  # a body up to this size goes out in the same write as the head
+# 1xx answers skipped before the real one: servers send one or two (100 Continue, 103 Early
+# Hints); an endless stream of them would hold the request for ever, every head resetting the
+# read timeout.
+MAX_INFORMATIONAL = 8
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: (.*))?")
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -203,9 +210,16 @@ class Origin(httpx.AsyncBaseTransport):
             # The server answered (and closed) before taking the whole body: read its answer.
         reader = _Reader(connection, timeouts.get("read"))
         status, version, reason, headers = await reader.head()
+        informational = 0
         while 100 <= status < 200:
             if status == 101:
                 raise httpx.RemoteProtocolError("the server switched protocols (101)")
+            informational += 1
+            if informational > MAX_INFORMATIONAL:
+                raise httpx.RemoteProtocolError(
+                    f"more than {MAX_INFORMATIONAL} informational (1xx) answers before the "
+                    f"answer (the last: {status})"
+                )
             status, version, reason, headers = await reader.head()
         options, codings, lengths = _framing(headers)
         keep = version == 1 and not _has_token(options, "close")
@@ -305,7 +319,7 @@ class _Reader:
         return data
 
     async def head(self) -> tuple[int, int, bytes, list[tuple[bytes, bytes]]]:
-        return _parse_head(await self._until(b"\r\n\r\n", HEAD_LIMIT, "an answer's head"))
+        return _parse_head(await self._until(_HEAD_END, HEAD_LIMIT, "an answer's head"))
 
     async def line(self) -> bytes:
         return await self._until(b"\r\n", LINE_LIMIT, "a chunked body's line")
@@ -331,6 +345,8 @@ class _Reader:
                 whole = bytes(buffer) if end >= 0 else b""
             if end > limit or (end < 0 and len(buffer) > limit + len(separator) - 1):
                 raise httpx.RemoteProtocolError(f"{what} over {limit} bytes")
+            if separator == _HEAD_END:
+                _refuse_bare_lf(whole or buffer, end)
             if end >= 0:
                 self.connection.push_back(whole[end + len(separator) :])
                 return whole[:end]
@@ -369,6 +385,21 @@ class _Reader:
                 data = data[:remaining]
             remaining -= len(data)
             yield data
+
+
+_HEAD_END = b"\r\n\r\n"
+
+
+def _refuse_bare_lf(data: bytes | bytearray, end: int) -> None:
+    """A head's bytes (up to `end`, its CRLFCRLF, when found) holding an empty line ended by
+    bare LFs: the head of a server that writes LF line endings, complete. Waiting for a CRLF
+    would only end in a read timeout that says nothing of what arrived."""
+    at = data.find(b"\n\n", 0, end if end >= 0 else len(data))
+    if at >= 0:
+        first = bytes(data[: data.find(b"\n")]).rstrip(b"\r")
+        raise httpx.RemoteProtocolError(
+            f"an answer's head with bare LF line endings, not CRLF (it began {first[:60]!r})"
+        )
 
 
 def _request_head(request: httpx.Request) -> bytes:
@@ -416,11 +447,12 @@ def _declared_length(request: httpx.Request, body: bytes | None) -> int | None:
         if [coding.lower() for coding in codings] != ["chunked"]:
             raise httpx.LocalProtocolError(f"a streamed body sent as {codings}: only chunked")
         return None
-    if len(lengths) != 1 or not lengths[0].isdigit() or not lengths[0].isascii():
+    length = decimal(lengths[0]) if len(lengths) == 1 else None
+    if length is None:
         raise httpx.LocalProtocolError(
             "a streamed request body needs one valid Content-Length, or to be chunked"
         )
-    return int(lengths[0])
+    return length
 
 
 def _parse_head(head: bytes) -> tuple[int, int, bytes, list[tuple[bytes, bytes]]]:
@@ -461,10 +493,11 @@ def _has_token(values: list[str], token: str) -> bool:
 
 
 def _content_length(values: list[str]) -> int:
-    numbers = {part.strip() for value in values for part in value.split(",")}
-    if len(numbers) != 1 or not (number := numbers.pop()).isdigit() or not number.isascii():
-        raise httpx.RemoteProtocolError(f"an invalid Content-Length: {', '.join(values)[:80]}")
-    return int(number)
+    """One length, however often repeated (`5, 5`); anything else is refused (RFC 9112 6.3)."""
+    numbers = {decimal(part.strip(" \t")) for value in values for part in value.split(",")}
+    if len(numbers) != 1 or (number := numbers.pop()) is None:
+        raise httpx.RemoteProtocolError(f"an invalid Content-Length: {shown(', '.join(values))}")
+    return number
 
 
 async def _send(connection: netstream.Connection, data: bytes, timeouts: _Timeouts) -> None:

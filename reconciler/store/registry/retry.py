@@ -29,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from reconciler.errors import ReconcilerError
+from reconciler.store.registry.numbers import decimal
 
 log = logging.getLogger("reconciler.retry")
 
@@ -84,12 +85,14 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """`Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT` -> seconds from now."""
+    """`Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT` -> seconds from now;
+    None when absent or neither (`¹`, `-1`, `1.5`): the policy's own backoff applies then."""
     if value is None:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    value = value.strip(" \t")
+    seconds = decimal(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

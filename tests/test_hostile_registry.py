@@ -1,0 +1,141 @@
+"""Registries we do not control (issue 21): one base per scripted misbehaviour, all in one
+`diff` and one `apply` beside a spec whose base is served honestly by the same server.
+
+Each misbehaving spec fails on its own (the others go on: the honest one is applied), within
+its bound, with a message that names the registry (host:port) and what it did; no traceback or
+internal error; nothing is written at any target; the process peaks under 300 MiB, gzip bombs
+of 1 GiB included. Per-case wall time and peak RSS: bench/hostile_registry.py.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Cli, World
+from tests.support.hostile import run_reconciler
+from tests.support.hostileregistry import CASES, HostileRegistry
+
+LIMITS = {
+    "RECONCILER_TIMEOUT": "5",
+    "RECONCILER_RETRIES": "1",
+    "RECONCILER_REQUEST_DEADLINE": "3",
+    "RECONCILER_MIN_TRANSFER_RATE": "1024",
+    "RECONCILER_TRANSFER_RATE_WINDOW": "2",
+}
+PEAK_LIMIT_MIB = 300
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileRegistry]:
+    servers = {case.name: HostileRegistry() for case in CASES if case.alone}
+    server = HostileRegistry(alone=servers)
+    yield server
+    for one in [server, *servers.values()]:
+        one.close()
+
+
+def write_specs(cli: Cli, hostile: HostileRegistry, world: World) -> str:
+    run = uuid.uuid4().hex[:8]
+    for name in [case.name for case in CASES] + ["good"]:
+        target = f"{world.a.host}/hostile-{run}/{name}:1"
+        cli.write_spec(
+            f"{name}.yaml",
+            f"base: {hostile.host_of(name)}/hostile/{name}:1\ntargets: [{target}]",
+            spec_name=name,
+        )
+    return run
+
+
+def outcome(stdout: str) -> dict[str, dict[str, Any]]:
+    report = json.loads(stdout)
+    return {spec["name"]: spec for spec in report["specs"]}
+
+
+def tagged(world: World, run: str) -> list[str]:
+    """The repositories of this run that hold a tag. (distribution lists a repository in its
+    catalog as soon as an upload starts there; a tag is what a failed push must never leave.)"""
+    answer = httpx.get(f"http://{world.a.host}/v2/_catalog?n=1000", timeout=10)
+    names: list[str] = answer.json()["repositories"]
+    found = []
+    for name in names:
+        if name.startswith(f"hostile-{run}/"):
+            tags = httpx.get(f"http://{world.a.host}/v2/{name}/tags/list", timeout=10)
+            if tags.status_code == 200 and tags.json().get("tags"):
+                found.append(name)
+    return found
+
+
+def check(command: str, cli: Cli, hostile: HostileRegistry, world: World) -> None:
+    run = write_specs(cli, hostile, world)
+    env = {**cli.env(), **LIMITS}
+    result = run_reconciler([command, "-o", "json"], env=env, cwd=cli.root, timeout=170)
+    assert not result.killed, result.describe()
+    assert result.code == 1, result.describe()
+    print(
+        f"{command}: {len(CASES)} cases in {result.seconds:.1f} s, peak {result.max_rss_kib >> 10} MiB"
+    )
+    assert (
+        "Traceback" not in result.stderr and "internal error" not in result.stdout + result.stderr
+    )
+    assert result.max_rss_kib < PEAK_LIMIT_MIB * 1024, result.describe()
+    specs = outcome(result.stdout)
+    wrong = []
+    for case in CASES:
+        spec = specs[case.name]
+        error = spec["error"] or ""
+        fails = not case.ok and not (command == "diff" and case.kind == "layer")
+        if not fails:
+            if spec["state"] == "Failed":
+                wrong.append(f"{case.name}: should not fail: {error}")
+            continue
+        if spec["state"] != "Failed":
+            wrong.append(f"{case.name}: {spec['state']}, not Failed")
+        elif hostile.host_of(case.name) not in error:
+            wrong.append(f"{case.name}: the message names no registry: {error}")
+        elif case.says not in error:
+            wrong.append(f"{case.name}: says not {case.says!r}: {error}")
+        elif "internal error" in error or "Error:" in error.split(":", 1)[0]:
+            wrong.append(f"{case.name}: {error}")
+    assert not wrong, "\n".join(wrong)
+    good = specs["good"]
+    assert good["state"] == ("OutOfSync" if command == "diff" else "Synced"), good
+    written = tagged(world, run)
+    expected = [f"hostile-{run}/good"] if command == "apply" else []
+    expected += [f"hostile-{run}/{c.name}" for c in CASES if c.ok and command == "apply"]
+    assert sorted(written) == sorted(expected)
+
+
+def test_corpus_has_at_least_40_cases() -> None:
+    assert len(CASES) >= 40
+    assert len({case.name for case in CASES}) == len(CASES)
+
+
+def test_diff_of_every_hostile_case(cli: Cli, hostile: HostileRegistry, world: World) -> None:
+    check("diff", cli, hostile, world)
+
+
+def test_apply_of_every_hostile_case(cli: Cli, hostile: HostileRegistry, world: World) -> None:
+    check("apply", cli, hostile, world)
+
+
+def test_messages_name_the_announced_size_and_registry(
+    cli: Cli, hostile: HostileRegistry, tmp_path: Path
+) -> None:
+    """Before: `/v2/.../manifests/sha256:...: body over the 4194304-byte limit`, no registry."""
+    cli.write_spec(
+        "huge.yaml",
+        f"base: {hostile.host}/hostile/huge-announced-manifest:1\ntargets: [r.invalid/x:1]",
+    )
+    result = cli("diff", env_extra=LIMITS)
+    assert result.code == 1
+    assert f"{hostile.host}: GET /v2/hostile/huge-announced-manifest/manifests/" in result.stdout
+    assert "announced 100000000 bytes (Content-Length), over the 4194304-byte limit" in (
+        result.stdout
+    )
