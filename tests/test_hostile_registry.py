@@ -78,9 +78,8 @@ def check(command: str, cli: Cli, hostile: HostileRegistry, world: World) -> Non
     result = run_reconciler([command, "-o", "json"], env=env, cwd=cli.root, timeout=170)
     assert not result.killed, result.describe()
     assert result.code == 1, result.describe()
-    print(
-        f"{command}: {len(CASES)} cases in {result.seconds:.1f} s, peak {result.max_rss_kib >> 10} MiB"
-    )
+    peak = result.max_rss_kib >> 10
+    print(f"{command}: {len(CASES)} cases in {result.seconds:.1f} s, peak {peak} MiB")
     assert (
         "Traceback" not in result.stderr and "internal error" not in result.stdout + result.stderr
     )
