@@ -596,6 +596,11 @@ def test_full_example(tmp_path: Path) -> None:
     assert len(list(settings_paths(settings))) == 8
 
 
+def test_readme_shows_the_full_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert f"```yaml\n{FULL.read_text()}```\n" in readme
+
+
 def test_values_schema_refuses_bad_values() -> None:
     for bad in (
         "sharding.shards=0",
