@@ -445,7 +445,7 @@ def test_trust_policy_inline_with_keys_from_a_secret(tmp_path: Path) -> None:
     # The checksum of the settings covers the policy: a new policy restarts the pods.
     annotations = workload_of(docs)["spec"]["template"]["metadata"]["annotations"]
     other = render_args(
-        [*CASES["trust-inline"], "--set", "trust.policy.default[0].type=reject"], tmp_path
+        [*CASES["trust-inline"], "--set", "trust.policy.default[0].keyPath=other.pub"], tmp_path
     )
     assert workload_of(other)["spec"]["template"]["metadata"]["annotations"] != annotations
 
@@ -612,6 +612,13 @@ def test_values_schema_refuses_bad_values() -> None:
         "signing.key=inline",
         "ingress.paths=/metrics",
         "notifications[0].name=x",  # no format
+        # A secret inline: a header that looks secret belongs in headersFromSecrets.
+        "notifications[0].name=x,notifications[0].format=plain,notifications[0].url=https://x,"
+        "notifications[0].headers.X-Api-Key=s3cr3t",
+        # A key outside the trust directory, which is all the pod has of the policy's keys.
+        "trust.policy.default[0].type=sigstoreSigned,trust.policy.default[0].keyPath=/etc/k.pub",
+        "trust.policy.default[0].type=sigstoreSigned,trust.policy.default[0].keyPath=../k.pub",
+        "trust.policy.default[0].type=fulcio",
     ):
         result = helm("template", "rec", str(CHART), "--set", bad)
         assert result.returncode != 0, bad
@@ -661,6 +668,14 @@ def test_template_refuses_contradictions() -> None:
         ),
         (["--set-json", 'notifications=[{"name":"a","format":"plain"}]'], "exactly one"),
         (sets("registryCAs.r\\.example\\.com.key=ca.crt"), "exactly one"),
+        (
+            [
+                "--set-json",
+                'notifications=[{"name":"a","format":"plain","url":"https://a"},'
+                '{"name":"a","format":"slack","url":"https://b"}]',
+            ],
+            "used twice",
+        ),
     ):
         result = helm("template", "rec", str(CHART), *args)
         assert result.returncode != 0, args

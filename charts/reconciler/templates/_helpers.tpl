@@ -111,7 +111,12 @@ hooks accept unauthenticated calls. */ -}}
 {{- $_ := set $s "trust_policy" (printf "%s/%s" $paths.trust .Values.trust.policyItem) -}}
 {{- end -}}
 {{- $endpoints := list -}}
+{{- $names := dict -}}
 {{- range .Values.notifications -}}
+{{- if hasKey $names .name -}}
+{{- fail (printf "notifications: the name %s is used twice (it names the endpoint's files)" .name) -}}
+{{- end -}}
+{{- $_ := set $names .name true -}}
 {{- $endpoint := dict "name" .name "format" .format -}}
 {{- $dir := printf "%s/%s" $paths.notifications .name -}}
 {{- if eq (empty .url) (empty .urlSecret) -}}
