@@ -642,6 +642,18 @@ def test_values_schema_refuses_bad_values() -> None:
         (("podDisruptionBudget",), "unknown"),
         (("gitSync",), "unknown"),
         (("resources",), "unknown"),
+        (("securityContext",), "unknown"),
+        (("podSecurityContext",), "unknown"),
+        (("affinity",), "unknown"),
+        (("tolerations[0]",), "unknown"),
+        (("extraEnv[0]",), "unknown"),
+        (("extraVolumes[0]",), "unknown"),
+        (("extraVolumeMounts[0]",), "unknown"),
+        (("networkPolicy", "from[0]"), "unknown"),
+        (("notifications[0]",), "unknown"),
+        (("registryCAs", "r\\.example\\.com"), "unknown"),
+        (("settings", "registries", "r\\.example\\.com"), "unknown"),
+        (("trust", "policy", "default[0]"), "unknown"),
     ],
 )
 def test_values_schema_refuses_unknown_keys(where: tuple[str, ...], key: str) -> None:
