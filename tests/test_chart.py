@@ -323,10 +323,21 @@ def mounted_file(path: str, pod: dict[str, Any]) -> None:
     raise AssertionError(f"{path} is named by the settings but no volume is mounted there")
 
 
-def test_helm_lint() -> None:
-    for args in ([], ["-f", str(FULL)]):
-        result = helm("lint", "--strict", str(CHART), *args)
-        assert result.returncode == 0, result.stdout + result.stderr
+@pytest.mark.parametrize("name", list(CASES))
+def test_helm_lint(name: str) -> None:
+    result = helm("lint", "--strict", str(CHART), *CASES[name])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mount_check_finds_a_missing_file() -> None:
+    pod = {
+        "containers": [{"volumeMounts": [{"name": "hooks", "mountPath": "/etc/reconciler/hooks"}]}],
+        "volumes": [{"name": "hooks", "secret": {"items": [{"key": "t", "path": "token"}]}}],
+    }
+    mounted_file("/etc/reconciler/hooks/token", pod)
+    for path in ("/etc/reconciler/hooks/hmac-secret", "/etc/reconciler/signing/key"):
+        with pytest.raises(AssertionError):
+            mounted_file(path, pod)
 
 
 @pytest.mark.parametrize("name", list(CASES))
