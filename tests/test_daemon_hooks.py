@@ -9,6 +9,7 @@ import hmac
 import json
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -336,3 +337,55 @@ def test_connections_beyond_the_bound_are_answered_503(cli: Cli) -> None:
         assert "Traceback" not in daemon.log.read_text()
         for sock in idle:
             sock.close()
+
+
+def close_waits(port: int) -> int:
+    """Sockets of the daemon's port whose peer has closed and which the daemon has not."""
+    out = subprocess.run(
+        ["ss", "-Htan", "state", "close-wait", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def test_a_burst_of_short_lived_hook_calls_leaves_no_close_wait(
+    world: World, cli: Cli, tmp_path: Path
+) -> None:
+    """As a registry's notifier calls: a connection per few events, closed by the caller once
+    answered. Before: those connections sat in CLOSE-WAIT until the keep-alive timeout, held
+    slots of http_max_connections, and new calls were answered 503 in bursts."""
+    (tmp_path / "token").write_text("burst-token")
+    settings = {
+        "resync_interval": "600",
+        "hooks__token_file": str(tmp_path / "token"),
+        "hooks__max_per_minute": "100000",
+        "http_max_connections": "64",
+        "http_keep_alive_timeout": "30",
+        "http_read_timeout": "30",
+    }
+    a = world.a.host
+    (cli.specs / "app.yaml").write_text(
+        spec_text("app", f"{a}/base/single:1", f"{a}/hooks/burst:1", "b")
+    )
+    body = envelope(a, "elsewhere/unrelated", "1")
+    request = (
+        b"POST /hooks/registry HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer burst-token\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with running(cli, ready=True, **settings) as daemon:
+        statuses: list[bytes] = []
+        for _ in range(1000):
+            with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+                sock.sendall(request)
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+                statuses.append(answer[9:12])
+        assert statuses.count(b"202") == 1000, sorted(set(statuses))
+        time.sleep(1)
+        assert close_waits(daemon.port) == 0

@@ -176,6 +176,36 @@ def _bind(listen: str) -> tuple[_BoundedSocket, int]:
     return sock, int(sock.getsockname()[1])
 
 
+def _close_at_eof() -> None:
+    """Make hypercorn close a connection as soon as its client has closed it.
+
+    hypercorn 0.17's TCPServer reads until EOF, then hands its protocol a Closed event; on an
+    idle HTTP/1.1 connection (between requests, as a registry's notifier leaves it) nothing
+    comes of it, and the socket is closed only when the connection's task group ends, that is
+    when the keep-alive idle timer fires. Until then it sits in CLOSE-WAIT and holds a slot
+    of http_max_connections (measured before: 230 of them under 10 hook calls a second, and
+    40 of 1,380 calls answered 503). hypercorn offers no hook to change the server it builds
+    per connection, so its read loop is wrapped once, here: after EOF with no request in
+    flight, the connection is closed at once (hypercorn's own _close, which it calls again
+    later harmlessly)."""
+    from hypercorn.asyncio.tcp_server import TCPServer
+
+    if getattr(TCPServer._read_data, "_closes_at_eof", False):
+        return
+    read_data = TCPServer._read_data
+
+    async def read_then_close(self: TCPServer) -> None:
+        await read_data(self)
+        # Only between requests: a client that half-closes after its request still gets the
+        # answer (the stream in flight closes the connection itself when done).
+        protocol = getattr(self.protocol, "protocol", None)
+        if getattr(protocol, "stream", None) is None:
+            await self._close()
+
+    read_then_close._closes_at_eof = True  # type: ignore[attr-defined]
+    TCPServer._read_data = read_then_close  # type: ignore[method-assign]
+
+
 class HttpServer:
     def __init__(
         self, settings: Settings, board: StatusBoard, metrics: Metrics, targets: HookTargets
@@ -195,6 +225,7 @@ class HttpServer:
 
     async def serve(self) -> None:
         assert self._socket is not None  # noqa: S101 - open() first
+        _close_at_eof()
         settings = self._settings
         config = _Config(self._socket)
         config.accesslog = None
