@@ -216,6 +216,23 @@ class HookSettings(BaseModel):
         description="Seconds a registry hook's specs wait, so that a burst of events (the "
         "manifests of one multi-platform push) runs each spec once.",
     )
+    peers: tuple[str, ...] = Field(
+        default=(),
+        description="Base URLs of the other replicas (http://reconciler-1.reconciler-peers:"
+        "8080); each accepted hook call that did not come from a peer is relayed to them, so "
+        "that the shard owning a pushed base's specs hears of it. This replica's own URL may "
+        "be in the list (skipped).",
+    )
+    relay_timeout: float = Field(
+        default=5.0, ge=0.1, le=60.0, description="Seconds one relayed call to a peer may take."
+    )
+    relay_queue: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Hook calls waiting to be relayed, at most; beyond, a call is not relayed "
+        "(counted) and its peers catch up at their next resync.",
+    )
 
 
 class Settings(BaseModel):

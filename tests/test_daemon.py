@@ -110,10 +110,13 @@ def invalid_file_is_left_alone(
 
 
 @contextmanager
-def running(cli: Cli, *, ready: bool = False, **settings: str) -> Iterator[Daemon]:
+def running(
+    cli: Cli, *, ready: bool = False, name: str = "daemon", **settings: str
+) -> Iterator[Daemon]:
     """`reconciler run` as a process with the suite's short intervals and `settings`
-    (RECONCILER_<NAME>), until the block ends; with `ready`, once /readyz says so."""
-    log = cli.root / "daemon.log"
+    (RECONCILER_<NAME>), until the block ends; with `ready`, once /readyz says so. `name`
+    names its log (several daemons beside one another)."""
+    log = cli.root / f"{name}.log"
     env = {
         **cli.env(),
         "RECONCILER_LISTEN": "127.0.0.1:0",

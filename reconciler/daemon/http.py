@@ -40,6 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from reconciler.daemon.guard import HookAuth
 from reconciler.daemon.hooks import HookError, Push, parse_registry_hook
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.relay import RELAYED, Relay, Relayed, own_peers
 from reconciler.daemon.status import StatusBoard
 from reconciler.settings import Settings
 from reconciler.store.registry.budget import TokenBucket
@@ -218,9 +219,21 @@ class HttpServer:
 
     def open(self) -> int:
         """Read the hooks' secrets and bind the port (SettingsError, OSError); the port."""
-        self._app.auth = HookAuth.load(self._settings.hooks)
+        hooks = self._settings.hooks
+        self._app.auth = HookAuth.load(hooks)
         self._socket, self.port = _bind(self._settings.listen)
         self._socket.bound = self._settings.http_max_connections
+        peers = own_peers(hooks.peers, self.port)
+        self._app.relay = Relay(
+            peers,
+            self._app.auth,
+            self._app.metrics.hook_relays,
+            sender=f"{socket.gethostname()}:{self.port}",
+            timeout=hooks.relay_timeout,
+            queue=hooks.relay_queue,
+        )
+        if peers:
+            log.info("hook calls are relayed to %d peers: %s", len(peers), ", ".join(peers))
         return self.port
 
     async def serve(self) -> None:
@@ -240,7 +253,11 @@ class HttpServer:
         config.include_server_header = False
         config.graceful_timeout = 2.0
         app = cast(ASGIFramework, self._app)  # its scopes and messages, as dicts
-        await serve(app, config, shutdown_trigger=self._stop.wait, mode="asgi")
+        try:
+            await serve(app, config, shutdown_trigger=self._stop.wait, mode="asgi")
+        finally:
+            if self._app.relay is not None:
+                await self._app.relay.aclose()
 
     def stop(self) -> None:
         self._stop.set()
@@ -251,6 +268,8 @@ class _App:
         self, settings: Settings, board: StatusBoard, metrics: Metrics, targets: HookTargets
     ) -> None:
         self.auth = HookAuth()
+        self.relay: Relay | None = None
+        self.metrics = metrics
         self._hooks = settings.hooks
         self._read_timeout = float(settings.http_read_timeout)
         self._board = board
@@ -322,8 +341,10 @@ class _App:
             client = (scope.get("client") or ("?",))[0]
             log.warning("refused a call of /hooks/%s from %s: %s", hook, client, refusal)
             raise _Refused(401, "unauthorized", "unauthorized")
+        relayed = headers.get(RELAYED)
         if hook == "git":
             self._targets.rescan()
+            self._relay_on(hook, headers, body, relayed)
             return {"rescan": 1}
         try:
             pushes = parse_registry_hook(body)
@@ -332,7 +353,18 @@ class _App:
             raise _Refused(400, str(exc), "bad_request") from None
         queued = await self._targets.pushes(pushes)
         self._metrics.hook_specs_queued.inc(queued)
+        self._relay_on(hook, headers, body, relayed)
+        if relayed is not None:
+            log.debug("/hooks/registry relayed by %s: %d specs queued", relayed, queued)
         return {"pushes": len(pushes), "queued": queued}
+
+    def _relay_on(
+        self, hook: str, headers: dict[str, str], body: bytes, relayed: str | None
+    ) -> None:
+        """An accepted call, sent on to the peers unless a peer sent it."""
+        if self.relay is not None and relayed is None:
+            kind = headers.get("content-type", "application/json")
+            self.relay.submit(Relayed(hook, body, kind))
 
     async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
         cap = self._hooks.max_body_bytes

@@ -65,6 +65,12 @@ class Metrics:
             ["hook", "result"],
             registry=self.registry,
         )
+        self.hook_relays = Counter(
+            "reconciler_hook_relays",
+            "Hook calls relayed to peer replicas, by peer and result (sent, failed, dropped).",
+            ["peer", "result"],
+            registry=self.registry,
+        )
         self.hook_specs_queued = Counter(
             "reconciler_hook_specs_queued",
             "Specs queued by registry webhooks (a spec named by several events of one burst "
