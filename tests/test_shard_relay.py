@@ -81,10 +81,6 @@ def test_a_push_told_to_one_replica_rebuilds_the_specs_of_every_shard(
             for name in names
         }
         time.sleep(1)  # the first builds' own pushes notified replica 0 too: let them settle
-        before = metric(
-            daemons[0],
-            'reconciler_hook_relays_total{peer="http://127.0.0.1:%d",result="sent"}' % ports[1],
-        )
         copy_tag(f"{world.a.host}/base/multi:1", f"{r}/relay/base:1")
         pushed = time.monotonic()
 
@@ -104,7 +100,6 @@ def test_a_push_told_to_one_replica_rebuilds_the_specs_of_every_shard(
             # A replica relays only what it was told first-hand: nothing comes back.
             assert metric(daemon, "reconciler_hook_relays_total") == 0
             assert "relayed by" in daemon.log.read_text()
-        assert before >= 0
         for daemon in daemons:
             assert token not in daemon.log.read_text()
             assert "Traceback" not in daemon.log.read_text()
