@@ -12,14 +12,20 @@ Results are checked with skopeo and by walking the target registry directly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from reconciler.oci.digest import Digest
+from reconciler.store.registry.client import Registries
 from tests.conftest import Cli, CliResult, World
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import sha256
@@ -170,3 +176,115 @@ def test_bad_document_fails_naming_the_registry(
     assert f"{tries} {'try' if tries == 1 else 'tries'}" in message, message
     assert case in result.stdout  # the spec is named
     assert not walk(rig.world.b.host, repo, "1").tag_present
+
+
+# Point 6: HEAD answers whose Content-Length is not the GET's, is 0, or is missing.
+
+QUIRKS = {
+    # Harbor: a manifest HEAD's Content-Length is not its GET's.
+    "manifest-head-other-length": ("/manifests/", "set_header", {"Content-Length": "4321"}),
+    # Some proxies: a HEAD answered with Content-Length 0, or none.
+    "manifest-head-length-0": ("/manifests/", "set_header", {"Content-Length": "0"}),
+    "manifest-head-no-length": ("/manifests/", "drop_header", {"Content-Length": ""}),
+    "blob-head-length-0": ("/blobs/sha256:", "set_header", {"Content-Length": "0"}),
+    "blob-head-no-length": ("/blobs/sha256:", "drop_header", {"Content-Length": ""}),
+}
+
+
+def quirk_round(rig: Rig, cli: Cli, repo: str) -> str:
+    """diff (out of sync), apply, diff (in sync); returns the digest applied."""
+    diff = cli("diff", "-o", "json")
+    assert diff.code == 2, diff.stdout + diff.stderr  # out of sync, not failed
+    assert_clean(diff)
+    spec = diff.json()["specs"][0]  # type: ignore[index]
+    assert spec["state"] == "OutOfSync", spec  # type: ignore[index]
+    desired = spec["desired"]  # type: ignore[index]
+    assert isinstance(desired, str)
+
+    applied = cli("apply", "-o", "json")
+    assert applied.code == 0, applied.stdout + applied.stderr
+    assert_clean(applied)
+    assert applied.json()["specs"][0]["desired"] == desired  # type: ignore[index]
+    assert_applied(rig, repo, desired)
+
+    again = cli("diff", "-o", "json")
+    assert again.code == 0, again.stdout + again.stderr  # in sync: the HEADs are believed
+    return desired
+
+
+@pytest.mark.parametrize("case", list(QUIRKS))
+def test_head_quirks_are_worked_through(rig: Rig, cli: Cli, case: str) -> None:
+    path, kind, headers = QUIRKS[case]
+    repo = write_case(cli, rig, case)
+    faults = [p.add(Fault("HEAD", path, kind, headers=headers, times=-1)) for p in (rig.a, rig.b)]
+    first = quirk_round(rig, cli, repo)
+    # Another image into the same repository: now the target holds its blobs, and HEADs on
+    # them answer 200 with the quirk.
+    (cli.specs / f"{case}.yaml").write_text(
+        (cli.specs / f"{case}.yaml").read_text().replace(f"case: {case}", f"case: {case}-again")
+    )
+    assert quirk_round(rig, cli, repo) != first
+    # The base's HEADs go to a (its tag), the targets' to b (tags and blobs).
+    assert faults[1].fired >= 1 and (case.startswith("blob-") or faults[0].fired >= 1)
+    ranged = [s for s in rig.b.seen if s.method == "GET" and "Range" in s.headers]
+    if case.startswith("blob-"):
+        # One ranged GET (one byte) per blob whose HEAD said 200 without its size: the added
+        # layer in the first diff (resolve needs its size), then the two layers the target
+        # holds the second time, in its diff and again in its apply (one run, one answer).
+        assert [s.headers["Range"] for s in ranged] == ["bytes=0-0"] * 5, [s.path for s in ranged]
+    else:
+        assert ranged == []
+
+
+@contextmanager
+def rangeless_server(blobs: dict[str, bytes], seen: list[tuple[str, str | None]]) -> Iterator[str]:
+    """A registry that answers a blob HEAD without Content-Length, and every GET in full (no
+    ranges, as a server may): `seen` gets (method, Range header) of each request."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_HEAD(self) -> None:
+            seen.append(("HEAD", self.headers.get("Range")))
+            found = self.path.rsplit("/", 1)[1] in blobs
+            self.send_response_only(200 if found else 404)
+            self.end_headers()  # no Content-Length, whatever the blob
+
+        def do_GET(self) -> None:
+            seen.append(("GET", self.headers.get("Range")))
+            body = blobs[self.path.rsplit("/", 1)[1]]
+            self.send_response_only(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_blob_size_without_ranges_comes_from_the_verified_body() -> None:
+    blob, empty = b"x" * 70_000, b""
+    seen: list[tuple[str, str | None]] = []
+    with rangeless_server({sha256(blob): blob, sha256(empty): empty}, seen) as host:
+
+        async def go() -> tuple[int | None, int | None]:
+            async with Registries(env={"DOCKER_CONFIG": "/nonexistent"}) as registries:
+                client = registries.client(host)
+                sizes = (
+                    await client.head_blob("x", Digest.parse(sha256(blob))),
+                    await client.head_blob("x", Digest.parse(sha256(empty))),
+                )
+                return sizes
+
+        assert asyncio.run(go()) == (len(blob), 0)
+    # The ranged GET answered in full: counted and verified, not asked again. The empty blob
+    # had no Content-Length either: its size is asked too (only a HEAD's 0 is believed for it).
+    assert seen == [("HEAD", None), ("GET", "bytes=0-0"), ("HEAD", None), ("GET", "bytes=0-0")]

@@ -129,7 +129,6 @@ class RegistryClient:
             raise await self._fail(response, f"HEAD manifest {repository}:{identifier}")
         header = response.headers.get("Docker-Content-Digest")
         media_type = response.headers.get("Content-Type")
-        size = int_header(response, "Content-Length")
         if header is None:
             # Some registries omit the digest on HEAD; the bytes are the only witness then.
             document = await self.get_manifest(repository, identifier)
@@ -142,7 +141,10 @@ class RegistryClient:
                 method="HEAD",
                 url=log_safe(url),
             ) from None
-        return ManifestHead(digest, media_type, size)
+        # No size: the digest is the authority, and the GET's verified bytes say the size.
+        # Harbor answers a HEAD with another Content-Length than the GET, and some proxies
+        # with 0 or none.
+        return ManifestHead(digest, media_type, None)
 
     async def get_manifest(self, repository: str, identifier: str) -> Document:
         """Fetch and verify a manifest or index (4 MiB cap, digest checked)."""
@@ -202,13 +204,41 @@ class RegistryClient:
         if response.status_code != 200:
             raise await self._fail(response, f"HEAD blob {repository}@{digest.short}")
         size = int_header(response, "Content-Length")
-        if size is None:
-            raise RegistryError(
-                f"HEAD blob {repository}@{digest.short}: no Content-Length",
-                method="HEAD",
-                url=log_safe(url),
-            )
+        if size is None or (size == 0 and digest != Digest.of(b"", digest.algorithm)):
+            # Some proxies answer a HEAD with no Content-Length, or 0; only the blob of no
+            # bytes at all has 0 bytes. The blob exists: its size is asked with a GET.
+            return await self._blob_size(repository, digest)
         return size
+
+    async def _blob_size(self, repository: str, digest: Digest) -> int:
+        """A blob's size from a GET: its first byte's Content-Range total when the registry
+        serves ranges (one byte read), else the whole body, counted and verified."""
+        url = self._url(f"{repository}/blobs/{digest}")
+        for headers in ({"Range": "bytes=0-0"}, {}):
+            response = await self._send("GET", url, headers=headers, stream=True)
+            try:
+                if response.status_code in (206, 416):  # 416: no first byte, `bytes */0`
+                    total = _range_total(response.headers.get("Content-Range"))
+                    if total is not None:
+                        return total
+                    continue  # a range without its total says nothing: the whole body then
+                if response.status_code != 200:
+                    raise await self._fail(response, f"GET blob {repository}@{digest.short}")
+                what = f"blob {self.host}/{repository}@{digest}"
+                size = 0
+                async for chunk in verified(
+                    body_chunks(response, STREAM_CHUNK), digest, None, what
+                ):
+                    size += len(chunk)
+                return size
+            finally:
+                await response.aclose()
+        raise RegistryError(
+            f"GET blob {repository}@{digest.short}: a partial answer to a GET without a range",
+            method="GET",
+            url=log_safe(url),
+            status=206,
+        )
 
     @asynccontextmanager
     async def open_blob(
@@ -566,6 +596,13 @@ def _expected_digest(identifier: str, response: httpx.Response) -> Digest | None
     if "Docker-Content-Digest" in response.headers:
         return Digest.parse(response.headers["Docker-Content-Digest"])
     return None
+
+
+def _range_total(content_range: str | None) -> int | None:
+    """The complete length in `Content-Range: bytes 0-0/1234` (RFC 9110, 14.4); None for `*`."""
+    unit, _, rest = (content_range or "").strip().partition(" ")
+    total = rest.rpartition("/")[2]
+    return int(total) if unit == "bytes" and total.isdigit() else None
 
 
 def _check_digest(raw: bytes, expected: Digest | None) -> None:
