@@ -4,7 +4,8 @@ A fault proxy (tests/support/faultproxy.py) stands in front of each of the sessi
 registries; `reconciler diff` and `apply` run through both as users run them:
 - a manifest or an image config whose body is cut short (before its Content-Length) or whose
   bytes do not match their digest is fetched again within the `retries` setting, then fails with
-  an error naming the registry, the request path and what happened;
+  an error naming the registry, the request path and what happened; so is a token answer cut
+  short (a small server of its own here, since the session's registries ask for no token);
 - a HEAD whose Content-Length is not the GET's (Harbor's manifests), is 0, or is missing (some
   proxies) changes nothing: the digest is the authority, and a size comes from verified bytes.
 Results are checked with skopeo and by walking the target registry directly.
@@ -24,8 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from reconciler.errors import RegistryError
 from reconciler.oci.digest import Digest
 from reconciler.store.registry.client import Registries
+from reconciler.store.registry.retry import RetryPolicy
 from tests.conftest import Cli, CliResult, World
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import sha256
@@ -288,3 +291,93 @@ def test_blob_size_without_ranges_comes_from_the_verified_body() -> None:
     # The ranged GET answered in full: counted and verified, not asked again. The empty blob
     # had no Content-Length either: its size is asked too (only a HEAD's 0 is believed for it).
     assert seen == [("HEAD", None), ("GET", "bytes=0-0"), ("HEAD", None), ("GET", "bytes=0-0")]
+
+
+@contextmanager
+def token_registry(bad_tokens: int, seen: list[str]) -> Iterator[str]:
+    """A registry asking for a bearer token, whose token server (on the same host) cuts its
+    first `bad_tokens` answers short: 10 of the 100 bytes its Content-Length says."""
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": "sha256:" + "1" * 64,
+                "size": 2,
+            },
+            "layers": [],
+        }
+    ).encode()
+    state = {"tokens": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path.split("?", 1)[0])
+            host = self.headers["Host"]
+            if self.path.startswith("/token"):
+                state["tokens"] += 1
+                body = b'{"token": "good", "expires_in": 300}'
+                self.send_response_only(200)
+                self.send_header("Content-Type", "application/json")
+                if state["tokens"] <= bad_tokens:
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    self.wfile.write(body[:10])
+                    self.close_connection = True
+                    return
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            elif self.headers.get("Authorization") != "Bearer good":
+                self.send_response_only(401)
+                challenge = f'Bearer realm="http://{host}/token",service="test"'
+                self.send_header("WWW-Authenticate", challenge)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self.send_response_only(200)
+                self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                self.send_header("Docker-Content-Digest", sha256(manifest))
+                self.send_header("Content-Length", str(len(manifest)))
+                self.end_headers()
+                self.wfile.write(manifest)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def get_manifest_with_retries(host: str, retries: int) -> None:
+    async def go() -> None:
+        async with Registries(
+            env={"DOCKER_CONFIG": "/nonexistent"}, retry=RetryPolicy(retries, base=0.01)
+        ) as registries:
+            await registries.client(host).get_manifest("x", "1")
+
+    asyncio.run(go())
+
+
+def test_a_token_answer_cut_short_is_fetched_again() -> None:
+    seen: list[str] = []
+    with token_registry(1, seen) as host:
+        get_manifest_with_retries(host, 1)
+    # The registry's 401, the token cut short; the request again, its token asked up front.
+    assert seen == ["/v2/x/manifests/1", "/token", "/token", "/v2/x/manifests/1"]
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_token_answer_always_cut_short_fails_naming_the_registry(retries: int) -> None:
+    seen: list[str] = []
+    with token_registry(100, seen) as host, pytest.raises(RegistryError) as caught:
+        get_manifest_with_retries(host, retries)
+    assert seen.count("/token") == retries + 1
+    message = str(caught.value)
+    assert message.startswith(f"registry {host}: GET /token: token answer cut short ("), message

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from reconciler.errors import AuthError, DocumentError
+from reconciler.errors import AuthError, DocumentError, RegistryError
 from reconciler.oci.document import load_json
 
 log = logging.getLogger("reconciler.auth")
@@ -414,7 +414,19 @@ class HostAuth:
             url = realm.copy_with(params=params)
             if creds is not None and (creds.username or creds.password):
                 headers["Authorization"] = _basic(creds)
-        status, body = await self._fetch("POST" if form else "GET", url, headers, form)
+        method = "POST" if form else "GET"
+        try:
+            status, body = await self._fetch(method, url, headers, form)
+        except RegistryError as exc:
+            if not exc.retryable:  # the token server's statuses were retried already
+                raise
+            # Its body cut short: retryable, the registry request that needed it tries again.
+            cause = exc.__cause__
+            why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+            raise RegistryError(
+                f"registry {self.host}: {method} {realm.path}: token answer cut short ({why})",
+                retryable=True,
+            ) from exc
         self.token_fetches += 1
         if status in (401, 403):
             raise AuthError(
