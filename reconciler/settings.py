@@ -261,7 +261,8 @@ class Settings(BaseModel):
         ge=0,
         le=20,
         description="Retries of one request or blob transfer after a transport failure, 408, "
-        "429 or 5xx, before the spec fails.",
+        "429 or 5xx, or a manifest or config whose body is cut short or does not match its "
+        "digest, before the spec fails.",
     )
     retry_delay: float = Field(
         default=0.5,

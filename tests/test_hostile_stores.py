@@ -431,16 +431,6 @@ def more_layers_than_diff_ids(d: DockerParts) -> Hostile:
     return Hostile(d.tree(), ("manifest.json", d.config_name))
 
 
-def embedded_index(value: bytes) -> Callable[[DockerParts], Hostile]:
-    """The archive also carries an OCI layout (as `reconciler save` writes): a broken one."""
-
-    def build(d: DockerParts) -> Hostile:
-        d.extra.update({"oci-layout": LAYOUT_MARKER, "index.json": value})
-        return Hostile(d.tree(), (INDEX,))
-
-    return build
-
-
 def repositories_links_out(d: DockerParts) -> Hostile:
     d.extra["repositories"] = Symlink("/etc/passwd")
     return Hostile(d.tree(), ("repositories",))
@@ -514,12 +504,8 @@ DOCKER_CASES: dict[str, Callable[[DockerParts], Hostile]] = {
     "config-is-a-list": docker_config(lambda c: []),
     "config-invalid-utf8": docker_config_raw(lambda c: c[:-1] + b',"comment":"\xff"}'),
     "config-over-8MiB": big_config,
-    # An embedded OCI layout, the repositories member, the tar itself.
-    "embedded-index.json-is-a-list": embedded_index(b"[]"),
-    "embedded-index.json-manifests-is-a-dict": embedded_index(
-        b'{"schemaVersion": 2, "manifests": {"0": {}}}'
-    ),
-    "embedded-index.json-100000-deep": embedded_index(nested_lists(DEPTH)),
+    # The repositories member, the tar itself. (An invalid index.json beside manifest.json
+    # does not stop a docker archive: see test_docker_archive_reads_past_an_invalid_index.)
     "repositories-links-to-etc-passwd": repositories_links_out,
     "duplicate-manifest.json": duplicate_manifest_json,
     "truncated-archive": truncated,
@@ -770,3 +756,64 @@ def test_the_corpus_is_valid_when_unbroken(cli: Cli, tmp_path: Path) -> None:
     # A mirror gives the base's own digest: the layout's manifest; the archive's is written.
     assert digests["dir"] == digests["tar"] == hostile_image().digest, digests
     assert digests["archive"] is not None
+
+
+# docker 25's `docker save` writes an OCI layout beside manifest.json; for an untagged image its
+# index.json has `"manifests": null`. manifest.json is a docker archive's authority: an index.json
+# that is no OCI index is passed over by `docker-archive:`, and refused by `oci:` on the same file.
+INVALID_INDEXES: dict[str, bytes | None] = {
+    "manifests-is-null": b'{"schemaVersion": 2, "mediaType": "%s", "manifests": null}'
+    % OCI_INDEX.encode(),
+    "manifests-is-a-string": b'{"schemaVersion": 2, "manifests": "none"}',
+    "manifests-is-a-dict": b'{"schemaVersion": 2, "manifests": {"0": {}}}',
+    "not-json": b"{this is not json",
+    "a-list": b"[]",
+    "100000-deep": nested_lists(DEPTH),
+    "missing": None,
+}
+
+
+def docker25_archive(index: bytes | None) -> Tree:
+    """A docker archive with an OCI layout marker beside manifest.json, and this index.json."""
+    parts = DockerParts(hostile_image(gz=False))
+    parts.extra["oci-layout"] = LAYOUT_MARKER
+    if index is not None:
+        parts.extra[INDEX] = index
+    return parts.tree()
+
+
+@pytest.mark.parametrize("case", list(INVALID_INDEXES))
+def test_docker_archive_reads_past_an_invalid_index(cli: Cli, tmp_path: Path, case: str) -> None:
+    write_tar(docker25_archive(INVALID_INDEXES[case]), cli.root / "stores" / "docker25.tar")
+    write_tar(DockerParts(hostile_image(gz=False)).tree(), cli.root / "stores" / "plain.tar")
+    for name in ("docker25", "plain"):
+        cli.write_spec(
+            f"{name}.yaml",
+            f'base: "docker-archive:../stores/{name}.tar:{DOCKER_TAG}"\n'
+            f'baseAnnotations: false\ntargets: ["oci:../out-{name}:1"]\n',
+            spec_name=name,
+        )
+    env, cwd = cli.env(), tmp_path
+
+    diff = run_reconciler(["diff", "-o", "json", str(cli.specs)], env=env, cwd=cwd, timeout=30)
+    assert diff.code == 2, diff.describe()  # both out of sync, neither failed
+    specs = {s["name"]: s for s in json.loads(diff.stdout)["specs"]}
+    assert specs["docker25"]["state"] == "OutOfSync", specs["docker25"]
+    assert specs["docker25"]["desired"] == specs["plain"]["desired"]
+
+    applied = run_reconciler(["apply", str(cli.specs)], env=env, cwd=cwd, timeout=30)
+    assert applied.code == 0, applied.describe()
+    assert not run_problems(applied, "apply"), applied.describe()
+    tag = tags_of(cli.root / "out-docker25").get("1")
+    # The manifest written from manifest.json, the same as for the archive without a layout.
+    assert tag is not None and tag == tags_of(cli.root / "out-plain").get("1")
+    assert tag == specs["plain"]["desired"]
+
+
+def test_oci_source_refuses_a_docker25_index(
+    cli: Cli, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    hostile = Hostile(docker25_archive(INVALID_INDEXES["manifests-is-null"]), (INDEX,))
+    write_tar(hostile.tree, cli.root / "stores" / "docker25.tar")
+    store = Store("oci:../stores/docker25.tar:latest", "stores/docker25.tar", hostile)
+    check(cli, tmp_path, store, record_property)

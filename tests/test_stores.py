@@ -59,7 +59,8 @@ def test_a_registry_repository(world: World) -> None:
         assert isinstance(reader, BlobMounter) and isinstance(reader, TagDeleter)
         head = await reader.head_manifest("1")
         assert head is not None and head.digest == manifest
-        assert (head.media_type, head.size) == (mt.OCI_MANIFEST, len(image.manifest))
+        # No size from a registry's HEAD: the GET's verified bytes say it (Harbor's HEAD lies).
+        assert (head.media_type, head.size) == (mt.OCI_MANIFEST, None)
         assert await reader.head_manifest("nope") is None
         assert (await reader.get_manifest(str(manifest))).raw == image.manifest
         assert await reader.head_blob(config) == len(image.config)

@@ -25,7 +25,7 @@ class ManifestHead:
 
     digest: Digest
     media_type: str | None
-    size: int | None
+    size: int | None  # None when the store does not vouch for it (a registry: its GET does)
 
 
 @dataclass(frozen=True)

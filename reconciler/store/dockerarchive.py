@@ -4,7 +4,8 @@ manifest.json selects the image (by a RepoTag, or the only entry). Its config is
 archive and its layers stay where they are. Which manifest describes them:
 - If the archive also holds an OCI layout (as `reconciler save` writes) with a manifest whose
   config is this one, that manifest is used byte for byte, with its compressed layers: the
-  digests are those of the image that was saved.
+  digests are those of the image that was saved. An index.json that is no OCI index (docker
+  25 writes `"manifests": null` for an untagged image) offers no manifest: it is passed over.
 - Otherwise a Docker v2 schema 2 manifest is written from manifest.json. A plain tar layer is
   described as `application/vnd.docker.image.rootfs.diff.tar` under its diff_id (the digest of
   an uncompressed layer is its diff_id, and it is verified when read); a gzip layer as
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reconciler.archive.reader import JSON_LIMIT
 from reconciler.errors import ArchiveError, DocumentError, NotFoundError, ReferenceError_
 from reconciler.oci import mediatypes as mt
 from reconciler.oci.diffid import sniff_compression
@@ -30,7 +32,7 @@ from reconciler.oci.document import (
     Document,
     IndexDocument,
     ManifestDocument,
-    first_error,
+    load_json,
     make_manifest_document,
     parse_config,
     parse_document,
@@ -137,10 +139,14 @@ class DockerArchive(LocalReader):
         """The saved manifest of this config, when the archive carries an OCI layout."""
         if "index.json" not in self.tar.index:
             return None
+        raw = self.tar.read("index.json", JSON_LIMIT)  # a member that cannot be read still fails
         try:
-            top = LayoutIndex.model_validate(read_json(self.tar, "index.json"))
-        except ValidationError as exc:
-            raise ArchiveError(f"{self.path}: index.json: {first_error(exc)}") from None
+            top = LayoutIndex.model_validate(load_json(raw, f"{self.path}: index.json", JSON_LIMIT))
+        except (DocumentError, ValidationError):
+            # docker 25's `docker save` of an untagged image writes `"manifests": null` beside a
+            # good manifest.json. manifest.json is this store's authority and index.json only
+            # offers the saved manifest bytes: one that is no OCI index offers none.
+            return None
         candidates = list(top.manifests)
         seen: set[str] = set()
         while candidates:

@@ -6,8 +6,8 @@ number of times, then the proxy is transparent again: that is how a test shows t
 retries and converges, or fails clearly when the fault does not go away.
 
 Faults act on the request (answer it without forwarding, rewrite its query) or on the answer
-(cut the connection mid-body with a reset, truncate the body, flip a byte, drop a header, swap
-the body, redirect elsewhere, make `Location` relative). `rate` throttles bodies in both
+(cut the connection mid-body with a reset, truncate the body, flip a byte, drop or set a header,
+swap the body, redirect elsewhere, make `Location` relative). `rate` throttles bodies in both
 directions so that transfers last long enough to be interrupted.
 
 Two options act on every answer: `headers` are added to each, and a `quota` (a server's request
@@ -114,6 +114,7 @@ KINDS = {
     "truncate",  # forward, send headers (full Content-Length) and `after` bytes, then close
     "flip",  # forward, flip one bit of body byte `after`
     "drop_header",  # forward, remove the headers named in `headers`
+    "set_header",  # forward, set the headers in `headers` (a HEAD's Content-Length, say)
     "body",  # forward, replace the body with `body` (Content-Length follows)
     "no_mount",  # strip mount/from from the query: the registry opens an upload (202)
     "relative_location",  # forward, rewrite an absolute Location to a relative one
@@ -268,6 +269,10 @@ class FaultProxy:
             drop = {name.lower() for name in fault.headers}
             headers = {k: v for k, v in headers.items() if k.lower() not in drop}
             return self._send(handler, status, headers, answer, head=head)
+        if fault.kind == "set_header":
+            names = {name.lower() for name in fault.headers}
+            headers = {k: v for k, v in headers.items() if k.lower() not in names}
+            return self._send(handler, status, {**headers, **fault.headers}, answer, head=head)
         if fault.kind == "relative_location":
             location = headers.get("Location", "")
             split = urllib.parse.urlsplit(location)

@@ -160,7 +160,8 @@ def _cases() -> list[Case]:
     add("content-length-arabic-digits", "manifest", "Content-Length")(
         lambda h: [h.head(drop=("content-length",), extra=[("Content-Length", "١٢")]) + h.body]
     )
-    add("head-content-length-superscript", "head", "Content-Length")(
+    # A HEAD's length is never used (the size comes from the verified GET): worked through.
+    add("head-content-length-superscript", "head", "", ok=True)(
         lambda h: [h.head(drop=("content-length",), extra=[("Content-Length", "²")])]
     )
     add("two-content-lengths", "manifest", "Content-Length")(
@@ -225,7 +226,7 @@ def _cases() -> list[Case]:
     add("body-cut-short", "manifest", "closed the connection after")(
         lambda h: [h.head() + h.body[: len(h.body) // 2], CLOSE]
     )
-    add("close-delimited-garbage", "manifest", "JSON")(
+    add("close-delimited-garbage", "manifest", "does not match its digest")(
         lambda h: [h.head(drop=("content-length",)) + b"not json at all", CLOSE]
     )
     add("bytes-after-head-answer", "head", "", ok=True)(

@@ -26,7 +26,10 @@ not edit this file by hand.
 
 **Retries (one policy, `reconciler/store/registry/retry.py`).** Retried: connection failures
 (refused, reset, timed out, a body cut short), `408`, `429`, `500`, `502`, `503`, `504`, and a
-blob whose bytes did not match their digest in transit. Waits grow from `retry_delay` (0.5 s)
+blob whose bytes did not match their digest in transit. A small document (a manifest, an image
+config, a referrers index, a page of tags) whose body is cut short or does not match its digest
+is fetched again the same way; once the retries are spent, the error names the registry, the
+request path, what happened and the tries. Waits grow from `retry_delay` (0.5 s)
 doubling each time with full jitter, capped at `retry_max_delay` (30 s), at most `retries` (5)
 times. `Retry-After` (seconds or an HTTP-date) replaces the computed wait; a registry that asks for
 more than `retry_max_delay` fails the spec at once with the wait it asked for. Nothing else is
@@ -48,6 +51,14 @@ policy (loopback, or `insecure: true`).
 **TLS.** Loopback hosts speak plain HTTP unless configured otherwise; every other host HTTPS
 with verification; `ca_file` adds a CA for one host. One connection pool per TLS policy. There
 is never a fallback from HTTPS to HTTP.
+
+**HEAD quirks.** Harbor answers a manifest `HEAD` with another `Content-Length` than the `GET`,
+and some proxies answer a `HEAD` with `Content-Length: 0` or none. A manifest's size is never
+taken from a `HEAD`: its `Docker-Content-Digest` is checked against the `GET`'s bytes, whose
+length is the size. A blob `HEAD` without a size, or with 0 for a blob other than the empty one,
+still says the blob exists; its size comes from a `GET` of its first byte (`Range: bytes=0-0`,
+the `Content-Range` total), or from the whole body, counted and verified, where ranges are not
+served.
 
 **Redirects.** Followed for `GET` and `HEAD` only (blob downloads that go to object stores), at
 most 5 hops, relative `Location` resolved; never from HTTPS to HTTP; `Authorization` dropped as

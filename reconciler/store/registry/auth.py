@@ -415,9 +415,19 @@ class HostAuth:
             url = realm.copy_with(params=params)
             if creds is not None and (creds.username or creds.password):
                 headers["Authorization"] = _basic(creds)
+        method = "POST" if form else "GET"
         try:
-            status, body = await self._fetch("POST" if form else "GET", url, headers, form)
-        except RegistryError as exc:  # the realm's host failed: say whose realm it is
+            status, body = await self._fetch(method, url, headers, form)
+        except RegistryError as exc:
+            cause = exc.__cause__
+            if exc.retryable and "while reading the body" in str(exc):
+                # Its body cut short: the registry request that needed it tries again.
+                why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+                raise RegistryError(
+                    f"registry {self.host}: {method} {realm.path}: token answer cut short ({why})",
+                    retryable=True,
+                ) from exc
+            # The realm's host failed otherwise: say whose realm it is.
             raise AuthError(
                 f"token server {netloc(realm)} named by {self.host}'s challenge: {exc}",
                 retryable=exc.retryable,

@@ -4,14 +4,19 @@ Every existence check maps status codes explicitly: 200 exists, 404 missing, any
 an error carrying the registry's error codes. Manifests are read with the full Accept list and
 a size cap, and verified against the digest that was asked for (or announced). Blobs are
 streamed and verified while they pass through.
+
+A small document (a manifest, an image config, a referrers index, a page of tags) whose body is
+cut short, or whose bytes do not match their digest, is fetched again within the retry policy;
+once the retries are spent, the error names the registry, the request path, what happened and
+the tries. Its status was retried already, by the transport (http.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
@@ -42,6 +47,8 @@ from reconciler.store.registry.retry import RetryPolicy
 from reconciler.store.registry.transport import RegistryOptions, TransportPolicy
 
 log = logging.getLogger("reconciler.registry")
+
+T = TypeVar("T")
 
 STREAM_CHUNK = 1024 * 1024
 # Blobs up to this size (configs, small layers) go up in one request: a POST that carries the
@@ -123,7 +130,6 @@ class RegistryClient:
             raise await self._fail(response, f"HEAD manifest {repository}:{identifier}")
         header = response.headers.get("Docker-Content-Digest")
         media_type = response.headers.get("Content-Type")
-        size = int_header(response, "Content-Length")
         if header is None:
             # Some registries omit the digest on HEAD; the bytes are the only witness then.
             document = await self.get_manifest(repository, identifier)
@@ -136,34 +142,59 @@ class RegistryClient:
                 method="HEAD",
                 url=log_safe(url),
             ) from None
-        return ManifestHead(digest, media_type, size)
+        # No size: the digest is the authority, and the GET's verified bytes say the size.
+        # Harbor answers a HEAD with another Content-Length than the GET, and some proxies
+        # with 0 or none.
+        return ManifestHead(digest, media_type, None)
 
     async def get_manifest(self, repository: str, identifier: str) -> Document:
         """Fetch and verify a manifest or index (4 MiB cap, digest checked)."""
         url = self._url(f"{repository}/manifests/{identifier}")
-        response = await self._send("GET", url, headers={"Accept": MANIFEST_ACCEPT}, stream=True)
-        if response.status_code != 200:
-            raise await self._fail(response, f"GET manifest {repository}:{identifier}")
-        try:
-            raw = await read_capped(response, MANIFEST_SIZE_LIMIT)
-        finally:
-            await response.aclose()
-        expected: Digest | None = None
-        if identifier.startswith(("sha256:", "sha512:")):
-            expected = Digest.parse(identifier)
-        elif "Docker-Content-Digest" in response.headers:
-            expected = Digest.parse(response.headers["Docker-Content-Digest"])
+
+        async def fetch() -> tuple[bytes, httpx.Response]:
+            headers = {"Accept": MANIFEST_ACCEPT}
+            response = await self._send("GET", url, headers=headers, stream=True)
+            if response.status_code != 200:
+                raise await self._fail(response, f"GET manifest {repository}:{identifier}")
+            raw = await _read_document(response, MANIFEST_SIZE_LIMIT)
+            _check_digest(raw, _expected_digest(identifier, response))
+            return raw, response
+
+        raw, response = await self._fetch_document(url, fetch)
         try:
             return parse_document(
                 raw,
                 response.headers.get("Content-Type"),
-                expected,
+                _expected_digest(identifier, response),
                 what=f"manifest {self.host}/{repository}:{identifier}",
             )
         except DocumentError:
             raise
         except ReferenceError_ as exc:
             raise DocumentError(f"manifest {repository}:{identifier}: {exc}") from None
+
+    async def _fetch_document(self, url: httpx.URL, fetch: Callable[[], Awaitable[T]]) -> T:
+        """`fetch` (one GET of a small document) within the retry policy: its body cut short,
+        or its bytes not matching their digest, it is fetched again."""
+        tries = 0
+
+        async def attempt() -> T:
+            nonlocal tries
+            tries += 1
+            return await fetch()
+
+        try:
+            return await self._transport.retry.run(attempt, f"GET {log_safe(url)}")
+        except VerificationError as exc:
+            if not exc.retryable:
+                raise
+            error = RegistryError(
+                f"registry {self.host}: GET {url.path}: {exc}, "
+                f"{tries} {'try' if tries == 1 else 'tries'}"
+            )
+            # Carried, not repeated in the message: the path is in it already.
+            error.method, error.url = "GET", log_safe(url)
+            raise error from exc
 
     async def head_blob(self, repository: str, digest: Digest) -> int | None:
         """The size of a blob in `repository`, or None if the repository does not have it."""
@@ -174,13 +205,41 @@ class RegistryClient:
         if response.status_code != 200:
             raise await self._fail(response, f"HEAD blob {repository}@{digest.short}")
         size = int_header(response, "Content-Length")
-        if size is None:
-            raise RegistryError(
-                f"HEAD blob {repository}@{digest.short}: no Content-Length",
-                method="HEAD",
-                url=log_safe(url),
-            )
+        if size is None or (size == 0 and digest != Digest.of(b"", digest.algorithm)):
+            # Some proxies answer a HEAD with no Content-Length, or 0; only the blob of no
+            # bytes at all has 0 bytes. The blob exists: its size is asked with a GET.
+            return await self._blob_size(repository, digest)
         return size
+
+    async def _blob_size(self, repository: str, digest: Digest) -> int:
+        """A blob's size from a GET: its first byte's Content-Range total when the registry
+        serves ranges (one byte read), else the whole body, counted and verified."""
+        url = self._url(f"{repository}/blobs/{digest}")
+        for headers in ({"Range": "bytes=0-0"}, {}):
+            response = await self._send("GET", url, headers=headers, stream=True)
+            try:
+                if response.status_code in (206, 416):  # 416: no first byte, `bytes */0`
+                    total = _range_total(response.headers.get("Content-Range"))
+                    if total is not None:
+                        return total
+                    continue  # a range without its total says nothing: the whole body then
+                if response.status_code != 200:
+                    raise await self._fail(response, f"GET blob {repository}@{digest.short}")
+                what = f"blob {self.host}/{repository}@{digest}"
+                size = 0
+                async for chunk in verified(
+                    body_chunks(response, STREAM_CHUNK), digest, None, what
+                ):
+                    size += len(chunk)
+                return size
+            finally:
+                await response.aclose()
+        raise RegistryError(
+            f"GET blob {repository}@{digest.short}: a partial answer to a GET without a range",
+            method="GET",
+            url=log_safe(url),
+            status=206,
+        )
 
     @asynccontextmanager
     async def open_blob(
@@ -210,15 +269,17 @@ class RegistryClient:
 
     async def get_blob(self, repository: str, digest: Digest, limit: int) -> bytes:
         """A small blob (an image config) read into memory, capped and verified."""
-        chunks = []
-        total = 0
-        async with self.open_blob(repository, digest) as stream:
-            async for chunk in stream:
-                total += len(chunk)
-                if total > limit:
-                    raise DocumentError(f"blob {digest} is over the {limit}-byte limit")
-                chunks.append(chunk)
-        return b"".join(chunks)
+        url = self._url(f"{repository}/blobs/{digest}")
+
+        async def fetch() -> bytes:
+            response = await self._send("GET", url, stream=True)
+            if response.status_code != 200:
+                raise await self._fail(response, f"GET blob {repository}@{digest.short}")
+            raw = await _read_document(response, limit)
+            _check_digest(raw, digest)
+            return raw
+
+        return await self._fetch_document(url, fetch)
 
     async def mount_blob(
         self, repository: str, digest: Digest, source: str
@@ -349,17 +410,18 @@ class RegistryClient:
         if not self._referrers_api:
             return None
         url = self._url(f"{repository}/referrers/{digest}")
-        response = await self._send("GET", url, headers={"Accept": OCI_INDEX}, stream=True)
-        if response.status_code == 404:
-            await response.aclose()
-            self._referrers_api = False
-            return None
-        if response.status_code != 200:
-            raise await self._fail(response, f"GET referrers of {repository}@{digest}")
-        try:
-            return await read_capped(response, MANIFEST_SIZE_LIMIT)
-        finally:
-            await response.aclose()
+
+        async def fetch() -> bytes | None:
+            response = await self._send("GET", url, headers={"Accept": OCI_INDEX}, stream=True)
+            if response.status_code == 404:
+                await response.aclose()
+                self._referrers_api = False
+                return None
+            if response.status_code != 200:
+                raise await self._fail(response, f"GET referrers of {repository}@{digest}")
+            return await _read_document(response, MANIFEST_SIZE_LIMIT)
+
+        return await self._fetch_document(url, fetch)
 
     async def list_tags(self, repository: str, limit: int = 10_000) -> list[str]:
         """The tags of a repository, following `Link` pages. More than `limit` tags is an error
@@ -371,16 +433,10 @@ class RegistryClient:
         fetched: set[str] = set()
         while url is not None and str(url) not in fetched:
             fetched.add(str(url))
-            response = await self._send("GET", url, stream=True)
-            if response.status_code == 404:
-                await response.aclose()
+            answer = await self._tag_page(repository, url)
+            if answer is None:
                 return tags
-            if response.status_code != 200:
-                raise await self._fail(response, f"list tags of {repository}")
-            try:
-                raw = await read_capped(response, MANIFEST_SIZE_LIMIT)
-            finally:
-                await response.aclose()
+            raw, response = answer
             what = f"tag list of {self.host}/{repository}"
             try:
                 page = TagList.model_validate(load_json(raw, what, MANIFEST_SIZE_LIMIT))
@@ -391,6 +447,22 @@ class RegistryClient:
                 raise DocumentError(f"{what}: more than {limit} tags; refused")
             url = next_page(url, response.headers.get("Link")) if page.tags else None
         return tags
+
+    async def _tag_page(
+        self, repository: str, url: httpx.URL
+    ) -> tuple[bytes, httpx.Response] | None:
+        """One page of a tag list, and its answer (for its Link); None for a 404."""
+
+        async def fetch() -> tuple[bytes, httpx.Response] | None:
+            response = await self._send("GET", url, stream=True)
+            if response.status_code == 404:
+                await response.aclose()
+                return None
+            if response.status_code != 200:
+                raise await self._fail(response, f"list tags of {repository}")
+            return await _read_document(response, MANIFEST_SIZE_LIMIT), response
+
+        return await self._fetch_document(url, fetch)
 
     async def delete_manifest(self, repository: str, identifier: str) -> int:
         """DELETE a manifest by digest or tag; returns the status (202 deleted, 404 gone)."""
@@ -503,6 +575,43 @@ class Registries:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+async def _read_document(response: httpx.Response, limit: int) -> bytes:
+    """A small document's body, capped; cut short, it is a retryable VerificationError."""
+    try:
+        return await read_capped(response, limit)
+    except RegistryError as exc:
+        if not exc.retryable:
+            raise
+        cause = exc.__cause__
+        why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        raise VerificationError(f"body cut short ({why})", retryable=True) from exc
+    finally:
+        await response.aclose()
+
+
+def _expected_digest(identifier: str, response: httpx.Response) -> Digest | None:
+    """The digest a manifest's bytes must have: the one asked for, else the one announced."""
+    if identifier.startswith(("sha256:", "sha512:")):
+        return Digest.parse(identifier)
+    if "Docker-Content-Digest" in response.headers:
+        return Digest.parse(response.headers["Docker-Content-Digest"])
+    return None
+
+
+def _range_total(content_range: str | None) -> int | None:
+    """The complete length in `Content-Range: bytes 0-0/1234` (RFC 9110, 14.4); None for `*`."""
+    unit, _, rest = (content_range or "").strip().partition(" ")
+    total = rest.rpartition("/")[2]
+    return int(total) if unit == "bytes" and total.isdigit() else None
+
+
+def _check_digest(raw: bytes, expected: Digest | None) -> None:
+    if expected is not None and Digest.of(raw, expected.algorithm) != expected:
+        raise VerificationError(
+            f"body of {len(raw)} bytes does not match its digest {expected}", retryable=True
+        )
 
 
 def _check_stored(response: httpx.Response, digest: Digest) -> None:
