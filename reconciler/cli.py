@@ -462,6 +462,67 @@ def _pick_spec(spec: str, settings: Settings) -> LoadedSpec:
     return matches[0]
 
 
+config_app = typer.Typer(
+    help="Check a settings file before deploying it.", no_args_is_help=True, cls=_Group
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="The settings file (default: --config, RECONCILER_CONFIG)."),
+    ] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Look for the absolute paths the file names under this directory (a "
+            "rendering's mounted files laid out before deploy)."
+        ),
+    ] = None,
+) -> None:
+    """Validate a settings file and that every file it names exists and reads; starts
+    nothing, sends nothing. Exit 0 good, 1 not."""
+    from reconciler.errors import ReconcilerError, SettingsError
+    from reconciler.settings import load_settings
+    from reconciler.trust.policy import load_policy_file
+
+    where = file if file is not None else _config.get()
+    try:
+        settings = load_settings(where)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+    def located(path: Path) -> Path:
+        return root / path.relative_to("/") if root is not None and path.is_absolute() else path
+
+    problems: list[str] = []
+    named = settings.named_files()
+    for setting, path in named:
+        actual = located(path)
+        try:
+            with actual.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            problems.append(f"{setting}: {path}: {exc.strerror or exc}")
+    policy = settings.trust_policy
+    if policy is not None and not any(p.startswith("trust_policy:") for p in problems):
+        try:
+            load_policy_file(located(policy))
+        except (ReconcilerError, OSError) as exc:
+            problems.append(f"trust_policy: {policy}: {exc}")
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(EXIT_ERROR)
+    typer.echo(
+        f"{where or 'the environment and defaults'}: valid; "
+        f"{_plural(len(named), 'file')} named, each readable"
+    )
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of image specs (for editors and CI)."""

@@ -424,6 +424,17 @@ class Settings(BaseModel):
         description="Seconds at shutdown to deliver queued events before dropping the rest.",
     )
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, colon, port = value.rpartition(":")
+        bracketed = host.startswith("[") == host.endswith("]")
+        if not colon or not port.isascii() or not port.isdigit() or not bracketed:
+            raise ValueError(f"listen {value!r} must be host:port (or [v6]:port, :port)")
+        if not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen {value!r}: port {port} is not between 0 and 65535")
+        return value
+
     @field_validator("shard")
     @classmethod
     def _shard(cls, value: str) -> str:
@@ -456,6 +467,30 @@ class Settings(BaseModel):
             self.retry_max_delay,
             first_contact_retries=min(1, self.retries) if one_shot else None,
         )
+
+    def named_files(self) -> list[tuple[str, Path]]:
+        """Every file the settings name (key files, secrets, the trust policy, CA files,
+        notification URLs and headers), as (setting, path); not the specs and state
+        directories. For `reconciler config check`."""
+        found: list[tuple[str, Path]] = []
+
+        def walk(value: Any, where: str) -> None:
+            if isinstance(value, Path):
+                found.append((where, value))
+            elif isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(getattr(value, name), f"{where}.{name}" if where else name)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    walk(item, f"{where}.{key}")
+            elif isinstance(value, list | tuple):
+                for index, item in enumerate(value):
+                    walk(item, f"{where}[{index}]")
+
+        for name in type(self).model_fields:
+            if name not in ("specs_dir", "state_dir"):
+                walk(getattr(self, name), name)
+        return found
 
     def wire_limits(self) -> WireLimits:
         """The bounds on every registry answer beyond the read timeout (limits.py)."""

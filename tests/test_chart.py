@@ -9,6 +9,7 @@ chart writes, and the ServiceMonitor is not rendered by these cases.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -703,3 +704,63 @@ def test_template_refuses_contradictions() -> None:
         result = helm("template", "rec", str(CHART), *args)
         assert result.returncode != 0, args
         assert message in result.stderr, result.stderr
+
+
+def lay_out_mounts(docs: list[dict[str, Any]], root: Path) -> None:
+    """The files the pod would see, under `root`: the rendered settings and inline policy from
+    their ConfigMaps, and a placeholder for each item of the Secrets and ConfigMaps that exist
+    before the chart (keys, secrets, CAs); an inline trust policy names its key by file name."""
+    pod = workload_of(docs)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    for mount in pod["containers"][0]["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        sources = volume.get("projected", {}).get("sources") or [volume]
+        for source in sources:
+            inner = source.get("secret") or source.get("configMap")
+            if inner is None:
+                continue
+            name = inner.get("name") or inner.get("secretName")
+            data = maps.get(name, {})
+            for item in inner.get("items", [{"key": k, "path": k} for k in data]):
+                path = root / mount["mountPath"].lstrip("/") / item["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(data.get(item["key"], "placeholder\n"))
+
+
+def test_the_rendered_settings_pass_config_check(tmp_path: Path) -> None:
+    """`reconciler config check --root` on the full example's rendering: the settings the chart
+    writes validate, and every file they name is one the pod mounts."""
+    docs = render("full", tmp_path)
+    root = tmp_path / "root"
+    lay_out_mounts(docs, root)
+    config = root / "etc" / "reconciler" / "settings" / "reconciler.yaml"
+    public_key = next(root.rglob("cosign.pub"), None)
+    if public_key is not None:  # a placeholder is no key: a real one, for the policy's check
+        from tests.support.cosign import generate_key
+
+        public_key.write_bytes(generate_key().public_pem())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", "config", "check", str(config), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "8 files named, each readable" in done.stdout
+    peers = settings_of(docs)["hooks"]["peers"]
+    named = "http://rec-reconciler-{}.rec-reconciler-peers.default.svc:8080"
+    assert peers == [named.format(i) for i in range(3)]
+    # And a file missing from the layout is named.
+    (root / "etc" / "reconciler" / "hooks" / "token").unlink()
+    missing = subprocess.run(
+        [sys.executable, "-m", "reconciler", "config", "check", str(config), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert "hooks.token_file: /etc/reconciler/hooks/token: No such file" in missing.stderr

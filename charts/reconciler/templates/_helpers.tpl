@@ -93,6 +93,17 @@ hooks accept unauthenticated calls. */ -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- /* Shards share events: each replica relays the hook calls it accepts to the others,
+  named through the headless peers Service (the daemon skips its own name). */ -}}
+{{- $hooksOn := or .Values.webhooks.existingSecret $hooks.allow_unauthenticated -}}
+{{- if and .Values.sharding.enabled $hooksOn (gt (int .Values.sharding.shards) 1) -}}
+{{- $name := include "reconciler.fullname" . -}}
+{{- $peers := list -}}
+{{- range $i := until (int .Values.sharding.shards) -}}
+{{- $peers = append $peers (printf "http://%s-%d.%s-peers.%s.svc:%d" $name $i $name $.Release.Namespace (int $.Values.service.port)) -}}
+{{- end -}}
+{{- $_ := set $hooks "peers" $peers -}}
+{{- end -}}
 {{- if $hooks -}}
 {{- $_ := set $s "hooks" $hooks -}}
 {{- else -}}
