@@ -1,4 +1,5 @@
-"""`reconciler lock`: pin every base tag of the specs to a digest, in one lock file per directory.
+"""`reconciler lock`: pin every tag the specs resolve to a digest, in one lock file per
+directory: base tags, the tags of layers' `image:` references, fan-out selections.
 
 - `lock` writes what is missing (a base tag no entry covers: resolved now) and drops entries no
   spec uses; an entry already there stays as it is, so running it twice changes nothing and
@@ -25,6 +26,7 @@ from reconciler.lockfile import LockedBase, LockedSelection, LockSet, lock_path,
 from reconciler.model.fanout import instances
 from reconciler.oci.digest import Digest
 from reconciler.oci.document import IndexDocument
+from reconciler.oci.location import Address
 from reconciler.oci.platform import UNKNOWN_PLATFORM
 from reconciler.resolve import Resolver
 from reconciler.spec import LoadedSpec
@@ -69,14 +71,41 @@ class LockReport:
         return bool(self.changes)
 
 
+def layer_tags(spec: LoadedSpec) -> list[tuple[int, str, Address]]:
+    """A spec's layers whose `image:` is a registry tag: (index, reference, address)."""
+    found = []
+    for index, layer in enumerate(spec.body.layers):
+        image = layer.image
+        if image is not None and image.digest is None and image.tag is not None:
+            found.append((index, str(image), Address.of(image)))
+    return found
+
+
 def _tag_bases(specs: Iterable[LoadedSpec]) -> dict[Path, dict[str, list[LoadedSpec]]]:
-    """Per lock file: the base tags its specs name (as written), and the specs naming each."""
+    """Per lock file: the tags its specs resolve (base tags as written, layers' image tags),
+    and the specs naming each."""
     groups: dict[Path, dict[str, list[LoadedSpec]]] = {}
     for spec in specs:
-        if spec.base_tag() is None:
-            continue
-        groups.setdefault(lock_path(spec.file), {}).setdefault(spec.body.base, []).append(spec)
-    return groups
+        group = groups.setdefault(lock_path(spec.file), {})
+        if spec.base_tag() is not None:
+            group.setdefault(spec.body.base, []).append(spec)
+        for _index, reference, _address in layer_tags(spec):
+            users = group.setdefault(reference, [])
+            if spec not in users:
+                users.append(spec)
+    return {path: group for path, group in groups.items() if group}
+
+
+def _tag_of(reference: str, spec: LoadedSpec) -> tuple[Address, tuple[str | int, ...]]:
+    """Where `reference` is in `spec`: its address, and the field that names it."""
+    if spec.body.base == reference:
+        address = spec.base_tag()
+        assert address is not None  # noqa: S101 - _tag_bases kept tags only
+        return address, ("base",)
+    for index, named, address in layer_tags(spec):
+        if named == reference:
+            return address, ("layers", index, "image")
+    raise AssertionError(reference)  # pragma: no cover - _tag_bases named it from the spec
 
 
 class Locker:
@@ -200,7 +229,7 @@ class Locker:
             try:
                 fresh = await self._resolve(reference, users[0])
             except ReconcilerError as exc:
-                errors.append(f"{users[0].location(('base',))}: {exc}")
+                errors.append(f"{users[0].location(_tag_of(reference, users[0])[1])}: {exc}")
                 if entry is not None:
                     kept.append(entry)
                 continue
@@ -231,8 +260,7 @@ class Locker:
         return changes, errors, wrote, len(kept)
 
     async def _resolve(self, reference: str, spec: LoadedSpec) -> LockedBase:
-        address = spec.base_tag()
-        assert address is not None  # noqa: S101 - _tag_bases kept tags only
+        address, _field = _tag_of(reference, spec)
         head = await self.resolver.resolve_tag(address)
         root = await self.resolver.fetch_document(address.location, head.digest)
         if isinstance(root, IndexDocument):

@@ -149,18 +149,25 @@ class Resolver:
     def locked_base(self, spec: LoadedSpec) -> LockedBase | None:
         """The lock entry of a spec's base tag; None when no lock covers its directory. A lock
         that does not cover the base is the spec's error (the lock must be written again)."""
+        return self.locked_tag(spec, spec.body.base, ("base",))
+
+    def locked_tag(
+        self, spec: LoadedSpec, reference: str, field: tuple[str | int, ...]
+    ) -> LockedBase | None:
+        """The lock entry of a tag the spec names at `field` (its base, a layer's image);
+        None when no lock covers the spec's directory; an error when the lock lacks it."""
         if self.locks is None:
             return None
         try:
             lock = self.locks.for_spec(spec.file)
         except SpecError as exc:
-            raise ResolveError(f"{spec.location(('base',))}: {exc}") from exc
+            raise ResolveError(f"{spec.location(field)}: {exc}") from exc
         if lock is None:
             return None
-        entry = lock.get(spec.body.base)
+        entry = lock.get(reference)
         if entry is None:
             raise ResolveError(
-                f"{spec.location(('base',))}: {spec.body.base} is not in {lock.path}; "
+                f"{spec.location(field)}: {reference} is not in {lock.path}; "
                 "run `reconciler lock` and commit the lock"
             )
         return entry

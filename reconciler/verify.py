@@ -134,7 +134,13 @@ class Verifier:
         address = Address.of(reference)
         try:
             digest = address.digest
+            locked = None
             if digest is None:
+                field = ("layers", index, "image")
+                locked = self.resolver.locked_tag(spec, str(reference), field)
+            if locked is not None:
+                digest = locked.digest  # the committed lock's, as for bases
+            elif digest is None:
                 digest = (await self.resolver.resolve_tag(address)).digest
             holds = await self._holds_layer(address.location, digest, layer.digest)
         except ReconcilerError as exc:

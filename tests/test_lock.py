@@ -130,3 +130,45 @@ def test_a_lock_selection_is_checked_when_read(tmp_path: Path) -> None:
             assert "fanOut[" in str(exc), exc
         else:
             raise AssertionError(f"{name}: accepted")
+
+
+def test_the_lock_covers_layer_image_tags(cli: Cli, world: World) -> None:
+    """Issue 22, point 3. Before: moving the tag of a layer's `image:` left `Lock up to date`,
+    exit 0. Every tag a spec resolves is in the lock, and --check names the one that moved."""
+    import json
+
+    base = seed_base(world, "base/multi:1")
+    source = seed_base(world, "base/single:1")  # the image the layer comes from, by tag
+    repository = source.rpartition(":")[0]
+    layer = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{source}"))
+    digest = layer["layers"][0]["digest"]
+    target = f"{world.a.host}/team/layered-{uuid.uuid4().hex[:8]}:1"
+    cli.write_spec(
+        "web.yaml",
+        f"base: {base}\nlayers:\n  - ref: {repository}@{digest}\n    image: {source}\n"
+        f"targets: [{target}]\n",
+    )
+    locked = cli("lock")
+    assert locked.code == 0, locked.stdout + locked.stderr
+    text = (cli.specs / "reconciler.lock").read_text()
+    first = digest_of(world, source)
+    assert f'reference: "{source}"' in text and f"digest: {first}" in text
+    assert cli("lock", "--check").code == 0
+
+    skopeo("copy", "--all", "--preserve-digests", SRC, DEST,
+           f"docker://{world.a.host}/base/multi:1", f"docker://{source}")  # fmt: skip
+    moved = digest_of(world, source)
+    check = cli("lock", "--check")
+    assert check.code == 2, check.stdout + check.stderr
+    assert re.search(rf"~ {re.escape(source)} moved: {first[:19]}\S* -> {moved[:19]}", check.stdout)
+    updated = cli("lock", "--update")
+    assert updated.code == 0 and f"digest: {moved}" in (cli.specs / "reconciler.lock").read_text()
+
+    # A lock without the layer's entry, with a trust policy (which resolves layers' images):
+    # the spec fails naming the field, as for a base the lock does not cover.
+    (cli.specs / "reconciler.lock").write_text(text.replace(source, f"{source}-gone"))
+    policy = cli.root / "policy.json"
+    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+    result = cli("diff", env_extra={"RECONCILER_TRUST_POLICY": str(policy)})
+    assert result.code == 1
+    assert "spec.layers[0].image" in result.stdout and "is not in" in result.stdout, result.stdout
