@@ -141,7 +141,8 @@ AllowEmptyOption = Annotated[
 ]
 
 
-def _settings(config: Path | None) -> Settings:
+def _settings(config: Path | None, *, daemon: bool = False) -> Settings:
+    """The settings; a bad value of a setting only the daemon reads fails `run` only."""
     from reconciler.errors import SettingsError
     from reconciler.logs import setup_logging
     from reconciler.settings import load_settings
@@ -149,6 +150,7 @@ def _settings(config: Path | None) -> Settings:
     try:
         settings = load_settings(
             config if config is not None else _config.get(),
+            daemon=daemon,
             log_level="debug" if _verbose.get() else None,
         )
     except SettingsError as exc:
@@ -358,7 +360,7 @@ def run(config: ConfigOption = None, verbose: VerboseOption = False) -> None:
     /readyz, /metrics and /status. Exits 0 on SIGTERM or SIGINT after in-flight work ends."""
     from reconciler.daemon.runner import run_daemon  # only the daemon needs watchdog & co.
 
-    raise typer.Exit(run_daemon(_settings(config)))
+    raise typer.Exit(run_daemon(_settings(config, daemon=True)))
 
 
 @app.command()
@@ -490,7 +492,7 @@ def config_check(
 
     where = file if file is not None else _config.get()
     try:
-        settings = load_settings(where)
+        settings = load_settings(where)  # strict: the daemon's settings too
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None

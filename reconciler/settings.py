@@ -578,31 +578,141 @@ def _environment_by_pydantic_settings() -> dict[str, Any]:
         raise SettingsError(f"invalid settings: {exc} ({_ENV_PREFIX}* variables)") from None
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from the environment over the YAML file over defaults; `overrides` win."""
+# Settings only `reconciler run` reads: a bad value of one of them fails the daemon's start,
+# never validate, diff, apply, lock or save (they use the default instead).
+DAEMON_ONLY = frozenset(
+    {
+        "resync_interval",
+        "resync_jitter",
+        "debounce",
+        "shutdown_grace",
+        "listen",
+        "http_read_timeout",
+        "http_keep_alive_timeout",
+        "http_max_connections",
+        "hooks",
+        "shard",
+        "prune",
+        "mode",
+        "base_policy",
+        "notifications",
+        "notification_queue",
+        "notification_retries",
+        "notification_retry_delay",
+        "notification_retry_max_delay",
+        "notification_flush",
+    }
+)
+
+
+def load_settings(
+    config_file: Path | None = None, *, daemon: bool = True, **overrides: Any
+) -> Settings:
+    """Settings from the environment over the YAML file over defaults; `overrides` win.
+
+    Errors name where each value came from: the file and line, or the environment variable;
+    an unknown key gets the closest known one. `daemon=False` (the one-shot commands): a bad
+    value of a setting in DAEMON_ONLY is left at its default instead of failing."""
     path = config_file or (
         Path(os.environ["RECONCILER_CONFIG"]) if os.environ.get("RECONCILER_CONFIG") else None
     )
     from_file: dict[str, Any] = {}
+    text = ""
     if path is not None:
         import yaml  # only with a settings file: start-up (#13)
 
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            loaded = yaml.safe_load(text)
         except (OSError, yaml.YAMLError) as exc:
             raise SettingsError(f"cannot read settings file {path}: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise SettingsError(f"settings file {path} must be a mapping")
         from_file = loaded or {}
+    environment = _environment()
+    skipped: set[str] = set()
+    while True:
+        try:
+            # Environment beats the file: build from the file, then let env-derived values win.
+            env_only = Settings(**{k: v for k, v in environment.items() if k not in skipped})
+            env_set = {k: getattr(env_only, k) for k in env_only.model_fields_set}
+            merged = {
+                **{k: v for k, v in from_file.items() if k not in skipped},
+                **env_set,
+                **{k: v for k, v in overrides.items() if v is not None},
+            }
+            return Settings(**merged)
+        except ValidationError as exc:
+            found = exc.errors()
+            lenient = {str(e["loc"][0]) for e in found if e["loc"]} & DAEMON_ONLY
+            if not daemon and lenient and all(
+                e["loc"] and str(e["loc"][0]) in DAEMON_ONLY for e in found
+            ):
+                skipped |= lenient  # only the daemon reads them: it will say so
+                continue
+            from_env = set(environment) - skipped
+            explained = [_explained(e, path, text, from_env) for e in found]
+            if len(explained) == 1:
+                raise SettingsError(f"invalid settings: {explained[0]}") from None
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(explained)) from None
+
+
+def _explained(error: Any, path: Path | None, text: str, from_env: set[str]) -> str:
+    """One validation error, with where its value came from and, for an unknown key, the
+    closest known one."""
+    import difflib
+
+    loc = tuple(error["loc"])
+    dotted = ".".join(str(p) for p in loc)
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        message = "unknown setting" + (f"; did you mean {close[0]}?" if close else "")
+    top = str(loc[0]) if loc else ""
+    if top in from_env:  # the environment beats the file: the value was the variable's
+        variable = _ENV_PREFIX + "__".join(str(p) for p in loc).upper()
+        return f"{dotted}: {message} (from {variable})"
+    if path is not None:
+        line = _line_of(text, loc)
+        return f"{path}{f':{line}' if line else ''}: {dotted}: {message}"
+    return f"{dotted}: {message}"
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a settings mapping at `loc` may hold (top level, or a nested model's)."""
+    model: Any = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        inner: list[Any] = [a for a in get_args(annotation) if isinstance(a, type)]
+        inner = inner or [annotation]
+        model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The line of the key (or item) at `loc` in the settings file's YAML, or None."""
+    import yaml
+
     try:
-        # Environment beats the file: build from the file, then let env-derived values win.
-        env_only = Settings(**_environment())
-        env_set = {k: getattr(env_only, k) for k in env_only.model_fields_set}
-        merged = {**from_file, **env_set, **{k: v for k, v in overrides.items() if v is not None}}
-        return Settings(**merged)
-    except ValidationError as exc:
-        where = f" (file {path})" if path else ""
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise SettingsError(f"invalid settings{where}: {errors}") from None
+        node: Any = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next((p for p in node.value if p[0].value == str(part)), None)
+            if pair is None:
+                return line
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
