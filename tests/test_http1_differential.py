@@ -343,6 +343,8 @@ def cases(draw: st.DrawFn, mutation: str | None = None) -> Case:
     line = draw(status_lines(status))
     headers = draw(st.lists(fields(), max_size=4))
     body = draw(st.binary(min_size=1 if mutation in needs else 0, max_size=48))
+    if draw(st.integers(0, 9)) == 0:  # past one read, and past SMALL_BODY
+        body = (b"0123456789abcdef" * 8192)[: draw(st.integers(1000, 100_000))]
     if draw(st.booleans()):
         headers.insert(0, (b"Connection", draw(st.sampled_from([b"close", b"keep-alive"]))))
     bodiless = method == "HEAD" or status in BODILESS
@@ -493,6 +495,7 @@ def test_fixed_answer_a_byte_per_write(name: str) -> None:
 def test_generated_answer(case: Case) -> None:
     got = asyncio.run(ours(case))
     event(f"ours: {type(got).__name__}, {'closed' if case.close else 'left open'}")
+    event(f"answer: {'over' if len(case.answer) > 1000 else 'up to'} 1000 bytes")
     check(case, got)
 
 
