@@ -544,7 +544,7 @@ DIVERGENCES: dict[str, Divergence] = {
         r"bare LF",
         "the same, with only the head's last line ended by a bare LF (h11 ends a head at LF "
         "CRLF as well as LF LF).",
-        pending="ours waits for CRLFCRLF until the read timeout (main's fix as seen at 13:30 "
+        pending="ours waits for CRLFCRLF until the read timeout (main's bare-LF fix, in progress, "
         "looks for LF LF only)",
     ),
     "bare-lf-in-a-line": Divergence(
