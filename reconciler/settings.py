@@ -645,8 +645,10 @@ def load_settings(
         except ValidationError as exc:
             found = exc.errors()
             lenient = {str(e["loc"][0]) for e in found if e["loc"]} & DAEMON_ONLY
-            if not daemon and lenient and all(
-                e["loc"] and str(e["loc"][0]) in DAEMON_ONLY for e in found
+            if (
+                not daemon
+                and lenient
+                and all(e["loc"] and str(e["loc"][0]) in DAEMON_ONLY for e in found)
             ):
                 skipped |= lenient  # only the daemon reads them: it will say so
                 continue

@@ -537,15 +537,12 @@ DIVERGENCES: dict[str, Divergence] = {
         "h11 takes LF as a line end (RFC 9112 2.2 lets a recipient); ours wants CRLF: a "
         "registry writes CRLF, and two parsers that split lines differently are how answers "
         "get smuggled.",
-        pending="fixed in main: here ours waits for CRLFCRLF until the read timeout",
     ),
     "bare-lf-blank-line": Divergence(
         b"HTTP/1.1 200 OK\r\n" + _HELLO.replace(b"\r\n\r\n", b"\n\r\n"),
         r"bare LF",
         "the same, with only the head's last line ended by a bare LF (h11 ends a head at LF "
         "CRLF as well as LF LF).",
-        pending="ours waits for CRLFCRLF until the read timeout (main's bare-LF fix, in progress, "
-        "looks for LF LF only)",
     ),
     "bare-lf-in-a-line": Divergence(
         b"HTTP/1.1 200 OK\n" + _HELLO,
@@ -709,7 +706,7 @@ def test_lenient_read_by_ours(name: str) -> None:
     assert got.body == item.body
 
 
-# Answers h11 refuses and ours reads, which ours should refuse too: xfail until http1.py does.
+# Answers h11 refuses and ours once read (found by this file): refused now.
 BUGS: dict[str, tuple[bytes, str]] = {
     "status-below-100": (
         b"HTTP/1.1 099 Odd\r\n" + _HELLO,
@@ -722,10 +719,7 @@ BUGS: dict[str, tuple[bytes, str]] = {
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=why))
-        for name, (_, why) in BUGS.items()
-    ],
+    [pytest.param(name, id=name) for name in BUGS],
 )
 def test_bug_refused_by_ours(name: str) -> None:
     answer, _why = BUGS[name]

@@ -174,7 +174,7 @@ def test_bad_document_fails_naming_the_registry(
     )
     message = next(line for line in result.stdout.splitlines() if f"registry {rig.a.host}" in line)
     assert path in message, message
-    happened = "cut short" if kind == "truncate" else "does not match its digest"
+    happened = "body not read whole" if kind == "truncate" else "does not match its digest"
     assert happened in message, message
     assert f"{tries} {'try' if tries == 1 else 'tries'}" in message, message
     assert case in result.stdout  # the spec is named

@@ -203,7 +203,7 @@ def _cases() -> list[Case]:
             CLOSE,
         ]
     )
-    add("chunk-size-not-hex", "manifest", "not hex")(
+    add("chunk-size-not-hex", "manifest", "not 1 to 16 hex digits")(
         lambda h: [
             h.head(drop=("content-length",), extra=[("Transfer-Encoding", "chunked")])
             + chunked(h.body, b"zz")

@@ -578,7 +578,8 @@ class Registries:
 
 
 async def _read_document(response: httpx.Response, limit: int) -> bytes:
-    """A small document's body, capped; cut short, it is a retryable VerificationError."""
+    """A small document's body, capped; not read whole (cut short, misframed, too slow), it
+    is a retryable VerificationError."""
     try:
         return await read_capped(response, limit)
     except RegistryError as exc:
@@ -586,7 +587,7 @@ async def _read_document(response: httpx.Response, limit: int) -> bytes:
             raise
         cause = exc.__cause__
         why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-        raise VerificationError(f"body cut short ({why})", retryable=True) from exc
+        raise VerificationError(f"body not read whole ({why})", retryable=True) from exc
     finally:
         await response.aclose()
 

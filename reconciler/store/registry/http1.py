@@ -355,7 +355,9 @@ class _Reader:
         line = await self.line()
         size = line.split(b";", 1)[0].strip(b" \t")  # chunk extensions are ignored
         if not _CHUNK_SIZE.fullmatch(size):
-            raise httpx.RemoteProtocolError(f"a chunked body's size line is not hex: {line[:40]!r}")
+            raise httpx.RemoteProtocolError(
+                f"a chunked body's size line is not 1 to 16 hex digits: {line[:40]!r}"
+            )
         return int(size, 16)
 
     async def chunk_end(self) -> None:
@@ -388,14 +390,15 @@ class _Reader:
 
 
 _HEAD_END = b"\r\n\r\n"
+_BARE_BLANK = re.compile(rb"(?<!\r)\n\r?\n")  # LF LF, or LF CRLF: a blank line ended by LF
 
 
 def _refuse_bare_lf(data: bytes | bytearray, end: int) -> None:
     """A head's bytes (up to `end`, its CRLFCRLF, when found) holding an empty line ended by
     bare LFs: the head of a server that writes LF line endings, complete. Waiting for a CRLF
     would only end in a read timeout that says nothing of what arrived."""
-    at = data.find(b"\n\n", 0, end if end >= 0 else len(data))
-    if at >= 0:
+    found = _BARE_BLANK.search(bytes(data[: end if end >= 0 else len(data)]))
+    if found is not None:
         first = bytes(data[: data.find(b"\n")]).rstrip(b"\r")
         raise httpx.RemoteProtocolError(
             f"an answer's head with bare LF line endings, not CRLF (it began {first[:60]!r})"
@@ -471,7 +474,10 @@ def _parse_head(head: bytes) -> tuple[int, int, bytes, list[tuple[bytes, bytes]]
             # Folded lines (obsolete), spaces before the colon, or no colon at all.
             raise httpx.RemoteProtocolError(f"a malformed header line: {line[:80]!r}")
         headers.append((name, value.strip(b" \t")))
-    return int(match[2]), int(match[1]), match[3] or b"", headers
+    status = int(match[2])
+    if not 100 <= status <= 599:  # RFC 9110 15: no class to read a 0xx or 6xx code as
+        raise httpx.RemoteProtocolError(f"a status code out of 100-599: {lines[0][:80]!r}")
+    return status, int(match[1]), match[3] or b"", headers
 
 
 def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[list[str], list[str], list[str]]:
