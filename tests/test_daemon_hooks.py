@@ -146,8 +146,10 @@ def test_a_push_elsewhere_costs_no_request(world: World, hooked: Hooked) -> None
     mark, mark_a = registry.mark(), world.a.mark()
     copy_tag(f"{world.a.host}/base/single:1", f"{r}/elsewhere/thing:1")
     # The sentinel: the daemon decides what a hook queues while it handles the call.
+    # Said at INFO with the hosts compared (before: DEBUG, and no hosts).
     line = re.compile(
-        rf"registry hook: {re.escape(r)}/elsewhere/thing:1@sha256:[0-9a-f]+; 0 spec\(s\) queued"
+        rf"INFO .*registry hook: {re.escape(r)}/elsewhere/thing:1@sha256:[0-9a-f]+; no spec of "
+        rf"this replica uses it \(pushed to {re.escape(r)}; the specs name {re.escape(r)}\)"
     )
     wait_for("the hook of that push", lambda: line.search(daemon.log.read_text()))
     assert requests_sent(daemon) == before

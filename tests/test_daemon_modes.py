@@ -43,9 +43,19 @@ def test_observe_mode_never_writes_and_shows_the_plan(world: World, cli: Cli) ->
             20,
         )
         assert again["state"] == "OutOfSync"
-    writes = [r for r in world.a.requests(since=mark) if r.method in WRITES]
-    assert writes == []
-    assert tag_digest(a, repo, "1") is None
+        writes = [r for r in world.a.requests(since=mark) if r.method in WRITES]
+        assert writes == []
+        assert tag_digest(a, repo, "1") is None
+        # Said in the log (before: nothing), once however many resyncs see it again.
+        log = daemon.log.read_text()
+        assert log.count("app is OutOfSync (observe mode, nothing written): ") == 1, log
+        assert "tag(s) to push" in log
+        # Someone applies; the daemon sees it in sync, and says that too.
+        assert cli("apply").code == 0
+        wait_for("Synced", lambda: daemon.status()["app"]["state"] == "Synced", 20)
+        wait_for(
+            "the log line", lambda: "app is in sync again (observe mode)" in daemon.log.read_text()
+        )
 
 
 def test_locked_daemon_reports_a_moved_base_and_pushes_nothing(world: World, cli: Cli) -> None:

@@ -153,6 +153,9 @@ class Daemon:
         self.notifier = Notifier.from_settings(settings, self.metrics.notifications)
         self.events = EventDetector(locked=settings.base_policy == "locked")
         self._records: dict[str, SpecRecord] = {}  # every spec this replica knows, by name
+        self._last_settled: dict[
+            str, SpecState
+        ] = {}  # observe mode: each spec's last settled state
         self._waiters: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._scanning = asyncio.Lock()  # reads of the directory apply in the order they ran
@@ -290,6 +293,7 @@ class Daemon:
             self._notify(old, record, (reports or {}).get(record.name, []))
             if old is None or old.phase is not record.phase:
                 self._entered(record)
+            self._observed(record)
         if changed:
             self.board.update(r.status() for r in changed)
         self._wake_waiters()
@@ -299,6 +303,28 @@ class Daemon:
     ) -> None:
         for event in self.events.observe(old, record, reports):
             self.notifier.emit(event)  # never blocks: deliveries run in their own tasks
+
+    def _observed(self, record: SpecRecord) -> None:
+        """In observe mode, a settled spec turning OutOfSync, and back, is said: nothing is
+        written, so the log is where an operator learns of it."""
+        if self.settings.mode != "observe" or record.phase is not Phase.SYNCED:
+            return
+        now = record.shown or SpecState.SYNCED
+        before = self._last_settled.get(record.name)  # the last settled state, across passes
+        self._last_settled[record.name] = now
+        if now is before:
+            return
+        if now is SpecState.OUT_OF_SYNC:
+            plan = record.plan
+            changes = (
+                f"{len(plan.blobs)} blob(s), {len(plan.manifests)} manifest(s), "
+                f"{len(plan.tags)} tag(s) to push"
+                if plan is not None
+                else "changes to push"
+            )
+            log.warning("%s is OutOfSync (observe mode, nothing written): %s", record.name, changes)
+        elif now is SpecState.SYNCED and before is SpecState.OUT_OF_SYNC:
+            log.info("%s is in sync again (observe mode)", record.name)
 
     def _entered(self, record: SpecRecord) -> None:
         name, stopping = record.name, self._stopping.is_set()
@@ -373,6 +399,17 @@ class Daemon:
         )
         self._watched_real = real
 
+    def _spec_hosts(self, limit: int = 8) -> list[str]:
+        """The registry hosts this replica's specs take bases from (for a hook that matched
+        none of them)."""
+        hosts: set[str] = set()
+        for record in self._records.values():
+            address = record.spec.base_address()
+            if address is not None and address.location.is_registry:
+                hosts.add(address.location.authority)
+        shown = sorted(hosts)
+        return shown[:limit] + (["..."] if len(shown) > limit else [])
+
     async def _on_pushes(self, pushes: Sequence[Push]) -> int:
         """A registry hook: queue the specs the pushes concern, once the burst is over; how
         many. Matching reads the specs only, so events about anything else cost no request;
@@ -383,9 +420,19 @@ class Daemon:
         names = await asyncio.to_thread(self._sources.wanting, specs, pushes)
         if self._stopping.is_set():
             return 0
-        level = logging.INFO if names else logging.DEBUG
         shown = ", ".join(str(p) for p in pushes[:5]) + (" ..." if len(pushes) > 5 else "")
-        log.log(level, "registry hook: %s; %d spec(s) queued", shown or "no push", len(names))
+        if names or not pushes:
+            log.info("registry hook: %s; %d spec(s) queued", shown or "no push", len(names))
+        else:
+            # Said at INFO with the hosts compared: a registry that reports itself as localhost
+            # while the specs name 127.0.0.1 is found here in a minute.
+            log.info(
+                "registry hook: %s; no spec of this replica uses it (pushed to %s; the specs "
+                "name %s)",
+                shown,
+                ", ".join(sorted({p.host for p in pushes})),
+                ", ".join(self._spec_hosts()) or "no registry",
+            )
         if names:
             self._hooked.update(names)
             if self._hook_timer is None:  # a fixed window from the burst's first event
