@@ -221,6 +221,9 @@ class Engine:
             )
         except (ReconcilerError, OSError) as exc:
             message = str(exc)
+            field = _target_of(exc, spec) if desired is not None else None
+            if field is not None and not message.startswith(spec.file):
+                message = f"{spec.location(field)}: {message}"
         except Exception as exc:
             log.debug("%s: unexpected error", spec.name, exc_info=True)
             message = f"internal error ({type(exc).__name__}: {exc}); please report it"
@@ -253,12 +256,49 @@ class Engine:
 async def resolve_sources(
     spec: LoadedSpec, resolver: Resolver
 ) -> tuple[ResolvedBase | None, list[ResolvedLayer]]:
-    """A spec's base and layers, resolved."""
-    base = await resolver.resolve_base(spec)
-    layers = await asyncio.gather(
-        *(resolver.resolve_layer(spec, i) for i in range(len(spec.body.layers)))
-    )
+    """A spec's base and layers, resolved. An error names the spec's file, line and field."""
+    try:
+        base = await resolver.resolve_base(spec)
+    except ReconcilerError as exc:
+        raise located(exc, spec, ("base",)) from None
+
+    async def layer(index: int) -> ResolvedLayer:
+        try:
+            return await resolver.resolve_layer(spec, index)
+        except ReconcilerError as exc:
+            raise located(exc, spec, ("layers", index)) from None
+
+    layers = await asyncio.gather(*(layer(i) for i in range(len(spec.body.layers))))
     return base, list(layers)
+
+
+def located(
+    exc: ReconcilerError, spec: LoadedSpec, field: tuple[str | int, ...]
+) -> ReconcilerError:
+    """`exc`, its message led by where in the spec it comes from (file:line: spec.field),
+    unless it names its place already."""
+    text = str(exc)
+    if not text.startswith(spec.file):
+        exc.args = (f"{spec.location(field)}: {text}",)
+    return exc
+
+
+def _target_of(exc: BaseException, spec: LoadedSpec) -> tuple[str | int, ...] | None:
+    """The target field an error of the observe or push phase is about: the one whose
+    registry (and repository) its message names."""
+    text = str(exc)
+    base = spec.base_address()
+    source_host = base.location.authority if base is not None else None
+    best: tuple[int, tuple[str | int, ...]] | None = None
+    for index, target in enumerate(spec.body.targets):
+        location = target.location
+        host, repository = location.authority, location.repository
+        named = f"{host}/{repository}" in text or f"{host}/v2/{repository}/" in text
+        # The host alone only where no source lives on it: a copy's failure is not a target's.
+        score = 2 if named else (1 if host in text and host != source_host else 0)
+        if score and (best is None or score > best[0]):
+            best = (score, ("targets", index))
+    return best[1] if best is not None else None
 
 
 async def resolve_desired(spec: LoadedSpec, resolver: Resolver) -> DesiredImage:

@@ -77,10 +77,33 @@ class Resolver:
             async with self.stores.slot(location):
                 found = await store.head_manifest(address.identifier)
             if found is None:
-                raise NotFoundError(f"base image {address} not found")
+                raise NotFoundError(await self._missing(address))
             return found
 
         return await self._memo.get(("tag", location, address.identifier), head)
+
+    async def _missing(self, address: Address) -> str:
+        """Why a tag named nothing: the repository is not there, or it has no such tag (with
+        the closest it has). A HEAD's 404 has no body to say which, and registries answer a
+        manifest GET of an unknown repository with MANIFEST_UNKNOWN too: the tag list (404
+        NAME_UNKNOWN, or the tags) says, one request on this failure only."""
+        import difflib
+
+        location = address.location
+        what = f"{address} not found"
+        if not location.is_registry or address.tag is None:
+            return what
+        try:
+            async with self.stores.slot(location):
+                tags = await self.stores.reader(location).list_tags(limit=10_000)
+        except ReconcilerError:
+            return what
+        if not tags:
+            return f"{what}: {location.authority} has no repository {location.repository}"
+        close = difflib.get_close_matches(address.tag, tags, n=3, cutoff=0.6)
+        count = f"{len(tags)} tag{'s' if len(tags) != 1 else ''}"
+        hint = f" (closest: {', '.join(close)})" if close else f" ({count}, none close)"
+        return f"{what}: {location.repository} has no tag {address.tag}{hint}"
 
     async def fetch_document(self, source: Location, digest: Digest) -> Document:
         """A manifest or index by digest: from this run, else the cache, else its store."""

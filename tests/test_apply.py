@@ -514,7 +514,10 @@ def test_source_errors_name_the_spec_and_field(world: World, cli: Cli) -> None:
     assert result.code == 1
     specs = {s["name"]: s for s in result.json()["specs"]}  # type: ignore[attr-defined]
     assert specs["fine"]["state"] == "OutOfSync"
-    assert "base image" in specs["no-base"]["error"] and "not found" in specs["no-base"]["error"]
+    assert (
+        "spec.base: " in specs["no-base"]["error"]
+        and "has no repository base/absent" in (specs["no-base"]["error"])
+    )
     assert "no-layer.yaml:6: spec.layers[0]" in specs["no-layer"]["error"]
     assert f"blob {missing} not found in {b}/vendor/runtime" in specs["no-layer"]["error"]
     assert "not-a-layer.yaml:6: spec.layers[0]" in specs["not-a-layer"]["error"]
