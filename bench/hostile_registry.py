@@ -15,15 +15,7 @@ from pathlib import Path
 
 from devsupport.registry import start_registry
 from tests.support.hostile import run_reconciler
-from tests.support.hostileregistry import BY_NAME, CASES, HostileRegistry
-
-LIMITS = {
-    "RECONCILER_TIMEOUT": "5",
-    "RECONCILER_RETRIES": "1",
-    "RECONCILER_REQUEST_DEADLINE": "3",
-    "RECONCILER_MIN_TRANSFER_RATE": "1024",
-    "RECONCILER_TRANSFER_RATE_WINDOW": "2",
-}
+from tests.support.hostileregistry import BY_NAME, CASES, LIMITS, HostileRegistry
 
 
 def main(names: list[str]) -> None:

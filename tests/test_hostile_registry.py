@@ -20,15 +20,8 @@ import pytest
 
 from tests.conftest import Cli, World
 from tests.support.hostile import run_reconciler
-from tests.support.hostileregistry import CASES, HostileRegistry
+from tests.support.hostileregistry import CASES, LIMITS, HostileRegistry
 
-LIMITS = {
-    "RECONCILER_TIMEOUT": "5",
-    "RECONCILER_RETRIES": "1",
-    "RECONCILER_REQUEST_DEADLINE": "3",
-    "RECONCILER_MIN_TRANSFER_RATE": "1024",
-    "RECONCILER_TRANSFER_RATE_WINDOW": "2",
-}
 PEAK_LIMIT_MIB = 300
 
 

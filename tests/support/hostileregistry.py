@@ -26,6 +26,15 @@ from dataclasses import dataclass, field
 
 from tests.support.images import OCI_MANIFEST, Image, make_layer
 
+# The bounds every case is run under (tests/test_hostile_registry.py, bench/hostile_registry.py).
+LIMITS = {
+    "RECONCILER_TIMEOUT": "5",
+    "RECONCILER_RETRIES": "1",
+    "RECONCILER_REQUEST_DEADLINE": "3",
+    "RECONCILER_MIN_TRANSFER_RATE": "1024",
+    "RECONCILER_TRANSFER_RATE_WINDOW": "2",
+}
+
 # What a case writes: bytes, a pause (seconds), or CLOSE (end now, whatever was announced).
 CLOSE = object()
 Piece = bytes | float | object
