@@ -203,6 +203,13 @@ class HookSettings(BaseModel):
         "reach the port can then make the daemon reconcile specs, and send requests to their "
         "registries). Default: with no secret the hooks are off (404).",
     )
+    git_from_loopback: bool = Field(
+        default=False,
+        description="Accept POST /hooks/git from a loopback address without a token or "
+        "signature, for a sidecar in the same pod that cannot send one (git-sync's "
+        "--webhook-url). The call only rereads the specs directory; /hooks/registry still "
+        "needs a secret (off, 404, without one).",
+    )
     max_per_minute: int = Field(
         default=120, ge=1, le=100_000, description="Calls per minute, per hook (429 beyond)."
     )

@@ -376,15 +376,17 @@ def test_default_rendering_has_every_feature_off(tmp_path: Path) -> None:
 
 
 def test_git_sync(tmp_path: Path) -> None:
-    pod = workload_of(render("git-sync", tmp_path))["spec"]["template"]["spec"]
+    docs = render("git-sync", tmp_path)
+    pod = workload_of(docs)["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["reconciler", "git-sync"]
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["RECONCILER_SPECS_DIR"] == "/git/specs/images"
     assert any(
         v.get("secret", {}).get("secretName") == "registry-credentials" for v in pod["volumes"]
     )
-    # The hooks are off (no secret): git-sync is not told to call /hooks/git, which would 404.
-    assert not [a for a in pod["containers"][1]["args"] if a.startswith("--webhook")]
+    # git-sync calls /hooks/git after each sync; the hook accepts it from loopback only.
+    assert "--webhook-url=http://127.0.0.1:8080/hooks/git" in pod["containers"][1]["args"]
+    assert settings_of(docs)["hooks"] == {"git_from_loopback": True}
 
 
 def test_git_sync_calls_the_git_hook_when_it_can(tmp_path: Path) -> None:
@@ -392,12 +394,19 @@ def test_git_sync_calls_the_git_hook_when_it_can(tmp_path: Path) -> None:
     args = pod["containers"][1]["args"]
     assert "--webhook-url=http://127.0.0.1:8080/hooks/git" in args
     assert "--webhook-success-status=202" in args  # the hooks answer 202 Accepted
-    # With a token git-sync could not send, the flag is left out.
+    # With a token git-sync cannot send, the hook still takes its call from loopback.
     docs = render_args(
         [*CASES["git-sync-webhook"], *sets("webhooks.existingSecret=hooks")], tmp_path
     )
     args = workload_of(docs)["spec"]["template"]["spec"]["containers"][1]["args"]
+    assert "--webhook-url=http://127.0.0.1:8080/hooks/git" in args
+    hooks = settings_of(docs)["hooks"]
+    assert hooks["git_from_loopback"] is True and hooks["token_file"].endswith("/token")
+    # Off when asked.
+    docs = render_args([*CASES["git-sync"], *sets("gitSync.webhook=false")], tmp_path)
+    args = workload_of(docs)["spec"]["template"]["spec"]["containers"][1]["args"]
     assert not [a for a in args if a.startswith("--webhook")]
+    assert "hooks" not in settings_of(docs)
 
 
 def test_sharded(tmp_path: Path) -> None:

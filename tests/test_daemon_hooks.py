@@ -4,6 +4,7 @@ and stalled clients neither delay /healthz nor stay connected."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -19,6 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reconciler.daemon.guard import HookAuth
+from reconciler.daemon.http import HookTargets, _App
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.status import StatusBoard
+from reconciler.settings import Settings
 from tests.conftest import Cli, World
 from tests.support.images import skopeo
 from tests.support.registry import Registry, start_registry
@@ -391,3 +397,67 @@ def test_a_burst_of_short_lived_hook_calls_leaves_no_close_wait(
         assert statuses.count(b"202") == 1000, sorted(set(statuses))
         time.sleep(1)
         assert close_waits(daemon.port) == 0
+
+
+def test_git_sync_reaches_the_git_hook_from_loopback_only(cli: Cli, tmp_path: Path) -> None:
+    """hooks.git_from_loopback: a sidecar (git-sync) calls /hooks/git without credentials;
+    /hooks/registry still wants the token, and so does /hooks/git from anywhere else."""
+    token_file = tmp_path / "hook-token"
+    token_file.write_text("secret-token-0123456789\n")
+    settings = {
+        "resync_interval": "600",
+        "hooks__token_file": str(token_file),
+        "hooks__git_from_loopback": "true",
+    }
+    with running(cli, ready=True, **settings) as daemon:
+        assert post(daemon, "/hooks/git", b"").status_code == 202
+        assert post(daemon, "/hooks/registry", b"{}").status_code == 401
+        (cli.specs / "late.yaml").write_text(
+            spec_text("late", "x.invalid/b:1", "x.invalid/t:1", "l")
+        )
+        assert post(daemon, "/hooks/git", b"").json() == {"rescan": 1}
+        wait_for("the rescanned spec", lambda: "late" in daemon.status(), timeout=5)
+    # Without the setting, the same call is refused.
+    with running(
+        cli, ready=True, name="strict", **{**settings, "hooks__git_from_loopback": "false"}
+    ) as daemon:
+        assert post(daemon, "/hooks/git", b"").status_code == 401
+    # With no secret at all, only /hooks/git answers (from loopback), /hooks/registry is off.
+    del settings["hooks__token_file"]
+    with running(cli, ready=True, name="open", **settings) as daemon:
+        assert post(daemon, "/hooks/git", b"").status_code == 202
+        assert post(daemon, "/hooks/registry", b"{}").status_code == 404
+
+
+def test_the_git_hook_refuses_a_non_loopback_caller_without_credentials(tmp_path: Path) -> None:
+    """The address check, on the server's application with a client address hypercorn would
+    give for a caller from another pod (no second interface is needed)."""
+    rescans: list[int] = []
+
+    async def pushes(_: object) -> int:
+        return 0
+
+    settings = Settings.model_validate({"hooks": {"git_from_loopback": True}})
+    board = StatusBoard()
+    app = _App(settings, board, Metrics(board), HookTargets(pushes, lambda: rescans.append(1)))
+    app.auth = HookAuth(token=b"t")
+
+    async def call(client: str) -> int:
+        sent: list[dict[str, object]] = []
+        scope = {"type": "http", "path": "/hooks/git", "method": "POST", "headers": [],
+                 "client": (client, 40000)}  # fmt: skip
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(sent[0]["status"])  # type: ignore[call-overload]
+
+    statuses = {
+        c: asyncio.run(call(c)) for c in ("10.1.2.3", "::ffff:127.0.0.1", "::1", "127.0.0.9")
+    }
+    assert statuses == {"10.1.2.3": 401, "::ffff:127.0.0.1": 202, "::1": 202, "127.0.0.9": 202}
+    assert len(rescans) == 3

@@ -23,6 +23,7 @@ Limits, and who enforces them:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import socket
@@ -287,7 +288,7 @@ class _App:
         path, method = scope["path"], scope["method"]
         wanted = _ROUTES.get(path)
         hook = path.removeprefix("/hooks/") if path.startswith("/hooks/") else None
-        if wanted is None or (hook is not None and not self.auth.enabled):
+        if wanted is None or (hook is not None and not self._hook_on(hook)):
             await _respond(send, 404, b"not found\n")
         elif method != wanted:
             await _respond(send, 405, b"method not allowed\n", [(b"allow", wanted.encode())])
@@ -307,6 +308,10 @@ class _App:
 
     def _status(self) -> bytes:
         return json.dumps(self._board.snapshot(), indent=2).encode() + b"\n"
+
+    def _hook_on(self, hook: str) -> bool:
+        """Whether a hook answers at all (404 when off)."""
+        return self.auth.enabled or (hook == "git" and self._hooks.git_from_loopback)
 
     async def _hook(self, hook: str, scope: Scope, receive: Receive, send: Send) -> None:
         received = self._metrics.hooks_received
@@ -337,14 +342,16 @@ class _App:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await self._body(headers, receive)
         refusal = self.auth.refusal(headers, body)
-        if refusal is not None:
-            client = (scope.get("client") or ("?",))[0]
+        client = (scope.get("client") or ("?",))[0]
+        sidecar = hook == "git" and self._hooks.git_from_loopback and _loopback(client)
+        if refusal is not None and not sidecar:
             log.warning("refused a call of /hooks/%s from %s: %s", hook, client, refusal)
             raise _Refused(401, "unauthorized", "unauthorized")
         relayed = headers.get(RELAYED)
         if hook == "git":
             self._targets.rescan()
-            self._relay_on(hook, headers, body, relayed)
+            if refusal is None:  # a sidecar's call is its own replica's: each has its git-sync
+                self._relay_on(hook, headers, body, relayed)
             return {"rescan": 1}
         try:
             pushes = parse_registry_hook(body)
@@ -391,6 +398,17 @@ class _App:
                         return b"".join(chunks)
         except TimeoutError:
             raise _Refused(408, "the body did not arrive in time", "bad_request") from None
+
+
+def _loopback(client: object) -> bool:
+    """Whether a peer address is loopback (127.0.0.0/8, ::1, v4-mapped loopback)."""
+    try:
+        address = ipaddress.ip_address(str(client))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -59,10 +59,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-trust" (include "reconciler.fullname" .)) .Values.trust.existingConfigMap -}}
 {{- end -}}
 
-{{- /* Whether git-sync may call /hooks/git: it cannot send a token or sign, so only when the
-hooks accept unauthenticated calls. */ -}}
+{{- /* Whether git-sync calls /hooks/git after each sync. It cannot send a token or sign, so the
+settings accept that hook from loopback (the pod itself) without credentials. */ -}}
 {{- define "reconciler.gitSyncWebhook" -}}
-{{- if and .Values.gitSync.webhook (not .Values.webhooks.existingSecret) (dig "allow_unauthenticated" false .Values.settings.hooks) }}true{{ end -}}
+{{- if and (eq .Values.specs.source "gitSync") .Values.gitSync.webhook }}true{{ end -}}
 {{- end -}}
 
 {{- /* The settings file: .Values.settings plus the paths of the files mounted for the features. */ -}}
@@ -92,6 +92,9 @@ hooks accept unauthenticated calls. */ -}}
 {{- $_ := set $hooks "hmac_secret_file" (printf "%s/hmac-secret" $paths.hooks) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- if include "reconciler.gitSyncWebhook" . -}}
+{{- $_ := set $hooks "git_from_loopback" true -}}
 {{- end -}}
 {{- /* Shards share events: each replica relays the hook calls it accepts to the others,
   named through the headless peers Service (the daemon skips its own name). */ -}}
