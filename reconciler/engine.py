@@ -89,6 +89,7 @@ class Engine:
         *,
         use_locks: bool = True,
         watch_locked_bases: bool = False,
+        require_locks: bool = False,
         last_pass: bool = False,
     ) -> None:
         self.settings = settings
@@ -97,6 +98,7 @@ class Engine:
         self.progress = progress
         self.use_locks = use_locks  # base tags from the lock files beside the specs
         self.watch_locked_bases = watch_locked_bases  # and say when a locked tag moved
+        self.require_locks = require_locks  # and fail a spec that no lock covers
         # The process ends after this pass (a one-shot command): what it leaves is not collected.
         self.last_pass = last_pass
 
@@ -107,7 +109,13 @@ class Engine:
 
     async def _run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
         locks = LockSet() if self.use_locks else None
-        resolver = Resolver(self.stores, self.cache, self.settings.max_uncompressed, locks)
+        resolver = Resolver(
+            self.stores,
+            self.cache,
+            self.settings.max_uncompressed,
+            locks,
+            require_locks=self.require_locks,
+        )
         memory = BlobMemory.in_state_dir(self.settings.state_dir)  # where blobs were seen
         observer = Observer(self.stores, memory)
         executor = None
@@ -204,7 +212,8 @@ class Engine:
                 log.info("%s: in sync", spec.name)
             applied = result is not None
             state = SpecState.SYNCED if plan.in_sync or applied else SpecState.OUT_OF_SYNC
-            moved = await self._base_moved(spec, resolver) if state is SpecState.SYNCED else None
+            synced = state is SpecState.SYNCED
+            moved = await self._base_moved(spec, resolver, applied) if synced else None
             if moved is not None:
                 log.warning("%s: %s", spec.name, moved)
                 state = SpecState.BASE_MOVED
@@ -239,17 +248,23 @@ class Engine:
             group=spec.group,
         )
 
-    async def _base_moved(self, spec: LoadedSpec, resolver: Resolver) -> str | None:
-        """What to say when a locked base tag names another digest upstream now."""
+    async def _base_moved(self, spec: LoadedSpec, resolver: Resolver, applied: bool) -> str | None:
+        """What to say when a locked base tag names another digest upstream now, and what
+        this pass did about it (`applied`: it wrote the locked build's tags back)."""
         if not self.watch_locked_bases:
             return None
         moved = await resolver.base_moved(spec)
         locked = resolver.locked_base(spec) if moved is not None else None
         if moved is None or locked is None:
             return None
+        did = (
+            "put the tags back on the build from the locked digest"
+            if applied
+            else "the tags stay on the build from the locked digest"
+        )
         return (
             f"base {spec.body.base} now names {moved.short} (locked: {locked.digest.short}); "
-            "not rebuilt until the lock is updated in git"
+            f"{did} until the lock is updated in git"
         )
 
 

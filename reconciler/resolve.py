@@ -21,7 +21,7 @@ from reconciler.errors import (
     SpecError,
     VerificationError,
 )
-from reconciler.lockfile import LockedBase, LockSet
+from reconciler.lockfile import LockedBase, LockSet, lock_path
 from reconciler.memo import Memo
 from reconciler.model.fanout import instances, select_tags
 from reconciler.model.sources import ResolvedBase, ResolvedImage, ResolvedLayer
@@ -56,8 +56,11 @@ class Resolver:
         cache: ContentCache,
         max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
         locks: LockSet | None = None,
+        *,
+        require_locks: bool = False,
     ) -> None:
         self.stores = stores
+        self.require_locks = require_locks  # base_policy locked: a spec no lock covers fails
         self.cache = cache
         self.max_uncompressed = max_uncompressed
         self.locks = locks  # with a lock in a spec's directory, its base tags come from there
@@ -169,6 +172,13 @@ class Resolver:
             spec, address.location, label, label, head.digest, head.size
         )
 
+    @staticmethod
+    def _no_lock(spec: LoadedSpec) -> str:
+        return (
+            f"base_policy is locked and no lock covers this spec (no {lock_path(spec.file)}); "
+            "run `reconciler lock` and commit it, or set base_policy: auto"
+        )
+
     def locked_base(self, spec: LoadedSpec) -> LockedBase | None:
         """The lock entry of a spec's base tag; None when no lock covers its directory. A lock
         that does not cover the base is the spec's error (the lock must be written again)."""
@@ -186,6 +196,8 @@ class Resolver:
         except SpecError as exc:
             raise ResolveError(f"{spec.location(field)}: {exc}") from exc
         if lock is None:
+            if self.require_locks:
+                raise ResolveError(f"{spec.location(field)}: {self._no_lock(spec)}")
             return None
         entry = lock.get(reference)
         if entry is None:
@@ -204,6 +216,8 @@ class Resolver:
                 lock = self.locks.for_spec(spec.file)
             except SpecError as exc:
                 raise ResolveError(f"{where}: {exc}") from exc
+            if lock is None and self.require_locks:
+                raise ResolveError(f"{where}: {self._no_lock(spec)}")
             if lock is not None:
                 chosen = lock.selection(spec.name)
                 if chosen is None:

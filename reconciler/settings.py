@@ -372,11 +372,13 @@ class Settings(BaseModel):
         "OutOfSync specs with their plan in /status and in metrics (as Argo CD without "
         "auto-sync).",
     )
-    base_policy: Literal["follow", "locked"] = Field(
-        default="follow",
-        description="Daemon: follow rebuilds when a base tag moves; locked builds what the "
-        "lock files (reconciler.lock) say and reports a moved base tag as BaseMoved, without "
-        "rebuilding, until the lock is updated in git.",
+    base_policy: Literal["auto", "follow", "locked"] = Field(
+        default="auto",
+        description="Daemon: auto builds a spec whose directory has a reconciler.lock as "
+        "locked, and one without as follow; locked builds what the lock files say (a spec no "
+        "lock covers fails) and reports a moved tag as BaseMoved, keeping the tags on the "
+        "locked build until the lock is updated in git; follow ignores the locks and rebuilds "
+        "when a base tag moves.",
     )
     registries: dict[str, RegistrySettings] = Field(
         default_factory=dict, description="Per-registry transport options, keyed by host[:port]."
@@ -498,6 +500,11 @@ class Settings(BaseModel):
             if name not in ("specs_dir", "state_dir"):
                 walk(getattr(self, name), name)
         return found
+
+    @property
+    def uses_locks(self) -> bool:
+        """Whether the daemon builds from the lock files (base_policy auto or locked)."""
+        return self.base_policy != "follow"
 
     def wire_limits(self) -> WireLimits:
         """The bounds on every registry answer beyond the read timeout (limits.py)."""

@@ -1,6 +1,7 @@
 """The daemon's modes against real registries: observe never writes and shows the plan in
-/status and /metrics; base_policy locked builds what the lock says and reports a moved base as
-BaseMoved without rebuilding; a suspended spec is validated and never pushed."""
+/status and /metrics; base_policy locked (and auto, where a lock exists) builds what the lock
+says and reports a moved base as BaseMoved without rebuilding; a suspended spec is validated and
+never pushed."""
 
 from __future__ import annotations
 
@@ -84,6 +85,67 @@ def test_locked_daemon_reports_a_moved_base_and_pushes_nothing(world: World, cli
         assert cli("lock", "--update").code == 0
         wait_for("rebuilt", lambda: tag_digest(a, repo, "1") not in (None, pushed))
         wait_for("Synced", lambda: daemon.status().get("app", {}).get("state") == "Synced")
+
+
+def test_the_default_daemon_keeps_a_committed_lock(world: World, cli: Cli) -> None:
+    """base_policy auto (the default): a spec a reconciler.lock covers is built as locked, one
+    without follows its tag; /status and the log say which; a daemon that followed a moved
+    tag before puts the tags back on the locked build, and says so."""
+    a = world.a.host
+    name = uuid.uuid4().hex[:8]
+    locked_base, free_base = f"{a}/auto-base/{name}-l:1", f"{a}/auto-base/{name}-f:1"
+    kept, free = f"auto/{name}-kept", f"auto/{name}-free"
+    for base in (locked_base, free_base):
+        copy_tag(f"{a}/base/single:1", base)
+    cli.write("app.yaml", spec_text("kept", locked_base, f"{a}/{kept}:1", "auto"))
+    assert cli("lock").code == 0  # specs/reconciler.lock covers specs/app.yaml only
+    cli.write("free/free.yaml", spec_text("free", free_base, f"{a}/{free}:1", "auto"))
+    with running(cli, ready=True) as daemon:
+        status = daemon.get("/status").json()
+        assert status["basePolicy"] == "auto"
+        policies = {s["name"]: s["basePolicy"] for s in status["specs"]}
+        assert policies == {"kept": "locked", "free": "follow"}
+        assert (
+            "base_policy auto: 1 spec(s) built from their reconciler.lock (a moved tag is "
+            "reported as BaseMoved, not rebuilt); 1 follow their tags (no lock)"
+        ) in daemon.log.read_text()
+        first = {r: tag_digest(a, r, "1") for r in (kept, free)}
+        for base in (locked_base, free_base):
+            copy_tag(f"{a}/base/multi:1", base)  # both tags move upstream, with no commit
+        wait_for("the free spec rebuilt", lambda: tag_digest(a, free, "1") != first[free])
+        moved, _ = wait_for(
+            "BaseMoved",
+            lambda: (s := daemon.status().get("kept")) and s["state"] == "BaseMoved" and s,
+        )
+        assert "the tags stay on the build from the locked digest" in moved["message"]
+        assert tag_digest(a, kept, "1") == first[kept]
+    # A daemon told to follow moves the locked spec's tag; the default one puts it back.
+    with running(cli, ready=True, name="follow", base_policy="follow") as daemon:
+        wait_for("followed", lambda: tag_digest(a, kept, "1") != first[kept])
+        assert "base_policy follow: 2 spec(s) follow their tags" in daemon.log.read_text()
+    with running(cli, ready=True, name="auto-again") as daemon:
+        wait_for("put back", lambda: tag_digest(a, kept, "1") == first[kept])
+        wait_for("BaseMoved", lambda: daemon.status()["kept"]["state"] == "BaseMoved")
+        log = daemon.log.read_text()
+        assert "put the tags back on the build from the locked digest" in log
+        assert "until the lock is updated in git" in log
+
+
+def test_a_locked_daemon_fails_a_spec_no_lock_covers(world: World, cli: Cli) -> None:
+    a = world.a.host
+    repo = f"strict/{uuid.uuid4().hex[:8]}"
+    cli.write("app.yaml", spec_text("app", f"{a}/base/single:1", f"{a}/{repo}:1", "strict"))
+    with running(cli, ready=True, base_policy="locked") as daemon:
+        failed, _ = wait_for(
+            "Failed", lambda: (s := daemon.status().get("app")) and s["state"] == "Failed" and s
+        )
+        lock = cli.specs.absolute() / "reconciler.lock"
+        assert failed["message"] == (
+            f"{cli.specs / 'app.yaml'}:5: spec.base: base_policy is locked and no lock covers "
+            f"this spec (no {lock}); run `reconciler lock` and commit it, or set "
+            "base_policy: auto"
+        )
+        assert tag_digest(a, repo, "1") is None
 
 
 def test_a_suspended_spec_is_validated_and_never_pushed(world: World, cli: Cli) -> None:

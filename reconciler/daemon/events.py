@@ -9,8 +9,8 @@ per spec only what it needs to tell a transition from a repetition:
 - **recovered**: a failing spec's pass succeeded again.
 - **drift_repaired**: a pass moved a tag back to the digest the last good pass left there, so
   the desired image had not changed: someone else moved (or deleted) the tag.
-- **base_moved**: locked mode, a spec enters BaseMoved; follow mode, a pass pushed because the
-  base digest the image is built on is not the last good pass's.
+- **base_moved**: a spec built from its lock enters BaseMoved; a spec that follows its tags: a
+  pass pushed because the base digest the image is built on is not the last good pass's.
 - **orphaned**: the spec's file is gone.
 """
 
@@ -116,8 +116,12 @@ def _now() -> datetime:
 
 
 class EventDetector:
-    def __init__(self, *, locked: bool, clock: Callable[[], datetime] = _now) -> None:
-        self._locked = locked
+    def __init__(
+        self, *, locked: bool | Callable[[str], bool], clock: Callable[[], datetime] = _now
+    ) -> None:
+        # Whether a spec is built from its lock (base_policy locked, or auto with a lock):
+        # then its BaseMoved reports are events; else its rebuilds on a moved base are.
+        self._locked = locked if callable(locked) else (lambda _: locked)
         self._clock = clock
         self._memory: dict[str, _Memory] = {}
 
@@ -188,7 +192,7 @@ class EventDetector:
         reports: Sequence[SpecReport],
         applied: Sequence[_Applied],
     ) -> Iterable[Event]:
-        if self._locked:
+        if self._locked(new.name):
             moved = [r for r in reports if r.state is SpecState.BASE_MOVED]
             if moved and not memory.base_moved:
                 message = "; ".join(r.error or "base moved" for r in moved)

@@ -146,13 +146,15 @@ class Daemon:
         index, _, count = settings.shard.partition("/")
         self.shard, self.shards = int(index), int(count)
         self.board = StatusBoard()
+        self.board.mode, self.board.base_policy = settings.mode, settings.base_policy
         self.metrics = Metrics(self.board)
         targets = HookTargets(self._on_pushes, self._on_fs_event)
         self.server = HttpServer(settings, self.board, self.metrics, targets)
         self.written = WrittenTags(settings.state_dir / "daemon" / "written-tags.json")
         self.notifier = Notifier.from_settings(settings, self.metrics.notifications)
-        self.events = EventDetector(locked=settings.base_policy == "locked")
+        self.events = EventDetector(locked=self._built_from_lock)
         self._records: dict[str, SpecRecord] = {}  # every spec this replica knows, by name
+        self._policy_split: tuple[int, int] | None = None  # specs (locked, following) last told
         self._last_settled: dict[
             str, SpecState
         ] = {}  # observe mode: each spec's last settled state
@@ -467,13 +469,14 @@ class Daemon:
         async with self._scanning:
             self._watch_specs()
             dir_ = self.settings.specs_dir
-            locked = self.settings.base_policy == "locked"
+            locked = self.settings.uses_locks
             scan = await asyncio.to_thread(scan_specs, dir_, self.shard, self.shards, locked)
             self._apply_scan(scan)
 
     def _apply_scan(self, scan: Scan) -> None:
         bad_files = scan.bad_files
         mine = {s.spec.name: s for s in scan.specs}
+        self._show_policy({name: s.locked for name, s in mine.items()})
         updates = [
             self._records[name].loaded(s.spec, s.fingerprint)
             if name in self._records
@@ -489,6 +492,41 @@ class Daemon:
             updates.append(record.deleted(gone) if error is None else record.invalid(str(error)))
         self._commit(updates)
         self._show_bad_files(bad_files)
+
+    def _built_from_lock(self, name: str) -> bool:
+        policy = self.settings.base_policy
+        return policy == "locked" or (
+            policy == "auto" and self.board.policies.get(name) == "locked"
+        )
+
+    def _show_policy(self, locked: dict[str, bool]) -> None:
+        """Which specs are built from their lock: on /status, and in the log when it changes
+        (the first scan included)."""
+        policy = self.settings.base_policy
+        self.board.policies = {n: "locked" if on else "follow" for n, on in locked.items()}
+        split = (sum(locked.values()), len(locked) - sum(locked.values()))
+        if split == self._policy_split:
+            return
+        self._policy_split = split
+        held, following = split
+        if policy == "follow":
+            log.info(
+                "base_policy follow: %d spec(s) follow their tags; locks are not read", following
+            )
+        elif policy == "locked":
+            log.info(
+                "base_policy locked: %d spec(s) built from their reconciler.lock; %d have none "
+                "and fail until it is written",
+                held,
+                following,
+            )
+        else:
+            log.info(
+                "base_policy auto: %d spec(s) built from their reconciler.lock (a moved tag is "
+                "reported as BaseMoved, not rebuilt); %d follow their tags (no lock)",
+                held,
+                following,
+            )
 
     def _show_bad_files(self, bad_files: dict[str, SpecError]) -> None:
         """Files with no spec known from them still show on /status, by file."""
@@ -518,9 +556,13 @@ class Daemon:
         names = [spec.name for spec in specs]
         started = time.monotonic()
         try:
-            locked = self.settings.base_policy == "locked"
+            locked = self.settings.uses_locks
             engine = Engine(
-                self.settings, self._registries, use_locks=locked, watch_locked_bases=locked
+                self.settings,
+                self._registries,
+                use_locks=locked,
+                watch_locked_bases=locked,
+                require_locks=self.settings.base_policy == "locked",
             )
             apply = self.settings.mode == "apply"
             with self.metrics.counting_pass():

@@ -55,6 +55,7 @@ def _locked(spec: LoadedSpec, lock: LockFile | None) -> str:
 class ScannedSpec:
     spec: LoadedSpec
     fingerprint: str
+    locked: bool = False  # a lock file covers it (and the daemon reads locks)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,17 @@ def scan_specs(specs_dir: Path, shard: int, shards: int, locked: bool = False) -
     loaded = load_specs([specs_dir])
     locks = LockSet() if locked else None
     mine = tuple(
-        ScannedSpec(spec, fingerprint(spec, locks))
+        ScannedSpec(spec, fingerprint(spec, locks), _covered(spec, locks))
         for spec in loaded.specs
         if shard_of(spec.name, shards) == shard
     )
     return Scan(mine, loaded.errors)
+
+
+def _covered(spec: LoadedSpec, locks: LockSet | None) -> bool:
+    if locks is None:
+        return False
+    try:
+        return locks.for_spec(spec.file) is not None
+    except SpecError:  # a lock that does not parse: the spec fails on it, as a locked one
+        return True

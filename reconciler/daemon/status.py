@@ -106,6 +106,11 @@ class StatusBoard:
         # Spec name -> host, for specs with a request waiting on a request budget (set by the
         # daemon to the transport's frozen view; read once per snapshot).
         self.waiting: Callable[[], Mapping[str, str]] = dict
+        # Spec name -> "locked" or "follow": whether its build comes from a lock file. Replaced
+        # whole by the daemon at each read of the specs directory.
+        self.policies: Mapping[str, str] = {}
+        self.mode = "apply"
+        self.base_policy = "auto"
 
     def names(self) -> list[str]:
         return list(self._specs)
@@ -127,11 +132,15 @@ class StatusBoard:
     def snapshot(self) -> dict[str, Any]:
         view = self.view  # one read: the rest works on this view even if a new one lands
         waiting = self.waiting()
+        policies = self.policies
         return {
             "ready": self.ready,
             "started": _iso(self.started),
+            "mode": self.mode,
+            "basePolicy": self.base_policy,
             "specs": [
                 s.as_json()
+                | ({"basePolicy": policies[s.key]} if s.key in policies else {})
                 | ({"waiting": f"request budget of {waiting[s.key]}"} if s.key in waiting else {})
                 for s in view.specs
             ],
