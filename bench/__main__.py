@@ -22,6 +22,7 @@ from bench.harness import PYTHON, Bench
 from bench.report import table, write_doc
 from bench.scale import scale as _scale  # noqa: F401 - registers the slow `scale` scenario
 from bench.scenarios import SCENARIOS, SLOW
+from bench.sizing import sizing as _sizing  # noqa: F401 - registers the slow `sizing` scenario
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,7 +109,7 @@ def head_ceiling(bench: Bench, repository: str, tag: str) -> float:
     return float(match.group(1))
 
 
-def daemon_pass(bench: Bench, specs: Path, state: Path) -> Sample:
+def daemon_pass(bench: Bench, specs: Path, state: Path, **extra: str) -> Sample:
     """`reconciler run` on the seeded specs: its first full pass (the pass's own duration from
     /metrics), its peak RSS once ready, and the requests it sent until then."""
     port = free_port()
@@ -119,6 +119,7 @@ def daemon_pass(bench: Bench, specs: Path, state: Path) -> Sample:
         RECONCILER_LISTEN=f"127.0.0.1:{port}",
         RECONCILER_RESYNC_INTERVAL="3600",  # one pass only, the first
         RECONCILER_RESYNC_JITTER="0",
+        **extra,
     )
     marks = (bench.a.mark(), bench.b.mark())
     start = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -773,3 +774,32 @@ def test_the_rendered_settings_pass_config_check(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert "hooks.token_file: /etc/reconciler/hooks/token: No such file" in missing.stderr
+
+
+def _mib(quantity: str) -> float:
+    units = {"Mi": 1.0, "Gi": 1024.0}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_default_resources_follow_the_measured_sizing(tmp_path: Path) -> None:
+    """docs/sizing.md measures the daemon's memory; the chart's defaults are derived from it
+    (request: 5,000 specs' worth; limit: twice 10,000 specs'), so a new measurement that
+    outgrows them fails here."""
+    text = (ROOT / "docs" / "sizing.md").read_text()
+    match = re.search(r"\*\*(\d+) MiB \+ (\d+) MiB per 10,000 specs\*\*", text)
+    assert match, "docs/sizing.md states the measured line"
+    fixed, per_10k = float(match[1]), float(match[2])
+    rows = re.findall(r"^\| ([\d,]+) \| ([\d,]+) \| [\d.]+ s \| (\d+) MiB \|$", text, re.M)
+    assert len(rows) == 4  # the line is drawn through these (the shard's row aside)
+    for specs, files, rss in rows:
+        assert specs == files
+        predicted = fixed + per_10k * int(specs.replace(",", "")) / 10_000
+        assert abs(predicted - int(rss)) < 0.1 * int(rss), (specs, rss, predicted)
+    container = workload_of(render("default", tmp_path))["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    request = _mib(container["resources"]["requests"]["memory"])
+    limit = _mib(container["resources"]["limits"]["memory"])
+    assert request >= fixed + per_10k / 2
+    assert limit >= 2 * (fixed + per_10k)
+    assert f"{request:.0f}Mi" in text and f"{limit:.0f}Mi" in text  # the docs name them
