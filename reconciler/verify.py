@@ -52,13 +52,19 @@ from reconciler.trust.policy import (
     Requirement,
     SignedBy,
     SigstoreSigned,
+    describe_gpg_keys,
+    key_source,
     keys_of,
 )
 from reconciler.trust.simplesigning import MAX_PAYLOAD
 
 if TYPE_CHECKING:  # keys load cryptography: only when a key is read
     from reconciler.trust.keys import PublicKey
-    from reconciler.trust.verify import ImageIdentity, Verdict  # where a signature is asked for
+    from reconciler.trust.verify import (  # where a signature is asked for
+        ImageIdentity,
+        KnownKey,
+        Verdict,
+    )
 
 # A `.sig` manifest may carry many signers; the newest this many are read.
 MAX_SIGNATURES = 64
@@ -163,7 +169,7 @@ class Verifier:
         if any(isinstance(r, Reject) for r in requirements):
             raise TrustError(
                 f"{where}: layer {reference} is rejected by the trust policy "
-                f"({source.origin}, scope {scope})"
+                f"({source.origin}, scope {scope}: reject; no key or signature admits it)"
             )
         if not all(isinstance(r, InsecureAcceptAnything) for r in requirements):
             raise TrustError(
@@ -198,17 +204,30 @@ class Verifier:
         if any(isinstance(r, Reject) for r in requirements):
             raise TrustError(
                 f"{subject.where}: {shown} is rejected by the trust policy "
-                f"({source.origin}, scope {scope})"
+                f"({source.origin}, scope {scope}: reject; no key or signature admits it)"
             )
         if all(isinstance(r, InsecureAcceptAnything) for r in requirements):
             return
         from reconciler.trust.verify import ImageIdentity, Verdict, cache_key, verify
 
-        keys = {
-            id(r): self._keys_of(r, source.directory, source.origin)
-            for r in requirements
-            if isinstance(r, (SigstoreSigned, SignedBy))
-        }
+        not_trusted = f"{subject.where}: {shown} is not trusted ({source.origin})"
+        gpg = next((r for r in requirements if isinstance(r, SignedBy)), None)
+        if gpg is not None:
+            raise TrustError(
+                f"{not_trusted}: policy scope {scope} wants a GPG signature (signedBy, "
+                f"{describe_gpg_keys(gpg, source.directory)}), which reconciler cannot "
+                "verify: use sigstoreSigned"
+            )
+        keys = {}
+        for r in requirements:
+            if isinstance(r, SigstoreSigned):
+                try:
+                    keys[id(r)] = self._keys_of(r, source.directory, source.origin)
+                except TrustError as exc:
+                    raise TrustError(
+                        f"{not_trusted}: policy scope {scope} wants the key of "
+                        f"{key_source(r)}, which cannot be used: {exc}"
+                    ) from None
 
         def keys_for(requirement: SigstoreSigned) -> tuple[PublicKey, ...]:
             return keys[id(requirement)]
@@ -235,7 +254,15 @@ class Verifier:
 
         async def check() -> Verdict:
             signatures, problems = await self._signatures(subject)
-            verdict = verify(requirements, scope, identity, subject.digest, signatures, keys_for)
+            verdict = verify(
+                requirements,
+                scope,
+                identity,
+                subject.digest,
+                signatures,
+                keys_for,
+                lambda: self._known_keys(source, requirements),
+            )
             if verdict.accepted:
                 self.cache.put_fact("verified", fact)
             elif problems:
@@ -246,13 +273,35 @@ class Verifier:
         # Shared by every spec asking the same question this run; each names itself.
         verdict = await self._memo.get(("verify", subject.location, subject.digest, fact), check)
         if not verdict.accepted:
-            raise TrustError(
-                f"{subject.where}: {shown} is not trusted ({source.origin}, scope "
-                f"{scope}): {verdict.reason}"
-            )
+            raise TrustError(f"{not_trusted}: {verdict.reason}")
+
+    def _known_keys(self, source: PolicySource, wanted: Sequence[Requirement]) -> list[KnownKey]:
+        """The keys the policy names for other requirements (unreadable ones left out: they
+        only serve to name a signer), each with its key source and scope."""
+        from reconciler.trust.verify import KnownKey
+
+        scopes = [("default", source.policy.default)] + [
+            ('transports.docker.""' if name == "" else name, requirements)
+            for name, requirements in source.policy.transports.get("docker", {}).items()
+        ]
+        known: dict[str, KnownKey] = {}
+        for scope, requirements in scopes:
+            for requirement in requirements:
+                if not isinstance(requirement, SigstoreSigned) or any(
+                    requirement is w for w in wanted
+                ):
+                    continue
+                try:
+                    keys = self._keys_of(requirement, source.directory, source.origin)
+                except TrustError:
+                    continue
+                where = f"{key_source(requirement)}, scope {scope}"
+                for key in keys:
+                    known.setdefault(key.fingerprint, KnownKey(key, where))
+        return list(known.values())
 
     def _keys_of(
-        self, requirement: SigstoreSigned | SignedBy, directory: Path, origin: str
+        self, requirement: SigstoreSigned, directory: Path, origin: str
     ) -> tuple[PublicKey, ...]:
         known = self._keys.get((id(requirement), directory))
         if known is None:

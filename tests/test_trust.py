@@ -59,7 +59,7 @@ from reconciler.trust.policy import (
     scopes_of,
 )
 from reconciler.trust.simplesigning import MAX_PAYLOAD, parse_payload, signing_payload
-from reconciler.trust.verify import ImageIdentity, cache_key, verify
+from reconciler.trust.verify import ImageIdentity, KnownKey, cache_key, signature_kind, verify
 from tests.support.images import Image, make_layer, push_layout, write_layout
 from tests.support.registry import Registry
 
@@ -708,13 +708,28 @@ def test_verify_accepts_right_key_and_refuses_others() -> None:
     assert ok.accepted
     assert alice.public.fingerprint[:16] in ok.reason
     wrong = verify(requirement, "scope", IMAGE, DIGEST, [signed(mallory)], keys_for_all(alice))
-    assert not wrong.accepted
-    assert wrong.reason.startswith("signed by another key (none of fingerprint ")
-    assert alice.public.fingerprint[:16] in wrong.reason
-    assert "scope" in wrong.reason
+    assert wrong == type(wrong)(
+        False,
+        "signed by an unknown ECDSA P-256 key (no key of the policy verifies it) (signature 1);"
+        f" policy scope scope wants ECDSA P-256 key {alice.public.fingerprint[:16]}"
+        " (keyPath k.pub)",
+    )
+    # A key the policy names elsewhere is named as the signer, with its source and scope.
+    neighbour = private_key_of(ed25519.Ed25519PrivateKey.generate())
+    known = [KnownKey(neighbour.public, "keyPath tools.pub, scope r.example/tools")]
+    theirs = verify(
+        requirement, "s", IMAGE, DIGEST, [signed(neighbour)], keys_for_all(alice), lambda: known
+    )
+    assert theirs.reason.startswith(
+        f"signed by Ed25519 key {neighbour.public.fingerprint[:16]}"
+        " (keyPath tools.pub, scope r.example/tools) (signature 1); policy scope s wants"
+    ), theirs.reason
     nothing = verify(requirement, "r.example/team", IMAGE, DIGEST, [], keys_for_all(alice))
-    assert (nothing.accepted, nothing.reason.split(" for")[0]) == (False, "no signature")
-    assert "policy scope r.example/team" in nothing.reason
+    assert nothing == type(nothing)(
+        False,
+        f"no signature for {DIGEST}; policy scope r.example/team wants ECDSA P-256 key"
+        f" {alice.public.fingerprint[:16]} (keyPath k.pub)",
+    )
     # One good signature among strangers' is enough.
     mixed = [signed(mallory), signed(alice)]
     assert verify(requirement, "s", IMAGE, DIGEST, mixed, keys_for_all(alice)).accepted
@@ -725,12 +740,13 @@ def test_verify_refuses_other_digest_identity_and_blob_mismatch() -> None:
     keys = keys_for_all(alice)
     other = verify((sigstore(),), "s", IMAGE, DIGEST, [signed(alice, digest=OTHER)], keys)
     assert not other.accepted
-    assert other.reason.startswith(f"signature is for {OTHER} not {DIGEST}")
+    by_alice = f"signed by ECDSA P-256 key {alice.public.fingerprint[:16]}, but "
+    assert other.reason.startswith(f"{by_alice}for {OTHER}, not {DIGEST} (signature 1)")
     moved = signed(alice, reference="registry.example/other:1.0")
     identity = verify((sigstore(),), "s", IMAGE, DIGEST, [moved], keys)
     assert not identity.accepted
     assert identity.reason.startswith(
-        "identity registry.example/other:1.0 is not registry.example/team/app:1.0"
+        f"{by_alice}identity registry.example/other:1.0 is not registry.example/team/app:1.0"
     )
     payload, entry = signed(alice)
     swapped = verify((sigstore(),), "s", IMAGE, DIGEST, [(payload + b" ", entry)], keys)
@@ -738,7 +754,7 @@ def test_verify_refuses_other_digest_identity_and_blob_mismatch() -> None:
     assert "does not match its layer" in swapped.reason
     # The most telling failure is reported: a right-key signature for another digest.
     both = verify((sigstore(),), "s", IMAGE, DIGEST, [moved, signed(alice, digest=OTHER)], keys)
-    assert both.reason.startswith("identity ")
+    assert both.reason.startswith(f"{by_alice}identity ")
 
 
 @pytest.mark.parametrize(
@@ -842,7 +858,8 @@ def test_signed_identity_rules(
     )
     assert verdict.accepted is accepted, verdict.reason
     if not accepted:
-        assert verdict.reason.startswith("identity "), verdict.reason
+        assert verdict.reason.startswith("signed by ECDSA P-256 key "), verdict.reason
+        assert ", but identity " in verdict.reason, verdict.reason
 
 
 def test_verify_requires_every_requirement_and_reject() -> None:
@@ -866,6 +883,34 @@ def test_verify_requires_every_requirement_and_reject() -> None:
     assert not verify((gpg,), "s", IMAGE, DIGEST, signatures, keys_for).accepted
     anything = verify((InsecureAcceptAnything(),), "s", IMAGE, DIGEST, [], keys_for)
     assert anything.accepted
+
+
+@pytest.mark.parametrize("kind", sorted(GENERATORS))
+def test_signature_kind_names_the_key_type_a_signature_was_made_with(kind: str) -> None:
+    key = private_key_of(GENERATORS[kind]())  # type: ignore[arg-type]
+    names = {
+        "ecdsa-p256": "ECDSA P-256",
+        "ecdsa-p384": "ECDSA P-384",
+        "ecdsa-p521": "ECDSA P-521",
+        "rsa-2048": "RSA-2048",
+        "ed25519": "Ed25519",
+    }
+    for n in range(20):  # ECDSA's integers vary in length: every draw must be named alike
+        assert signature_kind(key.sign(b"payload %d" % n)) == names[kind]
+    assert key.public.described == f"{names[kind]} key {key.public.fingerprint[:16]}"
+
+
+def test_signature_kind_refuses_what_no_key_type_makes() -> None:
+    p256 = private_key_of(ec.generate_private_key(ec.SECP256R1())).sign(b"x")
+    for junk in (
+        b"",
+        b"\x00" * 40,
+        b"not a signature at all",
+        p256 + b"\x00",
+        p256[:-1],
+        b"\x30" * 70,
+    ):
+        assert signature_kind(junk) is None, junk
 
 
 def test_verify_takes_an_address() -> None:

@@ -64,6 +64,19 @@ _CURVES: dict[str, tuple[str, hashes.HashAlgorithm]] = {
     "secp521r1": ("ecdsa-p521", hashes.SHA512()),
 }
 
+_KIND_NAMES = {
+    "ecdsa-p256": "ECDSA P-256",
+    "ecdsa-p384": "ECDSA P-384",
+    "ecdsa-p521": "ECDSA P-521",
+    "ed25519": "Ed25519",
+}
+
+
+def kind_name(kind: str) -> str:
+    """A key kind as people write it: `ecdsa-p256` is `ECDSA P-256`, `rsa-2048` `RSA-2048`."""
+    return _KIND_NAMES.get(kind, kind.upper())
+
+
 _PublicKeyType = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 _PrivateKeyType = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -80,6 +93,12 @@ class PublicKey:
     @property
     def short(self) -> str:
         return self.fingerprint[:16]
+
+    @property
+    def described(self) -> str:
+        """How refusals name the key: `ECDSA P-256 key 3f1c0e9a5b7d2468` (type and short
+        fingerprint)."""
+        return f"{kind_name(self.kind)} key {self.short}"
 
     def verify(self, payload: bytes, signature: bytes) -> bool:
         """Whether `signature` is this key's over `payload`; never raises for a bad one."""

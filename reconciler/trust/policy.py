@@ -369,6 +369,16 @@ def _load_yaml(raw: bytes, where: str) -> Any:
     return documents[0].value
 
 
+def key_source(requirement: SigstoreSigned | SignedBy) -> str:
+    """Where a requirement's keys come from, as the policy names them (for messages):
+    `keyPath keys/base.pub`, `keyPaths a.pub, b.pub` or `keyData` (its bytes are not shown)."""
+    if requirement.key_data is not None:
+        return "keyData"
+    if requirement.key_paths is not None:
+        return "keyPaths " + ", ".join(requirement.key_paths)
+    return f"keyPath {requirement.key_path}"
+
+
 def keys_of(
     requirement: SigstoreSigned | SignedBy, base_dir: Path, where: str = "trust policy"
 ) -> tuple[PublicKey, ...]:
@@ -391,6 +401,31 @@ def keys_of(
         path = base_dir / name
         keys.extend(load_public_keys(_read_key(path), str(path)))
     return tuple(dict.fromkeys(keys))
+
+
+def describe_gpg_keys(requirement: SignedBy, base_dir: Path) -> str:
+    """A signedBy requirement's keys for a message: `GPG key 4F0E...C2A1 (keyPath k.gpg)`,
+    or why they cannot be named. Never raises: the refusal it goes into is the error."""
+    from reconciler.trust.gpg import gpg_fingerprints
+
+    source = key_source(requirement)
+    try:
+        if requirement.key_data is not None:
+            try:
+                data = base64.b64decode(requirement.key_data, validate=True)
+            except (binascii.Error, ValueError):
+                raise TrustError("keyData is not valid base64") from None
+            fingerprints = gpg_fingerprints(data, "keyData")
+        else:
+            paths = requirement.key_paths or (requirement.key_path or "",)
+            fingerprints = tuple(
+                f
+                for name in paths
+                for f in gpg_fingerprints(_read_key(base_dir / name), str(base_dir / name))
+            )
+    except TrustError as exc:
+        return f"{source}, whose key cannot be named: {exc}"
+    return f"{' or '.join(f'GPG key {f}' for f in fingerprints)} ({source})"
 
 
 def _read_key(path: Path) -> bytes:

@@ -12,6 +12,11 @@ containers-policy.json(5) semantics: every requirement of the list must hold. A
 Steps run in that order, so nothing an unverified payload claims is read. When no signature
 passes, the reason given is the one that got furthest (a signature by the right key for
 another digest says more than a stranger's signature).
+
+Every refusal names the key that signed and the keys the scope wants. A cosign signature does
+not carry its key, so the signer is named by trying the keys the policy names elsewhere
+(`KnownKey`: other scopes); failing that, by the key type its encoding shows
+(`signature_kind`), which is as far as the bytes go.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from reconciler.trust.policy import (
     Requirement,
     SignedBy,
     SigstoreSigned,
+    key_source,
     normalise,
 )
 from reconciler.trust.simplesigning import parse_payload
@@ -46,6 +52,23 @@ if TYPE_CHECKING:  # keys load cryptography: only when a key is read
     from reconciler.trust.keys import PublicKey
 
 KeysFor = Callable[[SigstoreSigned], "tuple[PublicKey, ...]"]
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """A key the policy names for another requirement, and where (`keyPath keys/tools.pub,
+    scope registry.example.com/tools`): it names the signer of a signature no wanted key
+    verifies."""
+
+    key: PublicKey
+    source: str
+
+
+KnownKeys = Callable[[], "Sequence[KnownKey]"]
+
+
+def _no_known() -> Sequence[KnownKey]:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -87,14 +110,16 @@ def verify(
     digest: Digest,
     signatures: Sequence[tuple[bytes, SignatureEntry]],
     keys_for: KeysFor,
+    known: KnownKeys = _no_known,
 ) -> Verdict:
-    """The verdict of `requirements` (the list of `scope`) on `image` at `digest`."""
+    """The verdict of `requirements` (the list of `scope`) on `image` at `digest`; `known`
+    gives the policy's other keys, to name a stranger's signature."""
     identity = image if isinstance(image, ImageIdentity) else ImageIdentity.of(image)
     if not requirements:
         return Verdict(False, f"policy scope {scope} has no requirements")
     reasons = []
     for requirement in requirements:
-        verdict = _one(requirement, scope, identity, digest, signatures, keys_for)
+        verdict = _one(requirement, scope, identity, digest, signatures, keys_for, known)
         if not verdict.accepted:
             return verdict
         reasons.append(verdict.reason)
@@ -108,6 +133,7 @@ def _one(
     digest: Digest,
     signatures: Sequence[tuple[bytes, SignatureEntry]],
     keys_for: KeysFor,
+    known: KnownKeys,
 ) -> Verdict:
     if isinstance(requirement, InsecureAcceptAnything):
         return Verdict(True, f"accepted without a signature by policy scope {scope}")
@@ -116,22 +142,29 @@ def _one(
     if isinstance(requirement, SignedBy):
         return Verdict(
             False,
-            f"policy scope {scope} requires a GPG signature (signedBy), which reconciler"
-            " cannot verify",
+            f"policy scope {scope} wants a GPG signature (signedBy, {key_source(requirement)}),"
+            " which reconciler cannot verify",
         )
     keys = keys_for(requirement)
-    if not signatures:
-        return Verdict(False, f"no signature for {digest} (required by policy scope {scope})")
     if not keys:
         return Verdict(False, f"policy scope {scope} names no key")
+    wants = f"policy scope {scope} wants {wanted(requirement, keys)}"
+    if not signatures:
+        return Verdict(False, f"no signature for {digest}; {wants}")
     failures = []
     for index, (payload, entry) in enumerate(signatures):
-        outcome = _check(requirement, image, digest, payload, entry, keys)
+        outcome = _check(requirement, image, digest, payload, entry, keys, known)
         if not isinstance(outcome, _Failure):
             return Verdict(True, f"signed by {outcome} (policy scope {scope})")
         failures.append(_Failure(outcome.rank, f"{outcome.reason} (signature {index + 1})"))
     best = max(failures)
-    return Verdict(False, f"{best.reason}; required by policy scope {scope}")
+    return Verdict(False, f"{best.reason}; {wants}")
+
+
+def wanted(requirement: SigstoreSigned, keys: Sequence[PublicKey]) -> str:
+    """The keys a requirement wants and where the policy names them: `ECDSA P-256 key
+    3f1c0e9a5b7d2468 (keyPath keys/base.pub)`."""
+    return f"{' or '.join(k.described for k in keys)} ({key_source(requirement)})"
 
 
 def _check(
@@ -141,6 +174,7 @@ def _check(
     payload: bytes,
     entry: SignatureEntry,
     keys: tuple[PublicKey, ...],
+    known: KnownKeys,
 ) -> PublicKey | _Failure:
     actual = Digest.of(payload, entry.payload_digest.algorithm)
     if actual != entry.payload_digest or len(payload) != entry.payload_size:
@@ -151,18 +185,79 @@ def _check(
         )
     key = next((k for k in keys if k.verify(payload, entry.signature)), None)
     if key is None:
-        fingerprints = ", ".join(k.short for k in keys)
-        return _Failure(1, f"signed by another key (none of fingerprint {fingerprints})")
+        return _Failure(1, signer(payload, entry.signature, known))
+    signed = f"signed by {key.described}"
     try:
         claims = parse_payload(payload, "signed payload")
     except TrustError as exc:
-        return _Failure(2, str(exc))
+        return _Failure(2, f"{signed}, but {exc}")
     if claims.digest != digest:
-        return _Failure(3, f"signature is for {claims.digest} not {digest}")
+        return _Failure(3, f"{signed}, but for {claims.digest}, not {digest}")
     problem = identity_problem(requirement, image, digest, claims.reference)
     if problem is not None:
-        return _Failure(4, problem)
+        return _Failure(4, f"{signed}, but {problem}")
     return key
+
+
+def signer(payload: bytes, signature: bytes, known: KnownKeys) -> str:
+    """Who made a signature no wanted key verifies: a key the policy names elsewhere, else
+    the key type the signature's encoding shows."""
+    for other in known():
+        if other.key.verify(payload, signature):
+            return f"signed by {other.key.described} ({other.source})"
+    kind = signature_kind(signature)
+    if kind is None:
+        return f"the signature ({len(signature)} bytes) is not an ECDSA, RSA or Ed25519 signature"
+    return f"signed by an unknown {kind} key (no key of the policy verifies it)"
+
+
+# The longest DER INTEGER (with its sign byte) of an ECDSA signature on each curve.
+_ECDSA_INTEGER = ((33, "ECDSA P-256"), (49, "ECDSA P-384"), (67, "ECDSA P-521"))
+
+
+def signature_kind(signature: bytes) -> str | None:
+    """The key type a signature's encoding shows, None when it is no signature cosign makes:
+    ECDSA is a DER SEQUENCE of two INTEGERs no longer than the curve's order, Ed25519 is 64
+    bytes, RSA (PKCS#1 v1.5 or PSS) is as long as the modulus."""
+    sizes = _der_integer_pair(signature)
+    if sizes is not None:
+        return next((name for limit, name in _ECDSA_INTEGER if max(sizes) <= limit), None)
+    if len(signature) == 64:
+        return "Ed25519"
+    bits = len(signature) * 8
+    if 2048 <= bits <= 8192 and bits % 1024 == 0:
+        return f"RSA-{bits}"
+    return None
+
+
+def _der_integer_pair(data: bytes) -> tuple[int, int] | None:
+    """The lengths of the two INTEGERs of a DER `SEQUENCE { INTEGER, INTEGER }` that is all
+    of `data`, else None."""
+    if len(data) < 8 or data[0] != 0x30:
+        return None
+    length, at = _der_length(data, 1)
+    if length is None or at + length != len(data):
+        return None
+    sizes = []
+    for _ in range(2):
+        if at >= len(data) or data[at] != 0x02:
+            return None
+        size, at = _der_length(data, at + 1)
+        if size is None or size == 0 or at + size > len(data):
+            return None
+        sizes.append(size)
+        at += size
+    return (sizes[0], sizes[1]) if at == len(data) else None
+
+
+def _der_length(data: bytes, at: int) -> tuple[int | None, int]:
+    if at >= len(data):
+        return None, at
+    if data[at] < 0x80:
+        return data[at], at + 1
+    if data[at] == 0x81 and at + 1 < len(data):
+        return data[at + 1], at + 2
+    return None, at
 
 
 def identity_problem(
