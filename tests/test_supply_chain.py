@@ -160,7 +160,7 @@ def test_an_untrusted_base_fails_its_spec_only_and_nothing_is_pushed(
     assert f"{host}/{repo}:1" in message  # which image
     assert f"{host}/{repo}" in message and "scope" in message  # which scope
     expected = {
-        "other-key": "key",
+        "other-key": "signed by an unknown ECDSA P-256 key",
         "other-digest": "sha256:" + "1" * 12,
         "other-identity": "someone/else",
         "unsigned": "no signature",

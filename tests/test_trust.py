@@ -39,6 +39,7 @@ from reconciler.trust.artifacts import (
     signature_manifest,
     tag_for,
 )
+from reconciler.trust.gpg import gpg_fingerprints
 from reconciler.trust.keys import (
     PrivateKey,
     PublicKey,
@@ -60,6 +61,7 @@ from reconciler.trust.policy import (
 )
 from reconciler.trust.simplesigning import MAX_PAYLOAD, parse_payload, signing_payload
 from reconciler.trust.verify import ImageIdentity, KnownKey, cache_key, signature_kind, verify
+from tests.support import cosign
 from tests.support.images import Image, make_layer, push_layout, write_layout
 from tests.support.registry import Registry
 
@@ -724,6 +726,15 @@ def test_verify_accepts_right_key_and_refuses_others() -> None:
         f"signed by Ed25519 key {neighbour.public.fingerprint[:16]}"
         " (keyPath tools.pub, scope r.example/tools) (signature 1); policy scope s wants"
     ), theirs.reason
+    asked = []
+
+    def counted() -> list[KnownKey]:
+        asked.append(1)
+        return known
+
+    strangers = [signed(mallory), signed(mallory), signed(mallory)]
+    verify(requirement, "s", IMAGE, DIGEST, strangers, keys_for_all(alice), counted)
+    assert asked == [1]  # the policy's other keys are read once per verdict, not per signature
     nothing = verify(requirement, "r.example/team", IMAGE, DIGEST, [], keys_for_all(alice))
     assert nothing == type(nothing)(
         False,
@@ -992,3 +1003,33 @@ def test_scope_precedence_agrees_with_skopeo(registry_a: Registry, tmp_path: Pat
             assert (copied.returncode == 0) is ours, (scope, copied.stderr)
             if not ours:
                 assert "rejected by policy" in copied.stderr, copied.stderr
+
+
+# --- GPG keys, named by fingerprint in signedBy refusals ----------------------------------
+
+
+def test_gpg_fingerprints_are_the_ones_gpg_lists(tmp_path: Path) -> None:
+    """A signedBy key is named by the fingerprint gpg shows, armoured or binary."""
+    key = cosign.make_gpg_key(tmp_path / "gnupg")
+    try:
+        armoured = cosign.export_gpg_public_key(key, tmp_path / "key.asc").read_bytes()
+        binary = subprocess.run(
+            ["gpg", "--batch", "--export", key.fingerprint],
+            env=key.env(), capture_output=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+    finally:
+        subprocess.run(
+            ["gpgconf", "--kill", "all"], env=key.env(), capture_output=True, check=False
+        )
+    assert gpg_fingerprints(armoured, "key.asc") == (key.fingerprint,)
+    assert gpg_fingerprints(binary, "key.gpg") == (key.fingerprint,)
+    assert gpg_fingerprints(binary + binary, "ring.gpg") == (key.fingerprint,)
+    for junk, why in [
+        (b"not a key", "bad packet header"),
+        (binary[:20], "past the end"),
+        (b"\xb4\x03abc", "no OpenPGP public key"),  # a user ID packet alone
+        (armoured.replace(b"\n\n", b"\n\n!!", 1), "not valid base64"),
+    ]:
+        with pytest.raises(TrustError, match=why) as caught:
+            gpg_fingerprints(junk, "k.gpg")
+        assert str(caught.value).startswith("k.gpg: ")

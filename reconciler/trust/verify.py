@@ -71,6 +71,18 @@ def _no_known() -> Sequence[KnownKey]:
     return ()
 
 
+def _once(known: KnownKeys) -> KnownKeys:
+    """`known` asked at most once per verdict (it reads key files), however many signatures."""
+    found: list[Sequence[KnownKey]] = []
+
+    def first() -> Sequence[KnownKey]:
+        if not found:
+            found.append(known())
+        return found[0]
+
+    return first
+
+
 @dataclass(frozen=True)
 class Verdict:
     accepted: bool
@@ -115,6 +127,7 @@ def verify(
     """The verdict of `requirements` (the list of `scope`) on `image` at `digest`; `known`
     gives the policy's other keys, to name a stranger's signature."""
     identity = image if isinstance(image, ImageIdentity) else ImageIdentity.of(image)
+    known = _once(known)
     if not requirements:
         return Verdict(False, f"policy scope {scope} has no requirements")
     reasons = []
