@@ -753,3 +753,32 @@ def test_a_mirror_reads_referrers_from_the_referrers_api_where_the_registry_answ
         assert json.loads(inspect_raw(f"{b}/{target}@{artifact}"))["subject"]["digest"] == digest
     finally:
         proxy.stop()
+
+
+def test_a_layer_by_digest_under_a_reject_scope_is_refused_naming_the_scope(
+    cli: Cli, world: World
+) -> None:
+    repo, _digest = fresh_base(world, "rejected-layer")
+    host = world.a.host
+    layer = json.loads(inspect_raw(f"{host}/{repo}:1"))["layers"][0]["digest"]
+    policy = cli.root / "reject-policy.json"
+    document = {
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {f"{host}/{repo}": [{"type": "reject"}]}},
+    }
+    policy.write_text(json.dumps(document))
+    cli.write_spec(
+        "rejected.yaml",
+        f"""
+        base: {host}/base/multi:1
+        layers:
+          - ref: {host}/{repo}@{layer}
+        targets: [{host}/rejected/{uuid.uuid4().hex[:8]}:1]
+        """,
+    )
+    result = cli("apply", env_extra={"RECONCILER_TRUST_POLICY": str(policy)})
+    assert result.code == 1
+    assert (
+        f"spec.layers[0]: layer {host}/{repo}@{layer} is rejected by the trust policy "
+        f"(trust policy {policy}, scope {host}/{repo}: reject; no key or signature admits it)"
+    ) in result.stdout, result.stdout
