@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from reconciler import __version__
 
@@ -71,6 +71,24 @@ class _Group(TyperGroup):
             exc.exit_code = EXIT_USAGE
             raise
 
+
+def _quiet_help_types() -> None:
+    """typer prints a type beside every parameter: `<bool>` beside each flag (and --help),
+    `<list[Path]>` beside `paths...`. A flag takes no value and an argument's name says what
+    it takes, so those columns stay empty; options with a value keep theirs (`<path>`)."""
+    option_type = TyperOption.display_type_rich
+
+    def option(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else option_type(self, ctx)
+
+    def argument(self: TyperArgument, ctx: Any) -> str | None:
+        return None
+
+    setattr(TyperOption, "display_type_rich", option)  # noqa: B010 (mypy: no method assignment)
+    setattr(TyperArgument, "display_type_rich", argument)  # noqa: B010
+
+
+_quiet_help_types()
 
 app = typer.Typer(
     name="reconciler",
@@ -256,8 +274,13 @@ def _reconcile(
 
     settings = _settings(config)
     report = _run(_load(paths, settings, allow_empty=allow_empty), settings, apply=apply)
-    render = {Output.JSON: render_json, Output.MARKDOWN: render_markdown}.get(output, render_text)
-    typer.echo(render(report), nl=False)
+    if output is Output.JSON:
+        text = render_json(report)
+    elif output is Output.MARKDOWN:
+        text = render_markdown(report)
+    else:
+        text = render_text(report, verbose=_verbose.get())
+    typer.echo(text, nl=False)
     return report
 
 
@@ -368,19 +391,28 @@ def save(
     spec: Annotated[
         str,
         typer.Argument(
+            metavar="SPEC",
             help="A spec file, or a spec's name in specs_dir (NAME[TAG]: one image of a "
-            "fan-out spec)."
+            "fan-out spec).",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The archive to write.")],
     platform: Annotated[
-        str | None, typer.Option(help="os/arch[/variant] for manifest.json (default: host's).")
+        str | None,
+        typer.Option(
+            metavar="OS/ARCH",
+            help="os/arch or os/arch/variant for manifest.json (default: the host's).",
+        ),
     ] = None,
     tag: Annotated[
-        list[str] | None, typer.Option(help="NAME:TAG for the loaded image (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="NAME:TAG", help="A name for the loaded image (repeatable)."),
     ] = None,
     uncompressed_layers: Annotated[
-        bool, typer.Option(help="Plain tar layers for loaders that cannot read gzip.")
+        bool,
+        typer.Option(
+            "--uncompressed-layers", help="Plain tar layers for loaders that cannot read gzip."
+        ),
     ] = False,
     config: ConfigOption = None,
     verbose: VerboseOption = False,

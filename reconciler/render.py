@@ -15,6 +15,7 @@ from typing import Any
 from reconciler.model.plan import BlobAction, BlobMethod, SpecPlan
 from reconciler.model.report import ExecResult, RunReport, SpecReport
 from reconciler.model.state import SpecState
+from reconciler.oci.digest import Digest
 
 DIFF_KIND = "Diff"
 API_VERSION = "reconciler.dev/v1alpha1"
@@ -33,32 +34,40 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _blob_line(action: BlobAction) -> str:
-    blob = action.blob
-    what = f"{blob.role} {blob.descriptor.media_type.rsplit('.', 1)[-1]}"
+def blob_how(action: BlobAction) -> str:
+    """How a blob gets to its destination, in the words of -o json's `action`: `upload`,
+    `mount from REPOSITORY`, `copy from SOURCE` (text and markdown alike)."""
     if action.method is BlobMethod.UPLOAD:
-        how = "generated"
-    elif action.method is BlobMethod.MOUNT:
-        how = f"mount-from {action.mount_from.repository if action.mount_from else '?'}"
-    else:
-        how = f"copy-from {action.source}"
-    return (
-        f"  + blob     {blob.digest}  {human_size(blob.size):>10}  {how}  ({what})"
-        f" -> {action.destination}"
-    )
+        return "upload"
+    if action.method is BlobMethod.MOUNT:
+        return f"mount from {action.mount_from.repository if action.mount_from else '?'}"
+    return f"copy from {action.source}"
 
 
-def _plan_lines(plan: SpecPlan) -> list[str]:
-    lines = [_blob_line(action) for action in plan.blobs]
+def _digest(digest: Digest, full: bool) -> str:
+    return str(digest) if full else digest.short
+
+
+def plan_lines(plan: SpecPlan, *, full: bool = False) -> list[str]:
+    """A plan, one line per blob, manifest, tag and artifact: short digests unless `full`
+    (the text output with -v; -o json always has them whole)."""
+    lines = []
+    for action in plan.blobs:
+        blob = action.blob
+        what = f"{blob.role} {blob.descriptor.media_type.rsplit('.', 1)[-1]}"
+        lines.append(
+            f"+ blob     {_digest(blob.digest, full)}  {human_size(blob.size):>10}  "
+            f"{blob_how(action)}  ({what}) -> {action.destination}"
+        )
     for manifest in plan.manifests:
         kind = "index   " if manifest.is_index else "manifest"
         platform = f"  {manifest.platform}" if manifest.platform else ""
-        lines.append(f"  + {kind} {manifest.document.digest}{platform} -> {manifest.destination}")
+        digest = _digest(manifest.document.digest, full)
+        lines.append(f"+ {kind} {digest}{platform} -> {manifest.destination}")
     for tag in plan.tags:
-        sign, old = ("~", str(tag.old)) if tag.old else ("+", "(none)")
-        lines.append(f"  {sign} tag      {tag.target}  {old} -> {tag.new}")
-    lines += [f"  {line}" for line in _artifact_lines(plan)]
-    return lines
+        sign, old = ("~", _digest(tag.old, full)) if tag.old else ("+", "(none)")
+        lines.append(f"{sign} tag      {tag.target}  {old} -> {_digest(tag.new, full)}")
+    return lines + _artifact_lines(plan)
 
 
 def _artifact_lines(plan: SpecPlan) -> list[str]:
@@ -93,19 +102,22 @@ def describe_applied(plan: SpecPlan, result: ExecResult) -> str:
     return ", ".join(p for p in parts if p) or "nothing to push"
 
 
-def render_text(report: RunReport) -> str:
+def render_text(report: RunReport, *, verbose: bool = False) -> str:
+    """One line per spec; a diff adds the plan under it. An apply says what it did per spec
+    (the plan it carried out with `verbose`, which also shows digests whole)."""
     lines: list[str] = []
     for spec in report.specs:
         label = spec.name or "(invalid)"
         header = f"{label} ({spec.file}): {spec.state}"
         if spec.state is SpecState.SYNCED and spec.plan is not None:
             tags = len(spec.plan.in_sync_tags) + len(spec.plan.tags)
-            header += f", {_plural(tags, 'tag')} at {spec.plan.root}"
+            header += f", {_plural(tags, 'tag')} at {_digest(spec.plan.root, verbose)}"
             if spec.result is not None:
-                header += " (applied)"
+                header += f" (applied: {describe_applied(spec.plan, spec.result)})"
         lines.append(header)
-        if spec.plan is not None:
-            lines.extend(_plan_lines(spec.plan))
+        shown = spec.plan is not None and (verbose or spec.result is None)
+        if spec.plan is not None and shown:
+            lines.extend(f"  {line}" for line in plan_lines(spec.plan, full=verbose))
         if spec.error:
             lines.append(f"  ! {spec.error}")
     lines.append("")
@@ -137,7 +149,7 @@ def _total_line(report: RunReport) -> str:
         parts.append(
             f"Plan: {_plural(summary['blobs'], 'blob')} to push "
             f"({human_size(summary['bytes'])}: {summary['mounts']} mount, "
-            f"{summary['copies']} copy, {summary['uploads']} generated), "
+            f"{summary['copies']} copy, {summary['uploads']} upload), "
             f"{_plural(summary['manifests'], 'manifest')}, {_plural(summary['tags'], 'tag')}"
         )
     parts.append(f"{summary['inSync']} of {specs} specs in sync")
@@ -290,7 +302,7 @@ _MAX_NAME = 200  # characters of a name or a file shown: a cell stays a cell
 _MAX_PLAN_LINES = 100  # per spec, so that one huge spec cannot crowd all the others out
 _MAX_LINE = 400
 _MAX_ERROR = 2_000
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -/,")
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -/,.")
 _BACKTICKS = re.compile(r"`+")
 _DIFF_HEAD = (
     "| spec | state | tags to move | blobs to push | bytes to push |",
@@ -320,15 +332,20 @@ def _clip(text: str, limit: int) -> str:
 def md_code(text: str) -> str:
     """`text` as an inline <code> element, safe in a table cell and inside <summary>.
 
-    Every ASCII character but letters, digits, space, '-', '/' and ',' becomes a numeric
+    Every ASCII character but letters, digits, space, '-', '/', ',' and '.' becomes a numeric
     entity: no '|' splits a cell, no '<' opens a tag, no backtick, '*', '_', '[', '$' or '\\'
-    means anything to Markdown, and no 'www.' or 'http:' becomes a link. Entities are decoded
+    means anything to Markdown, and no 'http:' or 'a@b' becomes a link. A '.' is kept (file
+    names read as written) except after 'www', where GitHub would start a link. Entities are decoded
     after Markdown has parsed, so they show as the characters they stand for. The code element
     keeps GitHub from turning an '@team' in a name into a mention.
     """
+    shown = _visible(_clip(text, _MAX_NAME))
     body = "".join(
-        char if char in _SAFE or ord(char) > 127 else f"&#{ord(char)};"
-        for char in _visible(_clip(text, _MAX_NAME))
+        char
+        if (char in _SAFE or ord(char) > 127)
+        and not (char == "." and shown[max(0, i - 3) : i].lower() == "www")
+        else f"&#{ord(char)};"
+        for i, char in enumerate(shown)
     )
     return f"<code>{body}</code>"
 
@@ -342,29 +359,9 @@ def md_fence(lines: list[str], info: str = "") -> str:
     return "\n".join([fence + info, *body, fence])
 
 
-def _md_blob(action: BlobAction) -> str:
-    if action.method is BlobMethod.UPLOAD:
-        how = "upload"
-    elif action.method is BlobMethod.MOUNT:
-        how = f"mount from {action.mount_from.repository if action.mount_from else '?'}"
-    else:
-        how = f"copy from {action.source}"
-    size = human_size(action.blob.size)
-    return f"+ blob     {action.blob.digest.short}  {size:>10}  {how} -> {action.destination}"
-
-
 def _md_plan(plan: SpecPlan) -> list[str]:
-    """The text plan's lines with short digests, at most _MAX_PLAN_LINES of them."""
-    lines = [_md_blob(action) for action in plan.blobs]
-    for manifest in plan.manifests:
-        kind = "index   " if manifest.is_index else "manifest"
-        platform = f"  {manifest.platform}" if manifest.platform else ""
-        digest = manifest.document.digest.short
-        lines.append(f"+ {kind} {digest}{platform} -> {manifest.destination}")
-    for tag in plan.tags:
-        sign, old = ("~", tag.old.short) if tag.old else ("+", "(none)")
-        lines.append(f"{sign} tag      {tag.target}  {old} -> {tag.new.short}")
-    lines += _artifact_lines(plan)
+    """The text plan's lines (short digests), at most _MAX_PLAN_LINES of them."""
+    lines = plan_lines(plan)
     if len(lines) > _MAX_PLAN_LINES:
         more = len(lines) - _MAX_PLAN_LINES
         lines = [*lines[:_MAX_PLAN_LINES], f"  … {more} more lines (-o json has them all)"]

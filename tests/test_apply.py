@@ -79,7 +79,7 @@ def test_multiarch_apply_then_noop(world: World, cli: Cli, tmp_path: Path) -> No
     first = cli("diff")
     assert first.code == 2, first.stderr
     assert "OutOfSync" in first.stdout
-    assert "copy-from" in first.stdout and "mount-from base/multi" in first.stdout
+    assert "copy from" in first.stdout and "mount from base/multi" in first.stdout
 
     applied = cli("apply")
     assert applied.code == 0, applied.stderr

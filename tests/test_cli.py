@@ -61,6 +61,24 @@ def test_version_and_help(cli: Cli) -> None:
     assert "apply" in cli("--help").stdout
 
 
+COMMANDS = ["validate", "diff", "apply", "lock", "run", "save", "schema", "config", "config check"]
+
+
+def test_every_help_reads_whole(cli: Cli) -> None:
+    """Before: `save --help` ended in a traceback (rich read "[/variant]" as markup), every flag
+    showed `<bool>` and the paths `<list[Path]>`."""
+    for command in ["", *COMMANDS]:
+        result = cli(*command.split(), "--help", env_extra={"COLUMNS": "100"})
+        assert result.code == 0, (command, result.stderr)
+        assert "Traceback" not in result.stderr and result.stderr == "", command
+        assert "<bool>" not in result.stdout and "<list" not in result.stdout, result.stdout
+        assert "Show this message and exit." in result.stdout, command
+        assert not re.search(r"\b1 \w+s\b", result.stdout), result.stdout
+    save = cli("save", "--help", env_extra={"COLUMNS": "100"}).stdout
+    assert "os/arch/variant" in save and "NAME:TAG" in save
+    assert "--no-uncompressed-layers" not in save
+
+
 def closed_port() -> int:
     """A loopback port where nothing listens: bound, then closed."""
     with socket.socket() as sock:

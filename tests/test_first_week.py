@@ -3,6 +3,7 @@ and field, and the reference; a missing base says whether the repository or the 
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 
@@ -47,3 +48,47 @@ def test_a_target_that_refuses_names_the_spec_line_and_target(cli: Cli, world: W
     assert result.code == 1
     out = result.stdout.replace(str(cli.specs), "specs")
     assert f"specs/app.yaml:7: spec.targets[1]: ConnectError: 127.0.0.1:{port} refused" in out, out
+
+
+def test_text_output_speaks_json_s_words_with_short_digests(cli: Cli, world: World) -> None:
+    """Before: blobs were `generated` / `mount-from` / `copy-from` in text and `upload` /
+    `mount from` in markdown, digests whole (lines of about 200 characters), and `apply` printed
+    the whole plan again after applying."""
+    a, b = world.a.host, world.b.host
+    run = uuid.uuid4().hex[:8]
+    cli.write_spec(
+        "app.yaml",
+        f"base: {a}/base/single:1\nannotations: {{run: '{run}'}}\n"
+        f"config: {{labels: {{run: '{run}'}}}}\n"
+        f"targets: [{a}/first-week/{run}:1, {b}/first-week/{run}:1]",
+        "app",
+    )
+    diff = cli("diff")
+    assert diff.code == 2, diff.stderr
+    blobs = [line for line in diff.stdout.splitlines() if line.startswith("  + blob")]
+    hows = {re.sub(r".*  \d[\d.]* (?:B|KiB|MiB)  (.*?)  \(.*", r"\1", line) for line in blobs}
+    assert {"upload", "mount from base/single", f"copy from {a}/base/single"} <= hows, blobs
+    assert "generated" not in diff.stdout and "-from" not in diff.stdout
+    assert "upload)" in diff.stdout.splitlines()[-1]
+    assert not re.search(r"sha256:[0-9a-f]{13}", diff.stdout), diff.stdout
+    assert max(len(line) for line in blobs) < 150  # 192 with whole digests
+
+    applied = cli("apply")
+    assert applied.code == 0, applied.stderr
+    (header,) = applied.stdout.splitlines()[:1]
+    assert re.fullmatch(
+        r"app \(.*app\.yaml\): Synced, 2 tags at sha256:[0-9a-f]{12} \(applied: .*\)", header
+    ), header
+    assert "+ blob" not in applied.stdout and "+ manifest" not in applied.stdout
+
+    cli.write_spec(
+        "app.yaml",
+        f"base: {a}/base/single:1\nannotations: {{run: '{run}-2'}}\n"
+        f"targets: [{a}/first-week/{run}:1]",
+        "app",
+    )
+    verbose = cli("-v", "apply")
+    assert verbose.code == 0, verbose.stderr
+    assert re.search(
+        r"^  ~ tag .* sha256:[0-9a-f]{64} -> sha256:[0-9a-f]{64}$", verbose.stdout, re.M
+    )

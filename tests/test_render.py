@@ -45,20 +45,21 @@ def test_text_reads_like_a_plan() -> None:
     lines = text.splitlines()
     assert lines[0] == "app (app.yaml): OutOfSync"
     assert any(
-        line.startswith("  + blob") and "copy-from l.io/v/r" in line and "2.0 KiB" in line
+        line.startswith("  + blob") and "copy from l.io/v/r" in line and "2.0 KiB" in line
         for line in lines
     )
-    assert any("mount-from library/base" in line for line in lines)
-    assert any("generated" in line and "config" in line for line in lines)
+    assert any("mount from library/base" in line for line in lines)
+    assert any("  upload  (config" in line for line in lines)
     assert any(
-        line.startswith("  ~ tag      r.io/team/app:1  " + digest(99) + " -> ") for line in lines
+        line.startswith("  ~ tag      r.io/team/app:1  sha256:" + "0" * 12 + " -> ")
+        for line in lines
     )
     assert any(line.startswith("  + tag      r.io/team/app:2  (none) -> ") for line in lines)
     assert "  ! bad.yaml:3: spec.base: invalid reference" in lines
     plan = report().specs[0].plan
     assert plan is not None
     assert lines[-1] == (
-        f"Plan: 3 blobs to push ({human_size(plan.bytes_to_push)}: 1 mount, 1 copy, 1 generated), "
+        f"Plan: 3 blobs to push ({human_size(plan.bytes_to_push)}: 1 mount, 1 copy, 1 upload), "
         "1 manifest, 2 tags; 0 of 3 specs in sync; 1 failed; 1 invalid."
     )
 

@@ -13,7 +13,13 @@ from reconciler.model.report import RunReport, SpecReport
 from reconciler.model.state import SpecState
 from reconciler.oci.digest import Digest
 from reconciler.oci.location import registry_location
-from reconciler.render import MARKDOWN_LIMIT, MARKDOWN_MARKER, human_size, render_markdown
+from reconciler.render import (
+    MARKDOWN_LIMIT,
+    MARKDOWN_MARKER,
+    human_size,
+    md_code,
+    render_markdown,
+)
 from tests.conftest import Cli, World
 from tests.factories import digest, make_base, make_image, make_layer, make_observed, make_spec
 
@@ -66,20 +72,21 @@ def test_one_spec_out_of_sync_exact() -> None:
             "### reconciler diff",
             "",
             f"Plan: 3 blobs to push ({human_size(plan.bytes_to_push)}: 1 mount, 1 copy, "
-            "1 generated), 1 manifest, 2 tags; 1 of 2 specs in sync.",
+            "1 upload), 1 manifest, 2 tags; 1 of 2 specs in sync.",
             "",
             "| spec | state | tags to move | blobs to push | bytes to push |",
             "|---|---|--:|--:|--:|",
             f"| <code>app</code> | OutOfSync | 2 | 3 | {human_size(plan.bytes_to_push)} |",
             "",
-            "<details><summary><code>app</code> OutOfSync in <code>app&#46;yaml</code></summary>",
+            "<details><summary><code>app</code> OutOfSync in <code>app.yaml</code></summary>",
             "",
             "```diff",
             f"+ blob     {upload.blob.digest.short}       {upload.blob.size} B  upload"
-            " -> r.io/team/app",
+            "  (config v1+json) -> r.io/team/app",
             f"+ blob     {mount.blob.digest.short}         1 B  mount from library/base"
-            " -> r.io/team/app",
-            f"+ blob     {copy.blob.digest.short}     2.0 KiB  copy from l.io/v/r -> r.io/team/app",
+            "  (layer tar+gzip) -> r.io/team/app",
+            f"+ blob     {copy.blob.digest.short}     2.0 KiB  copy from l.io/v/r"
+            "  (layer tar+gzip) -> r.io/team/app",
             f"+ manifest {manifest}  linux/amd64 -> r.io/team/app",
             f"~ tag      r.io/team/app:1  sha256:{'0' * 12} -> {manifest}",
             f"+ tag      r.io/team/app:2  (none) -> {manifest}",
@@ -102,16 +109,16 @@ def test_failed_and_invalid_specs_come_first_with_their_errors() -> None:
     rows = [line for line in text.splitlines() if line.startswith("| <code>")]
     assert rows == [
         "| <code>down</code> | Failed | — | — | — |",
-        "| <code>bad&#46;yaml</code> | Invalid | — | — | — |",
+        "| <code>bad.yaml</code> | Invalid | — | — | — |",
         rows[2],
     ]
     assert rows[2].startswith("| <code>app</code> | OutOfSync | 2 | 3 |")
     assert (
-        "<details><summary><code>down</code> Failed in <code>down&#46;yaml</code></summary>\n\n"
+        "<details><summary><code>down</code> Failed in <code>down.yaml</code></summary>\n\n"
         "```text\nconnection refused\nretried 3 times\n```\n\n</details>"
     ) in text
     assert (
-        "<details><summary><code>bad&#46;yaml</code> Invalid</summary>\n\n"
+        "<details><summary><code>bad.yaml</code> Invalid</summary>\n\n"
         "```text\nbad.yaml:3: spec.base: invalid\n```\n\n</details>"
     ) in text
     assert "; 1 failed; 1 invalid." in text
@@ -260,3 +267,11 @@ def test_huge_hostile_specs_stay_under_the_limit() -> None:
     assert text.count("<details>") == len(rows) == text.count("</details>")
     assert f"\n_{301 - len(rows)} more specs left out" in text
     assert "\x00" not in text and "\u202e" not in text
+
+
+def test_dots_stay_except_where_github_would_link() -> None:
+    """Before: `specs/app&#46;yaml`; a '.' only becomes an entity after 'www' (GitHub's
+    extended autolinks start at 'www.'), and 'http:' still loses its colon."""
+    assert md_code("specs/app.yaml") == "<code>specs/app.yaml</code>"
+    assert md_code("WWW.e.io") == "<code>WWW&#46;e.io</code>"
+    assert md_code("http://e.io/x") == "<code>http&#58;//e.io/x</code>"
