@@ -56,6 +56,7 @@ class LockChange:
     platforms: tuple[str, ...] = ()  # added: the platforms the base holds
     tags: tuple[str, ...] = ()  # selected: the tags a fan-out selects now
     was: tuple[str, ...] | None = None  # selected: the tags the lock had (None: none)
+    also: tuple[str, ...] = ()  # moved by --update NAME: the other specs the entry serves
 
 
 @dataclass(frozen=True)
@@ -240,8 +241,9 @@ class Locker:
                 )
                 kept.append(fresh)
             elif entry.digest != fresh.digest:
+                also = tuple(sorted({u.name for u in users if names and u.name not in names}))
                 changes.append(
-                    LockChange(path, reference, Change.MOVED, entry.digest, fresh.digest)
+                    LockChange(path, reference, Change.MOVED, entry.digest, fresh.digest, also=also)
                 )
                 kept.append(fresh if mode is LockMode.UPDATE else entry)
             else:
@@ -314,6 +316,8 @@ def describe(report: LockReport, mode: LockMode, root: Path | None = None) -> li
             text = f"{c.reference} moved: {c.old.short} -> {c.new.short}"
             if mode is LockMode.CHECK:
                 text += " (not updated: run `reconciler lock --update`)"
+            elif c.also:
+                text += f" (shared: this moves {', '.join(c.also)} too)"
         elif c.change is Change.SELECTED:
             now = ", ".join(c.tags) or "no tag"
             text = f"{c.reference} selects {now}"
@@ -331,12 +335,20 @@ def describe(report: LockReport, mode: LockMode, root: Path | None = None) -> li
         lines.append(f"{where(c.lock)}: {sign} {text}")
     lines += [f"error: {e}" for e in report.errors]
     counts = {kind: sum(1 for c in report.changes if c.change is kind) for kind in Change}
-    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) or "no change"
+    parts = [f"{n} {kind}" for kind, n in counts.items() if n]
+    failed = len(report.errors)
+    parts += [f"{failed} error{'s' if failed != 1 else ''}"] if failed else []
+    summary = ", ".join(parts) or "no change"
     files = f"{report.locks} lock file{'s' if report.locks != 1 else ''}"
+    files = f"{report.entries} {'entry' if report.entries == 1 else 'entries'} in {files}"
     if mode is LockMode.CHECK:
-        verdict = "stale" if report.stale else "up to date"
-        lines.append(f"Lock {verdict}: {summary}; {report.entries} entries in {files}.")
-    else:
-        wrote = ", ".join(where(p) for p in report.written) or "nothing (already as it should be)"
-        lines.append(f"Lock: {summary}; {report.entries} entries in {files}; wrote {wrote}.")
+        verdict = "stale" if report.stale else "not checked whole" if failed else "up to date"
+        lines.append(f"Lock {verdict}: {summary}; {files}.")
+        return lines
+    wrote = ", ".join(where(p) for p in report.written)
+    if failed:  # a lock file with an error in it is left as it was
+        wrote = (
+            wrote + "; " if wrote else "nothing; "
+        ) + "a lock file with an error is left as it was"
+    lines.append(f"Lock: {summary}; {files}; wrote {wrote or 'nothing (already as it should be)'}.")
     return lines

@@ -172,3 +172,35 @@ def test_the_lock_covers_layer_image_tags(cli: Cli, world: World) -> None:
     result = cli("diff", env_extra={"RECONCILER_TRUST_POLICY": str(policy)})
     assert result.code == 1
     assert "spec.layers[0].image" in result.stdout and "is not in" in result.stdout, result.stdout
+
+
+def test_lock_says_what_it_did_after_an_error_and_what_a_named_update_shares(
+    cli: Cli, world: World
+) -> None:
+    """Before: `Lock: no change; ...; wrote nothing (already as it should be).` after an error
+    (exit 1), and `lock --update web` moved the entry api shares without a word."""
+    base = seed_base(world, "base/multi:1")
+    run = uuid.uuid4().hex[:8]
+    for name in ("web", "api"):
+        target = f"{world.a.host}/team/{name}-{run}:1"
+        cli.write_spec(f"{name}.yaml", f"base: {base}\ntargets: [{target}]\n", name)
+    assert cli("lock").code == 0
+    skopeo("copy", "--all", "--preserve-digests", SRC, DEST,
+           f"docker://{world.a.host}/base/single:1", f"docker://{base}")  # fmt: skip
+    updated = cli("lock", "--update", "web")
+    assert updated.code == 0, updated.stderr
+    assert re.search(rf"~ {re.escape(base)} moved: .* \(shared: this moves api too\)$",
+                     updated.stdout, re.M), updated.stdout  # fmt: skip
+
+    cli.write_spec("gone.yaml", f"base: {world.a.host}/base/absent-{run}:1\ntargets: "
+                   f"[{world.a.host}/team/gone-{run}:1]\n", "gone")  # fmt: skip
+    before = (cli.specs / "reconciler.lock").read_text()
+    failed = cli("lock")
+    assert failed.code == 1
+    last = failed.stdout.rstrip().splitlines()[-1]
+    assert "1 error" in last and "already as it should be" not in last, last
+    assert last.endswith("wrote nothing; a lock file with an error is left as it was."), last
+    assert (cli.specs / "reconciler.lock").read_text() == before
+    check = cli("lock", "--check")
+    assert check.code == 1
+    assert "Lock not checked whole: 1 error; 1 entry in 1 lock file." in check.stdout, check.stdout
