@@ -95,8 +95,8 @@ def describe_applied(plan: SpecPlan, result: ExecResult) -> str:
         f"{_plural(pushed, 'blob')} ({human_size(result.bytes_pushed)}) pushed" if pushed else "",
         f"{_plural(result.mounted, 'blob')} mounted" if result.mounted else "",
         f"{_plural(result.manifests, 'manifest')} pushed" if result.manifests else "",
-        f"{_plural(len(plan.artifacts), 'artifact')} (signatures, referrers) written"
-        if plan.artifacts
+        f"{_plural(result.artifacts, 'artifact')} (signatures, referrers) written"
+        if result.artifacts
         else "",
     ]
     return ", ".join(p for p in parts if p) or "nothing to push"
@@ -142,6 +142,11 @@ def _total_line(report: RunReport) -> str:
             f"({human_size(summary['bytesPushed'])} pushed); "
             f"{_plural(summary['manifestsPushed'], 'manifest')}, "
             f"{_plural(summary['tagsSet'], 'tag')}"
+            + (
+                f", {_plural(summary['artifactsWritten'], 'artifact')}"
+                if summary["artifactsWritten"]
+                else ""
+            )
         )
     elif not (summary["blobs"] or summary["manifests"] or summary["tags"]):
         parts.append("No changes")
@@ -202,6 +207,7 @@ def summarize(report: RunReport) -> dict[str, int]:
         "bytesPushed": sum(r.bytes_pushed for r in results),
         "manifestsPushed": sum(r.manifests for r in results),
         "tagsSet": sum(r.tags for r in results),
+        "artifactsWritten": sum(r.artifacts for r in results),
     }
 
 
@@ -277,6 +283,7 @@ def _spec_json(spec: SpecReport) -> dict[str, Any]:
             "bytesPushed": r.bytes_pushed,
             "manifests": r.manifests,
             "tags": r.tags,
+            "artifacts": r.artifacts,
         }
     return entry
 

@@ -265,6 +265,36 @@ def test_apply_signs_every_manifest_it_writes_keeps_other_signers_and_the_no_op_
     assert passphrase.decode() not in noop.stdout + noop.stderr + second.stderr
 
 
+def test_signing_images_already_pushed_counts_signatures_as_artifacts(
+    cli: Cli, world: World
+) -> None:
+    """Before: a signed apply that moved no image tag said `20 manifests, 20 tags`: the
+    signatures' manifests and tags were counted as the image's."""
+    host = world.a.host
+    repo = f"signed/{uuid.uuid4().hex[:8]}/late"
+    cli.write_spec("app.yaml", f"base: {host}/base/multi:1\ntargets: [{host}/{repo}:1]\n")
+    unsigned = json.loads(cli("apply", "-o", "json").stdout)["summary"]
+    assert (unsigned["manifestsPushed"], unsigned["tagsSet"]) == (3, 1)  # index + 2 children
+    assert unsigned["artifactsWritten"] == 0
+
+    env = signing_env(cli, cosign.generate_key(), b"late " + uuid.uuid4().hex.encode())
+    signed = cli("apply", "-o", "json", env_extra=env)
+    assert signed.code == 0, signed.stderr
+    document = json.loads(signed.stdout)
+    summary = document["summary"]
+    assert (summary["manifestsPushed"], summary["tagsSet"]) == (0, 0), summary
+    assert summary["artifactsWritten"] == 3, summary  # one .sig per manifest
+    assert document["specs"][0]["applied"]["artifacts"] == 3
+    cli.write_spec(
+        "app.yaml", f"base: {host}/base/multi:1\ntargets: [{host}/{repo}:1, {host}/{repo}:2]\n"
+    )
+    text = cli("apply", env_extra=env)
+    assert text.code == 0, text.stderr
+    # The new tag is a new identity in each manifest's signature: 3 artifacts written again.
+    assert "; 0 manifests, 1 tag, 3 artifacts;" in text.stdout.splitlines()[-1], text.stdout
+    assert "3 artifacts (signatures, referrers) written)" in text.stdout
+
+
 def test_a_wrong_passphrase_is_a_clear_error_that_never_shows_the_secret(
     cli: Cli, world: World
 ) -> None:

@@ -19,8 +19,9 @@ class ExecResult:
     uploaded: int = 0
     skipped: int = 0
     bytes_pushed: int = 0
-    manifests: int = 0
-    tags: int = 0
+    manifests: int = 0  # the image's own: its manifests and index
+    tags: int = 0  # the image's target tags set
+    artifacts: int = 0  # artifacts written beside it: signatures, carried tags, referrers
 
 
 @dataclass(frozen=True)
