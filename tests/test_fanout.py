@@ -180,3 +180,36 @@ def test_a_registry_base_needs_a_tag_unless_it_fans_out(cli: Cli, world: World) 
     assert "spec: base " in result.stderr + result.stdout and "needs a tag or a digest" in (
         result.stderr + result.stdout
     )
+
+
+def test_status_names_a_fan_out_s_images_as_the_cli_does(cli: Cli, world: World) -> None:
+    """Before: /status showed a fan-out spec as one `web` row, its tags all together, while
+    `diff` named each image `web[2.1.1]`."""
+    from tests.test_daemon import running, wait_for
+
+    base = seed_tags(world, ["2.1.0", "2.1.1", "3.0.0"])
+    team = f"fanout/status-{uuid.uuid4().hex[:8]}"
+    cli.write_spec(
+        "web.yaml",
+        f"""\
+        base: {base}
+        baseTags: {{semver: ">=2,<3"}}
+        targets: ["{world.a.host}/{team}:{{tag}}"]
+        """,
+        spec_name="web",
+    )
+    cli_names = sorted(s["name"] for s in cli("diff", "-o", "json").json()["specs"])  # type: ignore[union-attr, index]
+    with running(cli, ready=True) as daemon:
+        wait_for("web synced", lambda: daemon.status().get("web", {}).get("state") == "Synced")
+        web = daemon.status()["web"]
+    instances = web["instances"]
+    assert sorted(i["name"] for i in instances) == cli_names == ["web[2.1.0]", "web[2.1.1]"]
+    for instance in instances:
+        tag = instance["name"][len("web[") : -1]
+        assert instance["state"] == "Synced" and instance["message"] is None
+        (only,) = instance["tags"]
+        assert only["target"] == f"{world.a.host}/{team}:{tag}"
+        assert only["desired"] == only["observed"] and only["desired"].startswith("sha256:")
+    assert sorted(t["target"] for t in web["tags"]) == sorted(
+        t["target"] for i in instances for t in i["tags"]
+    )

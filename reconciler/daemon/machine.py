@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from reconciler.daemon.status import SpecStatus, TagStatus
+from reconciler.daemon.status import InstanceStatus, SpecStatus, TagStatus
 from reconciler.model.plan import SpecPlan
 from reconciler.model.state import SpecState
 from reconciler.spec import LoadedSpec
@@ -82,6 +82,7 @@ class SpecRecord:
     # observe mode, Suspended, BaseMoved), and the plan it left to do.
     shown: SpecState | None = None
     plan: SpecPlan | None = None
+    instances: tuple[InstanceStatus, ...] = ()  # a fan-out spec's images, as of its last pass
 
     @classmethod
     def new(cls, spec: LoadedSpec, fingerprint: str) -> SpecRecord:
@@ -104,6 +105,7 @@ class SpecRecord:
             self.message,
             self.failures,
             self.plan if settled else None,
+            self.instances,
         )
 
     # -- events from the specs directory -------------------------------------------------
@@ -171,6 +173,7 @@ class SpecRecord:
         shown: SpecState | None = None,
         plan: SpecPlan | None = None,
         message: str | None = None,
+        instances: tuple[InstanceStatus, ...] | None = None,
     ) -> SpecRecord:
         """The run ended without error: Synced, or what it reported instead (`shown`: OutOfSync
         in observe mode with the `plan` left to do, Suspended, BaseMoved with a `message`)."""
@@ -188,17 +191,31 @@ class SpecRecord:
             last_success=wall,
             shown=shown,
             plan=plan,
+            instances=self.instances if instances is None else instances,
         )
 
     def failed(
-        self, error: str | None, tags: tuple[TagStatus, ...] | None, now: float, delay: float
+        self,
+        error: str | None,
+        tags: tuple[TagStatus, ...] | None,
+        now: float,
+        delay: float,
+        instances: tuple[InstanceStatus, ...] | None = None,
     ) -> SpecRecord:
         """The run failed; `delay` is `backoff_delay(failures + 1, ...)`, with any jitter."""
         if self.phase is not Phase.RUNNING:
             return self
         tags = self.tags if tags is None else tags
+        instances = self.instances if instances is None else instances
         if self.then in (Phase.INVALID, Phase.ORPHANED):
-            return replace(self, phase=self.then, then=None, failures=self.failures + 1, tags=tags)
+            return replace(
+                self,
+                phase=self.then,
+                then=None,
+                failures=self.failures + 1,
+                tags=tags,
+                instances=instances,
+            )
         # Asked again meanwhile (a resync or a change): the retry after the backoff is that run.
         # A change has reset `failures`, so its wait is the first, shortest one.
         return replace(
@@ -209,6 +226,7 @@ class SpecRecord:
             retry_at=now + delay,
             message=error,
             tags=tags,
+            instances=instances,
         )
 
     def abandoned(self, message: str) -> SpecRecord:

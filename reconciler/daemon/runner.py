@@ -49,7 +49,7 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
 from reconciler.daemon.prune import Pruner, WrittenTags
 from reconciler.daemon.scan import Scan, scan_specs
-from reconciler.daemon.status import SpecStatus, StatusBoard, TagStatus
+from reconciler.daemon.status import InstanceStatus, SpecStatus, StatusBoard, TagStatus
 from reconciler.engine import Engine, SpecReport, open_stores
 from reconciler.errors import SettingsError, SpecError
 from reconciler.model.state import SpecState
@@ -604,21 +604,27 @@ class Daemon:
         if len(reports) > 1:  # name the instance each message is about
             errors = [f"{r.name}: {r.error}" for r in reports if r.error and r.state is state]
         error = "; ".join(errors) or None
+        # A fan-out spec's images under the names the CLI gives them (`py[3.12.2-slim]`).
+        instances = tuple(
+            InstanceStatus(r.name or "", r.state, tags_of(r) or (), r.error)
+            for r in reports
+            if r.group is not None
+        )
         if state in (SpecState.FAILED, SpecState.INVALID):
             self.metrics.reconciles.labels("failed").inc()
             delay = backoff_delay(record.failures + 1, self.settings.resync_interval)
             delay *= random.uniform(1.0, 1.2)  # noqa: S311 - jitter, so failures spread out
-            return record.failed(error, tags or None, now, delay)
+            return record.failed(error, tags or None, now, delay, instances)
         self.metrics.reconciles.labels("synced").inc()
         for report in reports:
             self._count(record.name, report)
         if state is SpecState.SYNCED:
-            return record.succeeded(tags or None, wall)
+            return record.succeeded(tags or None, wall, instances=instances)
         # Observe mode's OutOfSync keeps its plan for /status (one plan: a fan-out spec's
         # instances show their tags, and `diff` their plans); BaseMoved says what moved.
         plans = [r.plan for r in reports if r.state is SpecState.OUT_OF_SYNC]
         plan = plans[0] if len(reports) == 1 and plans else None
-        return record.succeeded(tags or None, wall, state, plan, error)
+        return record.succeeded(tags or None, wall, state, plan, error, instances)
 
     def _count(self, name: str, report: SpecReport) -> None:
         """Metrics of what a report's apply did, and the tags it wrote (for prune)."""

@@ -27,6 +27,28 @@ class TagStatus:
     observed: str | None
 
 
+def _tags_json(tags: tuple[TagStatus, ...]) -> list[dict[str, str | None]]:
+    return [{"target": t.target, "desired": t.desired, "observed": t.observed} for t in tags]
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One image of a fan-out spec, named as the CLI names it (`py[3.12.2-slim]`)."""
+
+    name: str
+    state: SpecState
+    tags: tuple[TagStatus, ...] = ()
+    message: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": str(self.state),
+            "tags": _tags_json(self.tags),
+            "message": self.message,
+        }
+
+
 @dataclass(frozen=True)
 class SpecStatus:
     key: str  # the spec's name, or "file:<file>" while the file has no valid spec
@@ -38,17 +60,17 @@ class SpecStatus:
     message: str | None = None
     failures: int = 0
     plan: SpecPlan | None = None  # what the spec still needs (observe mode), as diff shows it
+    instances: tuple[InstanceStatus, ...] = ()  # a fan-out spec's images, as of its last pass
 
     def as_json(self) -> dict[str, Any]:
-        shown = {"plan": plan_json(self.plan)} if self.plan is not None else {}
+        shown: dict[str, Any] = {"plan": plan_json(self.plan)} if self.plan is not None else {}
+        if self.instances:
+            shown["instances"] = [i.as_json() for i in self.instances]
         return shown | {
             "name": self.key,
             "file": self.file,
             "state": str(self.state),
-            "tags": [
-                {"target": t.target, "desired": t.desired, "observed": t.observed}
-                for t in self.tags
-            ],
+            "tags": _tags_json(self.tags),
             "lastAttempt": _iso(self.last_attempt),
             "lastSuccess": _iso(self.last_success),
             "message": self.message,
