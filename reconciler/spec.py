@@ -690,6 +690,10 @@ def _did_you_mean(loc: tuple[str | int, ...]) -> str:
     """ "; did you mean 'layers'?" when one field allowed where `loc` points is close to it."""
     if not loc or not isinstance(loc[-1], str):
         return ""
+    if len(loc) == 1:  # a spec field written at the top level: `layers:` at column 0
+        names = {f.alias or n for n, f in ImageSpecBody.model_fields.items()}
+        if loc[0] in names:
+            return f"; {loc[0]!r} is a field of spec: indent it under 'spec:'"
     models: list[type[BaseModel]] = [ImageSpecDocument]
     for part in loc[:-1]:
         if isinstance(part, int):

@@ -8,6 +8,7 @@ the user wrote. Only the core YAML tags are accepted; `!!python/...` and custom 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +164,46 @@ def _control_character(file: str, text: str, exc: yaml.reader.ReaderError) -> Sp
     return SpecError(SpecLocation(file, where), f"invalid YAML: control character U+{code:04X}")
 
 
+_KEY_LINE = re.compile(r"( *)([A-Za-z_][\w.-]*):(?:\s|$)")
+
+
+def _dedented_key(text: str, line: int) -> tuple[int, str, int] | None:
+    """Where a YAML error at `line` comes from, when a key above it was written with less
+    indentation than its siblings (`layers:` at column 0 among `spec:`'s fields): the parser
+    only trips at the next line of the block it ended, the mistake is the key. A key above
+    is the cause if indenting it and the lines under it like the error's line makes the
+    text parse. Returns (its line, the key, that indentation), or None."""
+    lines = text.splitlines()
+    if not 0 < line <= len(lines) or len(lines) > 2_000:
+        return None
+    here = _KEY_LINE.match(lines[line - 1])
+    if here is None or not here.group(1):
+        return None
+    indent = len(here.group(1))
+    tried = 0
+    for number in range(line - 1, 0, -1):
+        key = _KEY_LINE.match(lines[number - 1])
+        if key is None or len(key.group(1)) >= indent:
+            continue
+        above = [t for t in lines[: number - 1] if t.strip() and not t.lstrip().startswith("#")]
+        if not above or len(above[-1]) - len(above[-1].lstrip(" ")) <= len(key.group(1)):
+            continue  # not less indented than the line before it: not where a block broke
+        shift = " " * (indent - len(key.group(1)))
+        moved = [shift + t if t.strip() else t for t in lines[number - 1 : line - 1]]
+        try:
+            for _ in yaml.compose_all(
+                "\n".join([*lines[: number - 1], *moved, *lines[line - 1 :]])
+            ):
+                pass
+        except yaml.YAMLError:
+            tried += 1
+            if tried == 5:
+                return None
+            continue
+        return number, key.group(2), indent
+    return None
+
+
 def read_documents(file: str, text: str) -> Iterator[YamlDocument]:
     """Yield each non-empty document of a YAML stream. Raises SpecError on bad YAML."""
     _check_depth(file, text)
@@ -182,8 +223,17 @@ def read_documents(file: str, text: str) -> Iterator[YamlDocument]:
             except yaml.MarkedYAMLError as exc:
                 mark = exc.problem_mark or exc.context_mark
                 line = mark.line + 1 if mark else None
-                problem = exc.problem or str(exc)
-                raise SpecError(SpecLocation(file, line), f"invalid YAML: {problem}") from None
+                problem = f"invalid YAML: {exc.problem or exc}"
+                cause = _dedented_key(text, line) if line else None
+                if cause is not None and line is not None:
+                    at, key, indent = cause
+                    spaces = f"{indent} space{'s' if indent != 1 else ''}"
+                    problem = (
+                        f"invalid YAML: {key!r} is indented less than the fields before and "
+                        f"after it ({spaces}); the parser stopped at line {line}: {exc.problem}"
+                    )
+                    line = at
+                raise SpecError(SpecLocation(file, line), problem) from None
             except yaml.YAMLError as exc:
                 raise SpecError(SpecLocation(file), f"invalid YAML: {exc}") from None
             if node is None:

@@ -232,6 +232,46 @@ def test_document_errors(tmp_path: Path, text: str, expected: str) -> None:
     assert len(errors) == 1 and expected in errors[0], errors
 
 
+MISINDENTED = (
+    "spec:\n"
+    "  base: r.io/b:1\n"
+    "  targets: [r.io/a:1]\n"
+    "layers:\n"  # one level too far left: the parser trips over `annotations` below
+    "  - path: files/a\n"
+    "    destination: /a\n"
+    "  annotations: {a: b}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            MISINDENTED,
+            "x.yaml:6: invalid YAML: 'layers' is indented less than the fields before and "
+            "after it (2 spaces); the parser stopped at line 9: did not find expected '-' "
+            "indicator",
+        ),
+        (
+            MISINDENTED.replace("  annotations: {a: b}\n", ""),
+            "x.yaml:6: layers: unknown field; 'layers' is a field of spec: indent it under 'spec:'",
+        ),
+        (  # the error is at the key's own line: nothing above to blame
+            "spec:\n  base: r.io/b:1\n   targets: [r.io/a:1]\n",
+            "x.yaml:5: invalid YAML: mapping values are not allowed in this context",
+        ),
+    ],
+)
+def test_a_misindented_field_is_reported_where_it_is(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """Before: a `layers:` one level too far left on line 8 was reported at line 11, where
+    the parser stopped."""
+    write(tmp_path, "x.yaml", HEADER + text)
+    errors = errors_of(tmp_path)
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
 def test_alias_bomb_is_refused_in_bounded_time(tmp_path: Path) -> None:
     lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
     for i in range(1, 10):
