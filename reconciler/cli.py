@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import gc
+import inspect
 import os
 import sys
 from enum import StrEnum
@@ -632,6 +633,19 @@ class _RichProgress:
 
 def _terminal_progress() -> _RichProgress | None:
     return _RichProgress() if sys.stderr.isatty() else None
+
+
+def _unwrapped(doc: str) -> str:
+    """A docstring as help: its paragraphs each on one line (rich keeps a docstring's line
+    breaks, so `serve /healthz,` ended a line of its own at 80 columns)."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+for _typer in (app, config_app):
+    for _info in _typer.registered_commands:
+        if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+            _info.help = _unwrapped(_info.callback.__doc__)
 
 
 def main() -> None:

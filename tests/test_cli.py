@@ -77,6 +77,11 @@ def test_every_help_reads_whole(cli: Cli) -> None:
     save = cli("save", "--help", env_extra={"COLUMNS": "100"}).stdout
     assert "os/arch/variant" in save and "NAME:TAG" in save
     assert "--no-uncompressed-layers" not in save
+    # At 80 columns a sentence runs on: no line of a docstring ends a line of its own.
+    narrow = cli("--help", env_extra={"COLUMNS": "80"}).stdout
+    assert "serve /healthz, /readyz, /metrics and /status." in " ".join(
+        line.strip("│ ") for line in narrow.splitlines()
+    ), narrow
 
 
 def closed_port() -> int:
