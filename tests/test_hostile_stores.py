@@ -623,7 +623,7 @@ def apply_problems(run: Run, store: Store) -> list[str]:
     else:
         errors = "\n".join(line for line in bad if line.lstrip().startswith("!"))
         problems += message_problems("apply", errors, store)
-    if not re.match(r"^good \(.*good\.yaml\): Synced, 1 tag at sha256:\w+ \(applied\)", good[0]):
+    if not re.match(r"^good \(.*good\.yaml\): Synced, 1 tag at sha256:\w+ \(applied: ", good[0]):
         problems.append(f"apply: good spec reported as {good[0]!r}")
     return problems
 
