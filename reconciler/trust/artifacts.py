@@ -115,6 +115,11 @@ class SignatureManifest(NamedTuple):
         return tuple(d for d in (manifest.config, *manifest.layers) if d.digest not in pushed)
 
 
+def load_artifact_manifest(raw: bytes, where: str) -> ManifestDocument:
+    """A `.sig` or `.att` manifest: an image manifest of at most MAX_LAYERS layers."""
+    return _load_manifest(raw, where)
+
+
 def _load_manifest(raw: bytes, where: str) -> ManifestDocument:
     try:
         document = parse_document(raw, what=where)
