@@ -15,6 +15,11 @@ destination lacks, the manifest, its tag) and pushed after the image's tags.
   layouts alike.
 - **Attached** (`attach:`): files become OCI artifacts whose subject is the image, listed in
   the fallback referrers index of every target (merged with what other writers listed).
+- **Provenance** (`provenance:`, with signing): each manifest we sign also gets an SLSA
+  Provenance v1 statement (reconciler/model/provenance.py) in a DSSE envelope signed with the
+  same key, a layer of its `sha256-<hex>.att` manifest; our earlier statement is replaced
+  when it changed, other writers' layers are kept. An unchanged image keeps its statement
+  (compared without its times), remembered like signatures: a no-op costs one HEAD per `.att`.
 
 Several specs of a run may write the same artifact tag (fan-out instances whose base tags
 name one digest, two targets in one repository): each spec claims the tags it writes, in one
@@ -26,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +45,13 @@ from reconciler.errors import NotFoundError, TrustError
 from reconciler.memo import Memo
 from reconciler.model.desired import DesiredBlob, DesiredImage, DesiredManifest, artifact_image
 from reconciler.model.plan import ArtifactKind, ArtifactPlan, SpecPlan, build_plan
+from reconciler.model.provenance import (
+    SLSA_PROVENANCE,
+    BuildRun,
+    SourceFiles,
+    stable_part,
+    statement,
+)
 from reconciler.model.sources import ResolvedBase
 from reconciler.observe import Observer
 from reconciler.oci import mediatypes as mt
@@ -56,6 +70,7 @@ from reconciler.trust.artifacts import (
     Blob,
     artifact_manifest,
     has_signature,
+    load_artifact_manifest,
     parse_referrers_index,
     read_signature_manifest,
     referrers_index,
@@ -63,6 +78,15 @@ from reconciler.trust.artifacts import (
     tag_for,
 )
 from reconciler.trust.config import KeySource
+from reconciler.trust.dsse import (
+    DSSE_TYPE,
+    MAX_ENVELOPE,
+    PREDICATE_ANNOTATION,
+    attestation_manifest,
+    envelope,
+    parse_envelope,
+    verifies,
+)
 from reconciler.trust.files import MAX_KEY_FILE, read_small_file
 from reconciler.trust.simplesigning import signing_payload
 
@@ -184,8 +208,10 @@ class Attacher:
         default_key: KeySource | None,
         *,
         apply: bool = True,
+        provenance: BuildRun | None = None,
     ) -> None:
         self.stores = stores
+        self.provenance = provenance  # None: no statements (settings' provenance.enabled)
         self.resolver = resolver  # manifests by digest: once per run, cached in the state dir
         self.observer = observer
         self.cache = cache
@@ -217,11 +243,13 @@ class Attacher:
         for location in {t.location for t in desired.targets}:
             where = str(location)
             if signing is not None and location.is_registry:
-                out.add((where, tag_for(root, SIG_SUFFIX)))
-                if signing.recursive and desired.index is not None:
-                    out.update(
-                        (where, tag_for(m.document.digest, SIG_SUFFIX)) for m in desired.manifests
-                    )
+                suffixes = [SIG_SUFFIX] + ([ATT_SUFFIX] if self._attests(spec) else [])
+                for suffix in suffixes:
+                    out.add((where, tag_for(root, suffix)))
+                    if signing.recursive and desired.index is not None:
+                        out.update(
+                            (where, tag_for(m.document.digest, suffix)) for m in desired.manifests
+                        )
             if body.carry is not None:
                 out.update((where, tag_for(root, s)) for s in (SIG_SUFFIX, ATT_SUFFIX, SBOM_SUFFIX))
             if body.carry is not None or body.attach:
@@ -300,7 +328,14 @@ class Attacher:
                         desired, location, targets, digest, signer, signed, source
                     )
                 )
+                if signer is not None and self._attests(spec):
+                    plans.append(
+                        await self._attestation(spec, desired, base, location, digest, signer)
+                    )
         return tuple(p for p in plans if not p.plan.in_sync)
+
+    def _attests(self, spec: LoadedSpec) -> bool:
+        return self.provenance is not None and spec.body.provenance
 
     async def _key(self, source: KeySource) -> PrivateKey | None:
         try:
@@ -431,6 +466,83 @@ class Attacher:
         plan = build_plan(image, await self.observer.observe(image))
         kind = ArtifactKind.SIGNATURE if key is not None else ArtifactKind.CARRIED
         return ArtifactPlan(kind, label, plan, ("signed", fact(document.digest)))
+
+    async def _attestation(
+        self,
+        spec: LoadedSpec,
+        desired: DesiredImage,
+        base: ResolvedBase | None,
+        location: Location,
+        digest: Digest,
+        key: PrivateKey,
+    ) -> ArtifactPlan:
+        """The target's `.att` manifest for `digest` with our provenance statement: kept when
+        one of ours says the same but for its times, else ours replaced and theirs kept."""
+        assert self.provenance is not None  # noqa: S101 - called only when it is set
+        tag = tag_for(digest, ATT_SUFFIX)
+        address = Address(location, tag=tag)
+        label = f"provenance of {digest.short} (SLSA v1, key {key.public.short})"
+        finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        files = await self._source_files(spec)
+        body = statement(
+            spec, desired, base, str(location), digest, files, self.provenance, finished
+        )
+        stable = stable_part(body)
+        stable_digest = hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
+
+        def fact(att: Digest | None) -> str:
+            text = "\n".join(
+                [str(location), str(att), str(digest), key.public.fingerprint, stable_digest]
+            )
+            return hashlib.sha256(text.encode()).hexdigest()
+
+        current = await self._tag(address)
+        if current is not None and self.cache.has_fact("attested", fact(current)):
+            return _in_sync(desired, address, label, ArtifactKind.ATTESTATION)
+        existing = await self._get(location, tag) if current is not None else None
+        replaced: list[Digest] = []
+        if existing is not None:
+            where = f"attestation manifest {location}:{tag}"
+            for layer in load_artifact_manifest(existing, where).manifest.layers:
+                kind = (layer.annotations or {}).get(PREDICATE_ANNOTATION)
+                if layer.media_type != DSSE_TYPE or kind != SLSA_PROVENANCE:
+                    continue
+                raw = await self._blob(location, layer.digest)
+                try:
+                    parsed = parse_envelope(raw, f"{where}: layer {layer.digest.short}")
+                except TrustError:
+                    continue  # another writer's: theirs to mend
+                if not verifies(parsed, key.public.verify):
+                    continue  # not signed by our key: another writer's statement
+                if stable_part(parsed.body) == stable:
+                    self.cache.put_fact("attested", fact(current))
+                    return _in_sync(desired, address, label, ArtifactKind.ATTESTATION)
+                replaced.append(layer.digest)
+        new = envelope(body, key.sign)
+        raw, blobs = attestation_manifest(existing, replaced, new, SLSA_PROVENANCE)
+        document = _manifest(raw, f"attestation manifest for {location}:{tag}")
+        image = artifact_image(
+            desired.name, document, address, _desired_blobs(document, blobs, location)
+        )
+        plan = build_plan(image, await self.observer.observe(image))
+        return ArtifactPlan(
+            ArtifactKind.ATTESTATION, label, plan, ("attested", fact(document.digest))
+        )
+
+    async def _blob(self, location: Location, digest: Digest) -> bytes:
+        async with self.stores.slot(location):
+            try:
+                return await self.stores.reader(location).get_blob(digest, MAX_ENVELOPE)
+            except NotFoundError:
+                raise TrustError(
+                    f"{location}: blob {digest.short} vanished while it was read"
+                ) from None
+
+    async def _source_files(self, spec: LoadedSpec) -> SourceFiles:
+        """The spec file and its directory's lock file, by digest (read once per run)."""
+        return await self._memo.get(
+            ("files", spec.file), lambda: asyncio.to_thread(_read_sources, spec.file)
+        )
 
     @staticmethod
     def _unsigned(
@@ -635,9 +747,105 @@ def _manifest(raw: bytes, what: str) -> ManifestDocument:
     return document
 
 
-def _in_sync(desired: DesiredImage, address: Address, label: str) -> ArtifactPlan:
+def _in_sync(
+    desired: DesiredImage,
+    address: Address,
+    label: str,
+    kind: ArtifactKind = ArtifactKind.SIGNATURE,
+) -> ArtifactPlan:
     plan = SpecPlan(desired.name, desired.root.digest, (), (), (), (address,), 0)
-    return ArtifactPlan(ArtifactKind.SIGNATURE, label, plan)
+    return ArtifactPlan(kind, label, plan)
+
+
+def _read_sources(file: str) -> SourceFiles:
+    """The spec file's path as the repository names it (relative to the git top, else as
+    given) and digest, and the lock file beside it."""
+    path = Path(file)
+    shown = _repository_path(path)
+    lock = path.parent / "reconciler.lock"
+    try:
+        lock_data: bytes | None = lock.read_bytes()
+    except OSError:
+        lock_data = None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TrustError(f"{file}: cannot be read for its provenance ({exc.strerror})") from None
+    return SourceFiles(
+        shown,
+        Digest.of(data),
+        _repository_path(lock) if lock_data is not None else None,
+        Digest.of(lock_data) if lock_data is not None else None,
+    )
+
+
+# Where CI systems name the commit and the repository's URL (checked in this order).
+_CI_COMMIT = ("GITHUB_SHA", "CI_COMMIT_SHA", "BUILDKITE_COMMIT", "CIRCLE_SHA1", "GIT_COMMIT")
+_CI_REPOSITORY = ("CI_PROJECT_URL", "BUILDKITE_REPO", "CIRCLE_REPOSITORY_URL", "GIT_URL")
+
+
+def build_run(builder_id: str, specs_dir: Path, internal: Mapping[str, str]) -> BuildRun:
+    """What this apply says about itself in its statements: the repository and commit from
+    the CI's environment, else from `git` in the specs directory (none when neither knows)."""
+    import datetime
+    import uuid
+
+    from reconciler import __version__
+
+    commit = next((os.environ[k] for k in _CI_COMMIT if os.environ.get(k)), None)
+    repository = next((os.environ[k] for k in _CI_REPOSITORY if os.environ.get(k)), None)
+    if os.environ.get("GITHUB_REPOSITORY"):
+        server = os.environ.get("GITHUB_SERVER_URL") or "https://github.com"
+        repository = f"{server}/{os.environ['GITHUB_REPOSITORY']}"
+    if commit is None:
+        commit = _git(specs_dir, "rev-parse", "HEAD")
+    if repository is None and commit is not None:
+        repository = _git(specs_dir, "remote", "get-url", "origin")
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return BuildRun(
+        builder_id,
+        __version__,
+        f"urn:uuid:{uuid.uuid4()}",
+        started,
+        _without_userinfo(repository) if repository else None,
+        commit if commit and len(commit) <= 64 else None,
+        internal,
+    )
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), *args],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out = done.stdout.strip()
+    return out or None if done.returncode == 0 else None
+
+
+def _without_userinfo(url: str) -> str:
+    """A repository URL without credentials (`https://user:token@host/x` -> `https://host/x`):
+    statements are public."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url.rpartition("@")[2] if "@" in url.split(":", 1)[0] else url
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def _repository_path(path: Path) -> str:
+    absolute = path.absolute()
+    for parent in absolute.parents:
+        if (parent / ".git").exists():
+            return absolute.relative_to(parent).as_posix()
+    return path.as_posix()
 
 
 def _desired_blobs(

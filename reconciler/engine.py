@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from reconciler.attach import KEYS, Attacher
+from reconciler.attach import KEYS, Attacher, build_run
 from reconciler.blobmemory import BlobMemory
 from reconciler.cache import ContentCache
 from reconciler.errors import ReconcilerError, SettingsError, SpecError
@@ -24,6 +24,7 @@ from reconciler.lockfile import LockSet
 from reconciler.logs import current_spec
 from reconciler.model.desired import DesiredImage, build_desired
 from reconciler.model.plan import build_plan
+from reconciler.model.provenance import BuildRun
 from reconciler.model.report import RunReport, SpecReport
 from reconciler.model.sources import ResolvedBase, ResolvedLayer
 from reconciler.model.state import SpecState
@@ -102,6 +103,15 @@ class Engine:
         # The process ends after this pass (a one-shot command): what it leaves is not collected.
         self.last_pass = last_pass
 
+    def _build_run(self) -> BuildRun | None:
+        """What this run's provenance statements say about it; None without signing or with
+        provenance turned off."""
+        settings = self.settings
+        if settings.signing is None or not settings.provenance.enabled:
+            return None
+        internal = {"basePolicy": settings.base_policy if self.use_locks else "follow"}
+        return build_run(settings.provenance.builder_id, settings.specs_dir, internal)
+
     async def run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
         """One pass: every valid spec reconciled (or planned), every invalid one reported."""
         with _FROZEN_HEAP.held(collect=not self.last_pass):
@@ -136,6 +146,7 @@ class Engine:
             KEYS,
             self.settings.key_source(),
             apply=apply,
+            provenance=self._build_run(),
         )
         at_once = self.settings.concurrency * SPECS_PER_SLOT
         expanded = await _bounded(

@@ -183,6 +183,26 @@ class SigningSettings(BaseModel):
         return self
 
 
+class ProvenanceSettings(BaseModel):
+    """SLSA provenance for what apply signs (docs/provenance.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(
+        default=True,
+        description="With signing: a signed SLSA Provenance v1 statement per signed image, "
+        "in its .att manifest; false turns it off for every spec.",
+    )
+    builder_id: str = Field(
+        default="https://reconciler.dev/builder/v1",
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$",
+        description="runDetails.builder.id: a URI naming what runs apply (your CI workflow, "
+        "say); admission policies match it.",
+    )
+
+
 class HookSettings(BaseModel):
     """The daemon's webhooks, POST /hooks/registry and /hooks/git (docs/settings.md)."""
 
@@ -389,6 +409,10 @@ class Settings(BaseModel):
         "/etc/containers/policy.json works as it is): bases and named layer images must "
         "satisfy it. Key paths in it are relative to its own directory. A spec's `trust:` "
         "replaces it for that spec. Default: no policy (accept anything).",
+    )
+    provenance: ProvenanceSettings = Field(
+        default_factory=ProvenanceSettings,
+        description="SLSA provenance statements for the images apply signs (docs/provenance.md).",
     )
     signing: SigningSettings | None = Field(
         default=None,

@@ -356,6 +356,11 @@ class ImageSpecBody(SpecModel):
         description="Sign this spec's outputs with this key instead of the settings' "
         "signing key; false: do not sign them.",
     )
+    provenance: bool = Field(
+        default=True,
+        description="With signing: write a signed SLSA provenance statement for each image "
+        "signed (docs/provenance.md); false: none for this spec.",
+    )
     carry: CarrySpec | None = Field(
         default=None,
         description="A mirror (a spec that adds nothing to its base) copies the base's "

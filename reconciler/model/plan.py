@@ -81,6 +81,7 @@ class ArtifactKind(StrEnum):
     """What an artifact pushed beside an image is (supply chain, issue 12)."""
 
     SIGNATURE = "signature"  # our cosign signature, appended to the target's .sig manifest
+    ATTESTATION = "attestation"  # our signed SLSA provenance, in the target's .att manifest
     CARRIED = "carried"  # the base's .sig/.att/.sbom tag, copied along with a mirror
     REFERRERS = "referrers"  # artifacts whose subject is the image, with their fallback tag
 

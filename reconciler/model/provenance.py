@@ -22,7 +22,6 @@ from reconciler.spec import LoadedSpec
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://reconciler.dev/buildtypes/imagespec/v1"
-DEFAULT_BUILDER = "https://reconciler.dev/builder/v1"
 
 
 @dataclass(frozen=True)
@@ -172,11 +171,26 @@ def statement(
 
 
 def stable_part(body: bytes) -> Any:
-    """A statement without its run's metadata (times, invocation): what stays the same when
-    nothing about the image changed. None when `body` is no statement of ours."""
+    """What two statements are compared by: one without its run's metadata (times,
+    invocation), the commit and repository it was made at, and the lock file (its digest
+    moves with every other spec's entry). An unchanged image keeps its statement across
+    commits; a changed spec file or dependency gets a new one. None when `body` is no
+    statement of ours."""
     try:
         document = json.loads(body)
-        document["predicate"]["runDetails"].pop("metadata", None)
+        predicate = document["predicate"]
+        predicate["runDetails"].pop("metadata", None)
+        definition = predicate["buildDefinition"]
+        definition["externalParameters"].pop("source", None)
+        kept = []
+        for entry in definition["resolvedDependencies"]:
+            if entry.get("name") == "lock":
+                continue
+            uri = entry.get("uri")
+            if isinstance(uri, str) and uri.startswith("git+"):
+                entry["uri"] = uri.rpartition("#")[2]
+            kept.append(entry)
+        definition["resolvedDependencies"] = kept
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return document
