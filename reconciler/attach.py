@@ -49,6 +49,7 @@ from reconciler.model.provenance import (
     SLSA_PROVENANCE,
     BuildRun,
     SourceFiles,
+    spec_of,
     stable_part,
     statement,
 )
@@ -514,6 +515,8 @@ class Attacher:
                     continue  # another writer's: theirs to mend
                 if not verifies(parsed, key.public.verify):
                     continue  # not signed by our key: another writer's statement
+                if spec_of(parsed.body) != (files.spec_path, spec.name):
+                    continue  # another spec's statement for the same image: it stays
                 if stable_part(parsed.body) == stable:
                     self.cache.put_fact("attested", fact(current))
                     return _in_sync(desired, address, label, ArtifactKind.ATTESTATION)

@@ -95,7 +95,7 @@ def describe_applied(plan: SpecPlan, result: ExecResult) -> str:
         f"{_plural(pushed, 'blob')} ({human_size(result.bytes_pushed)}) pushed" if pushed else "",
         f"{_plural(result.mounted, 'blob')} mounted" if result.mounted else "",
         f"{_plural(result.manifests, 'manifest')} pushed" if result.manifests else "",
-        f"{_plural(result.artifacts, 'artifact')} (signatures, referrers) written"
+        f"{_plural(result.artifacts, 'artifact')} (signatures, attestations, referrers) written"
         if result.artifacts
         else "",
     ]

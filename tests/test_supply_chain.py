@@ -283,16 +283,17 @@ def test_signing_images_already_pushed_counts_signatures_as_artifacts(
     document = json.loads(signed.stdout)
     summary = document["summary"]
     assert (summary["manifestsPushed"], summary["tagsSet"]) == (0, 0), summary
-    assert summary["artifactsWritten"] == 3, summary  # one .sig per manifest
-    assert document["specs"][0]["applied"]["artifacts"] == 3
+    assert summary["artifactsWritten"] == 6, summary  # one .sig and one .att per manifest
+    assert document["specs"][0]["applied"]["artifacts"] == 6
     cli.write_spec(
         "app.yaml", f"base: {host}/base/multi:1\ntargets: [{host}/{repo}:1, {host}/{repo}:2]\n"
     )
     text = cli("apply", env_extra=env)
     assert text.code == 0, text.stderr
-    # The new tag is a new identity in each manifest's signature: 3 artifacts written again.
-    assert "; 0 manifests, 1 tag, 3 artifacts;" in text.stdout.splitlines()[-1], text.stdout
-    assert "3 artifacts (signatures, referrers) written)" in text.stdout
+    # The new tag is a new identity in each manifest's signature, and a changed spec file in
+    # each provenance statement: 6 artifacts written again.
+    assert "; 0 manifests, 1 tag, 6 artifacts;" in text.stdout.splitlines()[-1], text.stdout
+    assert "6 artifacts (signatures, attestations, referrers) written)" in text.stdout
 
 
 def test_a_wrong_passphrase_is_a_clear_error_that_never_shows_the_secret(

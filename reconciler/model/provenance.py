@@ -194,3 +194,14 @@ def stable_part(body: bytes) -> Any:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return document
+
+
+def spec_of(body: bytes) -> tuple[str, str] | None:
+    """The spec (path, name) a statement of ours was made from: two specs that build the same
+    image each keep their own statement beside the other's."""
+    try:
+        spec = json.loads(body)["predicate"]["buildDefinition"]["externalParameters"]["spec"]
+        path, name = spec["path"], spec["name"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (path, name) if isinstance(path, str) and isinstance(name, str) else None
