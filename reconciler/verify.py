@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,8 +38,10 @@ from reconciler.resolve import Resolver
 from reconciler.spec import LoadedSpec
 from reconciler.store.open import Stores
 from reconciler.trust.artifacts import (
+    ATT_SUFFIX,
     SIG_SUFFIX,
     SignatureEntry,
+    load_artifact_manifest,
     read_signature_manifest,
     tag_for,
 )
@@ -51,6 +53,7 @@ from reconciler.trust.policy import (
     Reject,
     Requirement,
     SignedBy,
+    SigstoreAttested,
     SigstoreSigned,
     describe_gpg_keys,
     key_source,
@@ -220,7 +223,7 @@ class Verifier:
             )
         keys = {}
         for r in requirements:
-            if isinstance(r, SigstoreSigned):
+            if isinstance(r, (SigstoreSigned, SigstoreAttested)):
                 try:
                     keys[id(r)] = self._keys_of(r, source.directory, source.origin)
                 except TrustError as exc:
@@ -229,10 +232,15 @@ class Verifier:
                         f"{key_source(r)}, which cannot be used: {exc}"
                     ) from None
 
-        def keys_for(requirement: SigstoreSigned) -> tuple[PublicKey, ...]:
+        def keys_for(requirement: SigstoreSigned | SigstoreAttested) -> tuple[PublicKey, ...]:
             return keys[id(requirement)]
 
+        attested = [r for r in requirements if isinstance(r, SigstoreAttested)]
+        signed = [r for r in requirements if not isinstance(r, SigstoreAttested)]
+        needs_signature = not all(isinstance(r, InsecureAcceptAnything) for r in signed)
         identity = self._identity(subject)
+        if identity is None and not needs_signature:
+            identity = ImageIdentity("localhost", "local-image", None)  # never compared
         if identity is None and all(
             isinstance(r.identity, (ExactReference, ExactRepository))
             for r in requirements
@@ -253,27 +261,92 @@ class Verifier:
             return
 
         async def check() -> Verdict:
-            signatures, problems = await self._signatures(subject)
-            verdict = verify(
-                requirements,
-                scope,
-                identity,
-                subject.digest,
-                signatures,
-                keys_for,
-                lambda: self._known_keys(source, requirements),
-            )
+            verdict = Verdict(True, f"no signature asked for by policy scope {scope}")
+            if needs_signature:
+                signatures, problems = await self._signatures(subject)
+                verdict = verify(
+                    signed,
+                    scope,
+                    identity,
+                    subject.digest,
+                    signatures,
+                    keys_for,
+                    lambda: self._known_keys(source, requirements),
+                )
+                if not verdict.accepted and problems:
+                    skipped = "; ".join(problems[:3])
+                    reason = f"{verdict.reason} (malformed signatures skipped: {skipped})"
+                    return Verdict(False, reason)
+            if verdict.accepted and attested:
+                verdict = await self._attested(subject, scope, attested, keys_for)
             if verdict.accepted:
                 self.cache.put_fact("verified", fact)
-            elif problems:
-                skipped = "; ".join(problems[:3])
-                return Verdict(False, f"{verdict.reason} (malformed signatures skipped: {skipped})")
             return verdict
 
         # Shared by every spec asking the same question this run; each names itself.
         verdict = await self._memo.get(("verify", subject.location, subject.digest, fact), check)
         if not verdict.accepted:
             raise TrustError(f"{not_trusted}: {verdict.reason}")
+
+    async def _attested(
+        self,
+        subject: Subject,
+        scope: str,
+        wanted: Sequence[SigstoreAttested],
+        keys_for: Callable[[SigstoreAttested], tuple[PublicKey, ...]],
+    ) -> Verdict:
+        """Each `sigstoreAttested` requirement on the subject's `.att` envelopes."""
+        from reconciler.trust.attest import check_attestations
+        from reconciler.trust.verify import Verdict
+
+        envelopes = await self._envelopes(subject, {r.predicate_type for r in wanted})
+        reasons = []
+        for requirement in wanted:
+            outcome = check_attestations(
+                requirement,
+                scope,
+                subject.digest,
+                envelopes.get(requirement.predicate_type, []),
+                keys_for(requirement),
+            )
+            if not outcome.accepted:
+                return Verdict(False, outcome.reason)
+            reasons.append(outcome.reason)
+        return Verdict(True, "; ".join(reasons))
+
+    async def _envelopes(self, subject: Subject, types: set[str]) -> dict[str, list[bytes]]:
+        """The DSSE envelopes of the subject's `.att` manifest, by predicate type (the layer's
+        annotation), the newest MAX_SIGNATURES; none when it has no `.att` tag."""
+        from reconciler.trust.attest import MAX_ATTESTATIONS
+        from reconciler.trust.dsse import DSSE_TYPE, MAX_ENVELOPE, PREDICATE_ANNOTATION
+
+        reader = self.stores.reader(subject.location)
+        tag = tag_for(subject.digest, ATT_SUFFIX)
+        try:
+            async with self.stores.slot(subject.location):
+                document = await reader.get_manifest(tag)
+        except NotFoundError:
+            return {}
+        manifest = load_artifact_manifest(
+            document.raw, f"attestation manifest {subject.location}:{tag}"
+        )
+        layers = [
+            layer
+            for layer in manifest.manifest.layers
+            if layer.media_type == DSSE_TYPE
+            and (layer.annotations or {}).get(PREDICATE_ANNOTATION) in types
+            and layer.size <= MAX_ENVELOPE
+        ][-MAX_ATTESTATIONS:]
+
+        async def blob(digest: Digest) -> bytes:
+            async with self.stores.slot(subject.location):
+                return await reader.get_blob(digest, MAX_ENVELOPE)
+
+        data = await asyncio.gather(*(blob(layer.digest) for layer in layers))
+        out: dict[str, list[bytes]] = {}
+        for layer, raw in zip(layers, data, strict=True):
+            out.setdefault((layer.annotations or {})[PREDICATE_ANNOTATION], []).append(raw)
+        return out
 
     def _known_keys(self, source: PolicySource, wanted: Sequence[Requirement]) -> list[KnownKey]:
         """The keys the policy names for other requirements (unreadable ones left out: they
@@ -301,7 +374,7 @@ class Verifier:
         return list(known.values())
 
     def _keys_of(
-        self, requirement: SigstoreSigned, directory: Path, origin: str
+        self, requirement: SigstoreSigned | SigstoreAttested, directory: Path, origin: str
     ) -> tuple[PublicKey, ...]:
         known = self._keys.get((id(requirement), directory))
         if known is None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,67 @@ def test_provenance_false_and_the_setting_turn_it_off(cli: Cli, world: World) ->
     cli.write_spec("a.yaml", f"base: {host}/base/multi:1\ntargets: [{host}/{repo}:b]\n")
     assert cli("apply", env_extra=env).code == 0
     assert provenance.attestations(host, repo, sha256(inspect_raw(f"{host}/{repo}:b")), key) == []
+
+
+def attested_policy(cli: Cli, scope: str, key: cosign.KeyPair, **extra: object) -> Path:
+    """A policy whose `scope` needs an SLSA provenance signed by `key` (and `extra`), the rest
+    accepted: reconciler's `sigstoreAttested` extension."""
+    pem = cli.root / "builder.pub"
+    pem.write_bytes(key.public_pem())
+    requirement = {"type": "sigstoreAttested", "keyPath": pem.name, **extra}
+    policy = {
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {scope: [requirement]}},
+    }
+    path = cli.root / "attested-policy.json"
+    path.write_text(json.dumps(policy))
+    return path
+
+
+def test_a_base_must_carry_the_provenance_the_policy_asks_for(cli: Cli, world: World) -> None:
+    host = world.a.host
+    builder = cosign.generate_key()
+    env = signing_env(cli, builder, b"builder " + uuid.uuid4().hex.encode())
+    run = uuid.uuid4().hex[:8]
+    # The platform team's base, built and attested by reconciler itself.
+    cli.write_spec(
+        "base.yaml",
+        f"base: {host}/base/single:1\nannotations: {{tier: base}}\n"
+        f"targets: [{host}/attested-base/{run}:1]\n",
+        "platform-base",
+    )
+    assert cli("apply", env_extra=env).code == 0
+    (cli.specs / "base.yaml").unlink()
+
+    scope = f"{host}/attested-base"
+    app = f"{host}/attested-app/{run}"
+    cli.write_spec("app.yaml", f"base: {host}/attested-base/{run}:1\ntargets: [{app}:1]\n", "app")
+    policy = attested_policy(
+        cli, scope, builder, builderIds=["https://reconciler.dev/builder/v1"],
+        buildTypes=["https://reconciler.dev/buildtypes/imagespec/v1"],
+    )  # fmt: skip
+    plain = {"RECONCILER_TRUST_POLICY": str(policy)}
+    accepted = cli("apply", env_extra=plain)
+    assert accepted.code == 0, accepted.stdout + accepted.stderr
+
+    # Another builder id: refused, naming the image, the scope and what it found.
+    policy = attested_policy(cli, scope, builder, builderIds=["https://ci.example.com/x"])
+    (cli.specs / "app.yaml").write_text((cli.specs / "app.yaml").read_text().replace(":1]", ":2]"))
+    refused = cli("apply", env_extra=plain)
+    assert refused.code == 1
+    out = refused.stdout.replace(str(cli.specs), "specs")
+    assert f"specs/app.yaml:6: spec.base: {host}/attested-base/{run}:1@sha256:" in out, out
+    assert (
+        f"policy scope {scope} wants an attestation of type https://slsa.dev/provenance/v1 "
+        "signed by ECDSA P-256 key" in out
+    ), out
+    assert "but builder.id is 'https://reconciler.dev/builder/v1'" in out, out
+    assert cosign.RegistryReader(host).manifest(f"attested-app/{run}", "2") is None
+
+    # A base with no attestation at all, under a scope that asks for one.
+    policy = attested_policy(cli, f"{host}/base/single", builder)
+    cli.write_spec("app.yaml", f"base: {host}/base/single:1\ntargets: [{app}:3]\n", "app")
+    bare = cli("apply", env_extra=plain)
+    assert bare.code == 1
+    assert "no attestation of type https://slsa.dev/provenance/v1 for sha256:" in bare.stdout
+    assert cosign.RegistryReader(host).manifest(f"attested-app/{run}", "3") is None

@@ -182,8 +182,30 @@ class SignedBy(_Keyed):
     key_type: Literal["GPGKeys"] = Field(alias="keyType")
 
 
+SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
+
+
+class SigstoreAttested(_Keyed):
+    """reconciler's extension (docs/provenance.md): the image carries an in-toto attestation
+    of `predicateType`, signed by one of the keys, in cosign's `.att` manifest; `builderIds`
+    and `buildTypes` narrow an SLSA provenance to whose and which build. containers/image
+    does not know this type: a policy that uses it is reconciler's own."""
+
+    type: Literal["sigstoreAttested"] = "sigstoreAttested"
+    predicate_type: str = Field(default=SLSA_PROVENANCE_V1, alias="predicateType", min_length=1)
+    builder_ids: tuple[str, ...] | None = Field(default=None, alias="builderIds", min_length=1)
+    build_types: tuple[str, ...] | None = Field(default=None, alias="buildTypes", min_length=1)
+
+    @model_validator(mode="after")
+    def _no_identity(self) -> SigstoreAttested:
+        if self.signed_identity is not None:
+            raise ValueError("signedIdentity: an attestation names its image by digest")
+        return self
+
+
 Requirement = Annotated[
-    InsecureAcceptAnything | Reject | SigstoreSigned | SignedBy, Field(discriminator="type")
+    InsecureAcceptAnything | Reject | SigstoreSigned | SignedBy | SigstoreAttested,
+    Field(discriminator="type"),
 ]
 Requirements = Annotated[tuple[Requirement, ...], Field(min_length=1)]
 
@@ -369,7 +391,7 @@ def _load_yaml(raw: bytes, where: str) -> Any:
     return documents[0].value
 
 
-def key_source(requirement: SigstoreSigned | SignedBy) -> str:
+def key_source(requirement: _Keyed) -> str:
     """Where a requirement's keys come from, as the policy names them (for messages):
     `keyPath keys/base.pub`, `keyPaths a.pub, b.pub` or `keyData` (its bytes are not shown)."""
     if requirement.key_data is not None:
@@ -380,7 +402,7 @@ def key_source(requirement: SigstoreSigned | SignedBy) -> str:
 
 
 def keys_of(
-    requirement: SigstoreSigned | SignedBy, base_dir: Path, where: str = "trust policy"
+    requirement: _Keyed, base_dir: Path, where: str = "trust policy"
 ) -> tuple[PublicKey, ...]:
     """The public keys a requirement names: `keyPath`/`keyPaths` read relative to `base_dir`
     (a policy file's directory), or `keyData` (base64 of the PEM, as in policy.json)."""

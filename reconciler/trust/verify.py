@@ -42,6 +42,7 @@ from reconciler.trust.policy import (
     RemapIdentity,
     Requirement,
     SignedBy,
+    SigstoreAttested,
     SigstoreSigned,
     key_source,
     normalise,
@@ -51,7 +52,7 @@ from reconciler.trust.simplesigning import parse_payload
 if TYPE_CHECKING:  # keys load cryptography: only when a key is read
     from reconciler.trust.keys import PublicKey
 
-KeysFor = Callable[[SigstoreSigned], "tuple[PublicKey, ...]"]
+KeysFor = Callable[["SigstoreSigned | SigstoreAttested"], "tuple[PublicKey, ...]"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def _one(
         return Verdict(True, f"accepted without a signature by policy scope {scope}")
     if isinstance(requirement, Reject):
         return Verdict(False, f"rejected by policy scope {scope}")
+    if isinstance(requirement, SigstoreAttested):  # checked on the attestations (attest.py)
+        return Verdict(True, f"attestation required by policy scope {scope}")
     if isinstance(requirement, SignedBy):
         return Verdict(
             False,
@@ -344,7 +347,7 @@ def cache_key(
         parts.append([*normalise(identity.host, identity.repository), identity.tag])
     for requirement in requirements:
         parts.append(requirement.model_dump(mode="json", by_alias=True, exclude_none=True))
-        if keys_for is not None and isinstance(requirement, SigstoreSigned):
+        if keys_for is not None and isinstance(requirement, (SigstoreSigned, SigstoreAttested)):
             parts.append(sorted(k.fingerprint for k in keys_for(requirement)))
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return f"{digest}/{hashlib.sha256(text.encode()).hexdigest()[:32]}"
