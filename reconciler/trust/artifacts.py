@@ -269,11 +269,19 @@ def signature_manifest(
         )
     if base is not None and not blobs and not added:
         return SignatureManifest(base.raw, ())
+    raw, config = layers_manifest(base, layers, "signature manifest")
+    return SignatureManifest(raw, (config, *blobs.values()))
+
+
+def layers_manifest(
+    base: ManifestDocument | None, layers: Sequence[Descriptor], what: str
+) -> tuple[bytes, Blob]:
+    """A `.sig` or `.att` manifest of `layers` (in `base`'s media type and annotations, when
+    it replaces one) and its config, as cosign writes them."""
     if len(layers) > MAX_LAYERS:
-        raise TrustError(f"a signature manifest of {len(layers)} layers would pass {MAX_LAYERS}")
+        raise TrustError(f"a {what} of {len(layers)} layers would pass {MAX_LAYERS}")
     media_type = base.media_type if base else mt.OCI_MANIFEST
-    config_type = mt.format_of(media_type).config_type
-    config = Blob.of(signature_config(layers), config_type)
+    config = Blob.of(signature_config(layers), mt.format_of(media_type).config_type)
     manifest = Manifest(
         schema_version=2,
         media_type=media_type,
@@ -281,7 +289,7 @@ def signature_manifest(
         layers=tuple(layers),
         annotations=base.manifest.annotations if base else None,
     )
-    return SignatureManifest(canonical_json(manifest), (config, *blobs.values()))
+    return canonical_json(manifest), config
 
 
 def referrers_index(existing: bytes | None, descriptors: Sequence[Descriptor]) -> bytes:

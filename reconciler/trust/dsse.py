@@ -22,15 +22,13 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from reconciler.errors import TrustError
-from reconciler.oci import mediatypes as mt
 from reconciler.oci.digest import Digest
-from reconciler.oci.models import Descriptor, Manifest, canonical_json
+from reconciler.oci.models import Descriptor
 from reconciler.trust.artifacts import (
-    MAX_LAYERS,
     SIGNATURE_ANNOTATION,
     Blob,
+    layers_manifest,
     load_artifact_manifest,
-    signature_config,
 )
 
 DSSE_TYPE = "application/vnd.dsse.envelope.v1+json"
@@ -116,15 +114,5 @@ def attestation_manifest(
                 annotations={SIGNATURE_ANNOTATION: "", PREDICATE_ANNOTATION: predicate_type},
             )
         )
-    if len(layers) > MAX_LAYERS:
-        raise TrustError(f"an attestation manifest of {len(layers)} layers would pass {MAX_LAYERS}")
-    media_type = base.media_type if base else mt.OCI_MANIFEST
-    config = Blob.of(signature_config(layers), mt.format_of(media_type).config_type)
-    manifest = Manifest(
-        schema_version=2,
-        media_type=media_type,
-        config=config.descriptor(),
-        layers=tuple(layers),
-        annotations=base.manifest.annotations if base else None,
-    )
-    return AttestationManifest(canonical_json(manifest), (config, blob))
+    raw, config = layers_manifest(base, layers, "attestation manifest")
+    return AttestationManifest(raw, (config, blob))
