@@ -292,6 +292,15 @@ class Settings(BaseModel):
         "document read whole (manifest, config, token, error body) head and body together, "
         "however the bytes trickle in; then it fails as a transport failure (retried).",
     )
+    spec_deadline: float = Field(
+        default=600.0,
+        ge=1.0,
+        le=86400.0,
+        description="Daemon: seconds one spec's reconcile may take in a pass, waits for "
+        "concurrency slots and request budget included; past it the spec's work is cancelled "
+        "(its slots and connections freed), it is Failed naming the request it was waiting "
+        "on, the other specs go on, and it is retried after its backoff.",
+    )
     min_transfer_rate: int = Field(
         default=16 * 1024,
         ge=0,
@@ -600,6 +609,7 @@ DAEMON_ONLY = frozenset(
         "resync_jitter",
         "debounce",
         "shutdown_grace",
+        "spec_deadline",
         "listen",
         "http_read_timeout",
         "http_keep_alive_timeout",

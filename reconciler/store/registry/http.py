@@ -60,6 +60,7 @@ from reconciler.store.registry.auth import (
 )
 from reconciler.store.registry.budget import Budgets
 from reconciler.store.registry.http1 import Origin
+from reconciler.store.registry.inflight import InFlight
 from reconciler.store.registry.limits import Progress, TooSlow, WireLimits
 from reconciler.store.registry.numbers import HeaderNumberError, header_decimal, shown
 from reconciler.store.registry.retry import RetryPolicy, parse_retry_after
@@ -107,6 +108,7 @@ class HttpTransport:
         self._answered: set[str] = set()  # host[:port] of every origin that answered once
         self._api: dict[str, str] = {}  # registry host -> host[:port] its API is served from
         self.budgets = budgets or Budgets(cap=self.retry.cap)
+        self.in_flight = InFlight()  # each spec's requests on the wire (spec_deadline's message)
         for host, entry in self._options.items():
             if entry.requests_per_second is not None:
                 # Keyed by the host requests go to (Docker Hub's API host for docker.io).
@@ -270,6 +272,7 @@ class HttpTransport:
             )
             # The budget before the pool: a request waiting for its turn holds no connection.
             ticket = await self.budgets.take(netloc(url), method, log_safe(url))
+            sent = self.in_flight.begin(method, log_safe(url))
             loop = asyncio.get_running_loop()
             # A streamed body (a blob upload) takes what its source takes: its pace is the
             # source's to keep (body_chunks' rate rule), and the answer's head comes after it.
@@ -280,18 +283,23 @@ class HttpTransport:
                         response = await pool.handle_async_request(request)
                         response.request = request
                         response.extensions = {**response.extensions, _DEADLINE: deadline}
-                        if not stream:
+                        if stream:
+                            response.stream = sent.watching(response.stream)  # until closed
+                        else:
                             response = await _read_whole(response)
+                            sent.end()
                 except TimeoutError:
                     raise httpx.ReadTimeout(
                         f"no whole answer in {self.limits.deadline:g} s (request_deadline)"
                     ) from None
             except httpx.HTTPError as exc:
+                sent.end()
                 self.budgets.answered(netloc(url), ticket, None)
                 if self._on_response is not None:
                     self._on_response(netloc(url), method, 0)
                 raise self._transport_error(exc, method, url) from exc
             except BaseException:
+                sent.end()
                 self.budgets.answered(netloc(url), ticket, None)
                 raise
             try:
