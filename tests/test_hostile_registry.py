@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Cli, World
 from tests.support.hostile import run_reconciler
-from tests.support.hostileregistry import CASES, LIMITS, HostileRegistry
+from tests.support.hostileregistry import BY_NAME, CASES, LIMITS, HostileRegistry
 
 PEAK_LIMIT_MIB = 300
 
@@ -131,3 +131,33 @@ def test_messages_name_the_announced_size_and_registry(
     assert "announced 100000000 bytes (Content-Length), over the 4194304-byte limit" in (
         result.stdout
     )
+
+
+@pytest.mark.parametrize(
+    ("case", "path"),
+    [
+        ("token-answer-cut-short", "/token/token-answer-cut-short"),
+        ("404-error-body-cut-short", "/v2/hostile/404-error-body-cut-short/manifests/sha256:"),
+        ("401-error-body-cut-short", "/v2/hostile/401-error-body-cut-short/manifests/sha256:"),
+    ],
+)
+@pytest.mark.parametrize("retries", [0, 1])
+def test_an_answer_cut_short_is_fetched_again_then_fails_naming_the_registry(
+    cli: Cli, case: str, path: str, retries: int
+) -> None:
+    """A token answer, or an error answer's body, cut short is fetched again within `retries`
+    (counted at the server), then the spec fails saying so, naming the registry."""
+    server = HostileRegistry()
+    try:
+        cli.write_spec(
+            f"{case}.yaml", f"base: {server.host}/hostile/{case}:1\ntargets: [r.invalid/x:1]"
+        )
+        result = cli("diff", "-o", "json", env_extra={**LIMITS, "RECONCILER_RETRIES": str(retries)})
+    finally:
+        server.close()
+    assert result.code == 1, result.stderr
+    error = outcome(result.stdout)[case]["error"]
+    assert server.host in error and BY_NAME[case].says in error, error
+    assert "internal error" not in error and "Traceback" not in result.stderr
+    sent = [p for method, p in server.requests if method == "GET" and p.startswith(path)]
+    assert len(sent) == retries + 1, server.requests

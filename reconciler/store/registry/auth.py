@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from reconciler.errors import AuthError, DocumentError, RegistryError
+from reconciler.errors import AuthError, BodyError, DocumentError, RegistryError
 from reconciler.memo import Shared
 from reconciler.oci.document import load_json
 
@@ -424,7 +424,7 @@ class HostAuth:
             status, body = await self._fetch(method, url, headers, form)
         except RegistryError as exc:
             cause = exc.__cause__
-            if exc.retryable and "while reading the body" in str(exc):
+            if isinstance(exc, BodyError):
                 # Its body cut short: the registry request that needed it tries again.
                 why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
                 raise RegistryError(

@@ -43,6 +43,7 @@ from reconciler import __version__
 from reconciler.errors import (
     RETRYABLE_STATUSES,
     AuthError,
+    BodyError,
     DocumentError,
     NotFoundError,
     ReconcilerError,
@@ -503,13 +504,12 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
                     )
     except TimeoutError:
         request = response.request
-        raise RegistryError(
+        raise BodyError(
             f"{netloc(request.url)}: {len(body)} bytes of the body in the request deadline, "
             "then no more time (request_deadline)",
             method=request.method,
             url=log_safe(request.url),
             status=response.status_code,
-            retryable=True,
         ) from None
     return bytes(body)
 
@@ -546,12 +546,11 @@ async def body_chunks(
             yield bytes(pending)
     except (httpx.HTTPError, TooSlow) as exc:
         await response.aclose()
-        raise RegistryError(
+        raise BodyError(
             f"{type(exc).__name__} from {netloc(request.url)} while reading the body: {exc}",
             method=request.method,
             url=log_safe(request.url),
             status=response.status_code,
-            retryable=True,
         ) from exc
 
 
@@ -591,7 +590,11 @@ class ErrorEnvelope(BaseModel):
 async def error_from(
     response: httpx.Response, message: str, *, retryable: bool | None = None
 ) -> RegistryError:
-    """An error for an unexpected answer, carrying the registry's error codes; closes it."""
+    """An error for an unexpected answer, carrying the registry's error codes; closes it.
+
+    An error body cut short (or not whole by the request's deadline) makes the error retryable
+    whatever its status, unless `retryable` says otherwise: the answer was not whole, and the
+    retry policy fetches it again; once the retries are spent, the message says so."""
     details: tuple[RegistryErrorDetail, ...] = ()
     try:
         body = await read_capped(response, ERROR_BODY_LIMIT)
@@ -600,6 +603,14 @@ async def error_from(
             details = tuple(
                 RegistryErrorDetail(e.code, e.message[:500]) for e in envelope.errors[:20]
             )
+    except BodyError as exc:
+        cause = exc.__cause__
+        why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        where = netloc(response.request.url)
+        message = (
+            f"{message}: {where} answered {response.status_code}, its error body cut short ({why})"
+        )
+        retryable = True if retryable is None else retryable
     except (ReconcilerError, ValidationError, httpx.HTTPError):
         pass  # the status alone still says what went wrong
     finally:
