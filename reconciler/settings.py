@@ -268,8 +268,8 @@ class Settings(BaseModel):
         ge=0,
         le=20,
         description="Retries of one request or blob transfer after a transport failure, 408, "
-        "429 or 5xx, or a manifest or config whose body is cut short or does not match its "
-        "digest, before the spec fails.",
+        "429 or 5xx, or a manifest, config, token answer or error body cut short, or a "
+        "document that does not match its digest, before the spec fails.",
     )
     retry_delay: float = Field(
         default=0.5,
