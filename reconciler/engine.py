@@ -211,7 +211,12 @@ class Engine:
         except TimeoutError:
             if not timer.expired():
                 raise  # not ours: the work's own (it reports those itself)
-        on = f"it was waiting on {'; '.join(waited)}" if waited else "no registry request in flight"
+        on = (
+            f"it was waiting on {'; '.join(waited)}"
+            if waited
+            else "no request of its own on the wire: it was waiting for a concurrency slot, or "
+            "for work another spec started"
+        )
         message = (
             f"spec {spec.name}: pass over spec_deadline ({seconds:g} s), cancelled ({on}); "
             "its concurrency slots are free, and the next pass tries it again"
