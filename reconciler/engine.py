@@ -4,6 +4,14 @@ The CLI (`diff`, `apply`) and the daemon call this same engine. Specs run concur
 independently: a spec that fails is reported as Failed, and never stops the others. Requests
 are shared across specs within one pass (a base tag is resolved once, a digest checked once,
 a blob pushed once).
+
+With a `spec_deadline` (the daemon's), each spec's reconcile (a fan-out spec's expansion, and
+each of its instances) runs against a clock of its own, started when a worker takes it up:
+past it, its work is cancelled, and with it whatever it started that no other spec waits for
+(memo.Shared), so the concurrency slots, connections and budget turns it held are freed; it is
+reported Failed, naming the deadline and the registry requests it was waiting on, and the other
+specs go on. `on_spec` hears each spec's reports as soon as they are all in, so that a daemon
+shows a finished spec without waiting for the slowest of its pass.
 """
 
 from __future__ import annotations
@@ -92,6 +100,8 @@ class Engine:
         watch_locked_bases: bool = False,
         require_locks: bool = False,
         last_pass: bool = False,
+        spec_deadline: float | None = None,
+        on_spec: Callable[[str, list[SpecReport]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.stores = stores
@@ -102,6 +112,8 @@ class Engine:
         self.require_locks = require_locks  # and fail a spec that no lock covers
         # The process ends after this pass (a one-shot command): what it leaves is not collected.
         self.last_pass = last_pass
+        self.spec_deadline = spec_deadline  # seconds each spec may take (the daemon's)
+        self.on_spec = on_spec  # told (spec name, its reports) as each spec ends
 
     def _build_run(self) -> BuildRun | None:
         """What this run's provenance statements say about it; None without signing or with
@@ -150,7 +162,8 @@ class Engine:
         )
         at_once = self.settings.concurrency * SPECS_PER_SLOT
         expanded = await _bounded(
-            (self._expand(s, resolver) for s in loaded.specs), min(at_once, len(loaded.specs))
+            (self._expand_by_deadline(s, resolver) for s in loaded.specs),
+            min(at_once, len(loaded.specs)),
         )
         failed = [e for e in expanded if isinstance(e, SpecReport)]
         specs = [one for e in expanded if not isinstance(e, SpecReport) for one in e]
@@ -160,13 +173,17 @@ class Engine:
             for s in specs
             if s.name in clashes
         ]
+        told = _Told(self.on_spec, specs)  # a spec with a clash is told with the pass
+
+        async def one(spec: LoadedSpec) -> SpecReport:
+            work = self._one(spec, resolver, verifier, observer, attacher, executor)
+            report = await self._by_deadline(spec, work)
+            told.add(spec, report)
+            return report
+
         try:
             reports = await _bounded(
-                (
-                    self._one(spec, resolver, verifier, observer, attacher, executor)
-                    for spec in specs
-                    if spec.name not in clashes
-                ),
+                (one(spec) for spec in specs if spec.name not in clashes),
                 min(at_once, len(specs)),  # no idle workers for a run of one spec
             )
         finally:
@@ -174,6 +191,51 @@ class Engine:
         invalid = tuple(_invalid(error) for error in loaded.errors)
         ordered = sorted([*reports, *failed], key=lambda r: (r.file, r.name or ""))
         return RunReport(tuple(ordered) + invalid, apply)
+
+    async def _expand_by_deadline(
+        self, spec: LoadedSpec, resolver: Resolver
+    ) -> list[LoadedSpec] | SpecReport:
+        return await self._by_deadline(spec, self._expand(spec, resolver))
+
+    async def _by_deadline(self, spec: LoadedSpec, work: Coroutine[Any, Any, T]) -> T | SpecReport:
+        """`work` for `spec`, within spec_deadline (when there is one); past it, cancelled and
+        a Failed report naming the deadline and what the spec was waiting on."""
+        seconds = self.spec_deadline
+        if seconds is None:
+            return await work
+        loop = asyncio.get_running_loop()
+        waited: list[str] = []
+
+        def expire() -> None:
+            # Asked before the cancellation unwinds the requests in flight.
+            waited.extend(self.stores.waiting_on(spec.name))
+            timer.reschedule(loop.time())
+
+        current_spec.set(spec.name)  # the requests it sends are its own (waiting_on)
+        try:
+            async with asyncio.timeout(None) as timer:
+                alarm = loop.call_later(seconds, expire)
+                try:
+                    return await work
+                finally:
+                    alarm.cancel()
+        except TimeoutError:
+            if not timer.expired():
+                raise  # not ours: the work's own (it reports those itself)
+        on = (
+            f"it was waiting on {'; '.join(waited)}"
+            if waited
+            else "no request of its own on the wire: it was waiting for a concurrency slot, or "
+            "for work another spec started"
+        )
+        message = (
+            f"spec {spec.name}: pass over spec_deadline ({seconds:g} s), cancelled ({on}); "
+            "its concurrency slots are free, and the next pass tries it again"
+        )
+        log.error("%s", message)  # it names the spec
+        return SpecReport(
+            spec.file, SpecState.FAILED, spec.name, error=message, group=spec.group, overdue=True
+        )
 
     async def _expand(self, spec: LoadedSpec, resolver: Resolver) -> list[LoadedSpec] | SpecReport:
         """The specs a spec runs as: itself, or one per instance of a fan-out spec."""
@@ -379,6 +441,30 @@ async def _bounded(works: Iterable[Coroutine[Any, Any, T]], limit: int) -> list[
 
     await asyncio.gather(*(worker() for _ in range(limit)))
     return [results[i] for i in range(len(results))]
+
+
+class _Told:
+    """Tells `on_spec` each spec's reports as soon as all of them are in (a fan-out spec's
+    instances report under the spec's name)."""
+
+    def __init__(
+        self, on_spec: Callable[[str, list[SpecReport]], None] | None, specs: list[LoadedSpec]
+    ) -> None:
+        self._on_spec = on_spec
+        self._left: dict[str, int] = {}
+        self._reports: dict[str, list[SpecReport]] = {}
+        for spec in specs:
+            name = spec.group or spec.name
+            self._left[name] = self._left.get(name, 0) + 1
+
+    def add(self, spec: LoadedSpec, report: SpecReport) -> None:
+        if self._on_spec is None:
+            return
+        name = spec.group or spec.name
+        self._reports.setdefault(name, []).append(report)
+        self._left[name] -= 1
+        if self._left[name] == 0:
+            self._on_spec(name, self._reports.pop(name))
 
 
 def _clashes(specs: list[LoadedSpec]) -> dict[str, str]:

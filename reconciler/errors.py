@@ -12,7 +12,9 @@
     ├── TrustError              a key, signature, payload or trust policy is unusable
     └── RegistryError           a registry answered something we cannot use
         ├── AuthError           401/403 after credentials were offered (or none exist)
-        └── NotFoundError       404 where the thing must exist (a base, a source blob)
+        ├── NotFoundError       404 where the thing must exist (a base, a source blob)
+        └── BodyError           an answer's body not read whole: cut short, misframed, too
+                                slow (retryable: its request may be sent again)
 
 Transport failures (connection refused, reset, timeout) surface as `RegistryError` with
 status 0, chained (`raise ... from`) to the httpx exception that caused them.
@@ -170,3 +172,12 @@ class NotFoundError(RegistryError):
     """The registry says a manifest or blob that must exist does not."""
 
     _retry_by_status = False
+
+
+class BodyError(RegistryError):
+    """An answer's body was not read whole: the connection closed before its end, its framing
+    broke, or it came too slowly (the request deadline, the blob rate rule). Always retryable:
+    the answer may be whole next time. Chained to the transport's error, when there is one."""
+
+    def __init__(self, message: str, *, method: str = "", url: str = "", status: int = 0) -> None:
+        super().__init__(message, method=method, url=url, status=status, retryable=True)

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from reconciler.blobmemory import BlobMemory
 from reconciler.errors import PushError, ReconcilerError
+from reconciler.memo import Shared
 from reconciler.model.plan import BlobAction, BlobMethod, SpecPlan
 from reconciler.model.report import ExecResult
 from reconciler.oci.digest import Digest
@@ -33,7 +34,9 @@ from reconciler.store.open import Stores
 
 log = logging.getLogger("reconciler.execute")
 
-Future = asyncio.Future[BlobMethod]
+# A push several specs may wait for; cancelled when none does any more (a spec past its
+# deadline), so that the destination's slot it holds is freed.
+Push = Shared[BlobMethod]
 
 
 class Progress(Protocol):
@@ -57,9 +60,9 @@ class Executor:
         self.progress = progress
         self.memory = memory
         # Per (destination, digest): the push under way or done, and the source it reads.
-        self._blobs: dict[tuple[Location, Digest], tuple[Location | None, Future]] = {}
+        self._blobs: dict[tuple[Location, Digest], tuple[Location | None, Push]] = {}
         # Per (destination store, digest): the first copy or upload there, mounted from after.
-        self._copies: dict[tuple[Location, Digest], tuple[Location, Future]] = {}
+        self._copies: dict[tuple[Location, Digest], tuple[Location, Push]] = {}
         self._sent_for: set[tuple[Location, Digest]] = set()  # sent on a later spec's behalf
 
     async def execute(self, plan: SpecPlan) -> ExecResult:
@@ -142,10 +145,10 @@ class Executor:
         dest = action.destination
         key = (dest, action.blob.digest)
         known = self._blobs.get(key)
-        if known is not None:
-            source, future = known
+        if known is not None and not known[1].abandoned:
+            source, push = known
             try:
-                method = await asyncio.shield(future)
+                method = await push.wait()
             except ReconcilerError:
                 if source == action.source:
                     raise
@@ -156,37 +159,37 @@ class Executor:
                 return None
         store_key = (dest.store, action.blob.digest)
         first_copy = self._copies.get(store_key)
+        if first_copy is not None and first_copy[1].abandoned:
+            first_copy = None
         sends = action.method in (BlobMethod.COPY, BlobMethod.UPLOAD)
         if sends and first_copy is None and action.via is not None:
             first_copy = self._send_first(action, action.via)
         if sends and first_copy is not None:
-            future = asyncio.ensure_future(self._mount_after(action, *first_copy))
+            push = Push(self._mount_after(action, *first_copy))
         else:
-            future = asyncio.ensure_future(self._push_blob(action))
+            push = Push(self._push_blob(action))
             if sends:
-                self._copies[store_key] = (dest, future)
-        self._blobs[key] = (action.source, future)
-        return await asyncio.shield(future)
+                self._copies[store_key] = (dest, push)
+        self._blobs[key] = (action.source, push)
+        return await push.wait()
 
-    def _send_first(self, action: BlobAction, into: Location) -> tuple[Location, Future]:
+    def _send_first(self, action: BlobAction, into: Location) -> tuple[Location, Push]:
         """Start sending a blob not asked about here into the repository that asked first and
         found none (its own spec has not started it yet), to mount it from there: its bytes
         go where they are known to be missing, never into a repository that may hold them."""
         digest = action.blob.digest
         known = self._blobs.get((into, digest))
-        if known is not None:
+        if known is not None and not known[1].abandoned:
             return into, known[1]
-        future = asyncio.ensure_future(
-            self._push_blob(BlobAction(action.method, into, action.blob))
-        )
-        self._blobs[(into, digest)] = (action.source, future)
-        self._copies[(into.store, digest)] = (into, future)
+        push = Push(self._push_blob(BlobAction(action.method, into, action.blob)))
+        self._blobs[(into, digest)] = (action.source, push)
+        self._copies[(into.store, digest)] = (into, push)
         self._sent_for.add((into, digest))
-        return into, future
+        return into, push
 
-    async def _mount_after(self, action: BlobAction, holder: Location, first: Future) -> BlobMethod:
+    async def _mount_after(self, action: BlobAction, holder: Location, first: Push) -> BlobMethod:
         try:
-            await asyncio.shield(first)
+            await first.wait()
         except ReconcilerError:
             return await self._push_blob(action)  # the first copy failed: try on our own
         if not isinstance(self.stores.writer(action.destination), BlobMounter):

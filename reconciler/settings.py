@@ -288,8 +288,8 @@ class Settings(BaseModel):
         ge=0,
         le=20,
         description="Retries of one request or blob transfer after a transport failure, 408, "
-        "429 or 5xx, or a manifest or config whose body is cut short or does not match its "
-        "digest, before the spec fails.",
+        "429 or 5xx, or a manifest, config, token answer or error body cut short, or a "
+        "document that does not match its digest, before the spec fails.",
     )
     retry_delay: float = Field(
         default=0.5,
@@ -311,6 +311,15 @@ class Settings(BaseModel):
         description="Seconds one registry request may take for its answer's head, and for a "
         "document read whole (manifest, config, token, error body) head and body together, "
         "however the bytes trickle in; then it fails as a transport failure (retried).",
+    )
+    spec_deadline: float = Field(
+        default=600.0,
+        ge=1.0,
+        le=86400.0,
+        description="Daemon: seconds one spec's reconcile may take in a pass, waits for "
+        "concurrency slots and request budget included; past it the spec's work is cancelled "
+        "(its slots and connections freed), it is Failed naming the request it was waiting "
+        "on, the other specs go on, and it is retried after its backoff.",
     )
     min_transfer_rate: int = Field(
         default=16 * 1024,
@@ -624,6 +633,7 @@ DAEMON_ONLY = frozenset(
         "resync_jitter",
         "debounce",
         "shutdown_grace",
+        "spec_deadline",
         "listen",
         "http_read_timeout",
         "http_keep_alive_timeout",

@@ -4,12 +4,14 @@
 Each misbehaving spec fails on its own (the others go on: the honest one is applied), within
 its bound, with a message that names the registry (host:port) and what it did; no traceback or
 internal error; nothing is written at any target; the process peaks under 300 MiB, gzip bombs
-of 1 GiB included. Per-case wall time and peak RSS: bench/hostile_registry.py.
+of 1 GiB included. Per-case wall time and peak RSS: bench/hostile_registry.py. The cases bounded
+by time run through one daemon pass too; answers cut short are counted as fetched again.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,8 @@ import pytest
 
 from tests.conftest import Cli, World
 from tests.support.hostile import run_reconciler
-from tests.support.hostileregistry import CASES, LIMITS, HostileRegistry
+from tests.support.hostileregistry import BY_NAME, CASES, LIMITS, HostileRegistry
+from tests.test_daemon import running
 
 PEAK_LIMIT_MIB = 300
 
@@ -131,3 +134,93 @@ def test_messages_name_the_announced_size_and_registry(
     assert "announced 100000000 bytes (Content-Length), over the 4194304-byte limit" in (
         result.stdout
     )
+
+
+@pytest.mark.parametrize(
+    ("case", "path"),
+    [
+        ("token-answer-cut-short", "/token/token-answer-cut-short"),
+        ("404-error-body-cut-short", "/v2/hostile/404-error-body-cut-short/manifests/sha256:"),
+        ("401-error-body-cut-short", "/v2/hostile/401-error-body-cut-short/manifests/sha256:"),
+    ],
+)
+@pytest.mark.parametrize("retries", [0, 1])
+def test_an_answer_cut_short_is_fetched_again_then_fails_naming_the_registry(
+    cli: Cli, case: str, path: str, retries: int
+) -> None:
+    """A token answer, or an error answer's body, cut short is fetched again within `retries`
+    (counted at the server), then the spec fails saying so, naming the registry."""
+    server = HostileRegistry()
+    try:
+        cli.write_spec(
+            f"{case}.yaml", f"base: {server.host}/hostile/{case}:1\ntargets: [r.invalid/x:1]"
+        )
+        result = cli("diff", "-o", "json", env_extra={**LIMITS, "RECONCILER_RETRIES": str(retries)})
+    finally:
+        server.close()
+    assert result.code == 1, result.stderr
+    error = outcome(result.stdout)[case]["error"]
+    assert server.host in error and BY_NAME[case].says in error, error
+    assert "internal error" not in error and "Traceback" not in result.stderr
+    sent = [p for method, p in server.requests if method == "GET" and p.startswith(path)]
+    assert len(sent) == retries + 1, server.requests
+
+
+# The cases bounded by time (the request deadline, the blob rate rule) and the endless 1xx
+# (bounded by the cap on them): through a daemon pass too, where nothing ends the process.
+DAEMON_CASES = [case for case in CASES if case.slow or case.name == "endless-1xx"]
+DAEMON_BOUND = 15.0  # seconds from the daemon's start to each case's Failed (2 tries of 3 s)
+
+
+def test_the_slow_cases_through_one_daemon_pass(
+    cli: Cli, hostile: HostileRegistry, world: World
+) -> None:
+    """One daemon, the slow cases as specs beside an honest one: each fails within its bound,
+    naming the registry and what it did; the honest one is applied; no traceback, no internal
+    error, no tag at the failing targets; the daemon peaks under 300 MiB."""
+    run = uuid.uuid4().hex[:8]
+    names = [case.name for case in DAEMON_CASES]
+    for name in [*names, "good"]:
+        target = f"{world.a.host}/hostile-{run}/{name}:1"
+        cli.write_spec(
+            f"{name}.yaml",
+            f"base: {hostile.host_of(name)}/hostile/{name}:1\ntargets: [{target}]",
+            spec_name=name,
+        )
+    settings = {k.removeprefix("RECONCILER_").lower(): v for k, v in LIMITS.items()}
+    started = time.monotonic()
+    ended: dict[str, tuple[float, dict[str, Any]]] = {}
+    with running(cli, **settings) as daemon:
+        while len(ended) < len(names) + 1 and time.monotonic() - started < DAEMON_BOUND + 5:
+            for name, spec in daemon.status().items():
+                if name not in ended and spec["state"] in ("Failed", "Synced"):
+                    ended[name] = (time.monotonic() - started, spec)
+            time.sleep(0.05)
+        peak_kib = _peak_kib(daemon.process.pid)
+        log = daemon.log.read_text(errors="replace")
+    assert "Traceback" not in log and "internal error" not in log, log[-3000:]
+    assert ended.get("good", (0, {}))[1].get("state") == "Synced", ended.get("good")
+    wrong = []
+    for case in DAEMON_CASES:
+        if case.name not in ended:
+            wrong.append(f"{case.name}: not ended in {DAEMON_BOUND + 5:g} s")
+            continue
+        seconds, spec = ended[case.name]
+        message = spec["message"] or ""
+        if spec["state"] != "Failed" or seconds > DAEMON_BOUND:
+            wrong.append(f"{case.name}: {spec['state']} after {seconds:.1f} s: {message}")
+        elif hostile.host_of(case.name) not in message or case.says not in message:
+            wrong.append(f"{case.name}: names not the registry or {case.says!r}: {message}")
+    assert not wrong, "\n".join(wrong)
+    assert peak_kib < PEAK_LIMIT_MIB * 1024, peak_kib
+    assert tagged(world, run) == [f"hostile-{run}/good"]
+    timings = {name: round(ended[name][0], 2) for name in names}
+    print(f"daemon pass: {timings}, peak {peak_kib >> 10} MiB")
+
+
+def _peak_kib(pid: int) -> int:
+    """A live process's peak resident set (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for process {pid}")

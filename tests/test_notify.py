@@ -540,7 +540,9 @@ def test_a_hanging_endpoint_never_slows_a_reconcile(world: World, cli: Cli) -> N
         endpoints = [
             {"name": "stuck", "url": f"http://{out.host}/h", "format": "plain", "timeout": timeout}
         ]
-        for n in (1, 2, 3):  # one pass, three applied events at once: a queue of 1 keeps one
+        # One pass, three applied events, each as its spec ends, then late's: one in delivery
+        # (hanging), a queue of 1 keeps one more, two are dropped, whichever the order.
+        for n in (1, 2, 3):
             (cli.specs / f"s{n}.yaml").write_text(
                 spec_text(f"s{n}", f"{a}/base/single:1", f"{a}/notify/s{n}:1", "s")
             )
@@ -577,7 +579,9 @@ def test_a_hanging_endpoint_never_slows_a_reconcile(world: World, cli: Cli) -> N
             assert time.monotonic() - stopping < 10  # the flush grace is 1 s
     log = daemon.log.read_text()
     assert re.search(r"notification applied of s\d to stuck failed: no answer within 10s", log)
-    assert "notification applied of late to stuck: dropped at shutdown, mid-delivery" in log
+    # The event queued behind the first (late's, or a pass-mate's when they came one by one)
+    # was in delivery, hanging, at shutdown.
+    assert re.search(r"notification applied of (late|s\d) to stuck: dropped at shutdown, mid-", log)
     assert "notifications to stuck: queue full (1); dropping events" in log
 
 

@@ -44,6 +44,16 @@ def test_a_daemon_setting_fails_run_only(cli: Cli) -> None:
     assert "(from RECONCILER_RESYNC_INTERVAL)" in run.stderr
 
 
+def test_spec_deadline_is_bounded_and_read_by_the_daemon_only(cli: Cli) -> None:
+    cli.write_spec("app.yaml", "base: r.io/base:1\ntargets: [r.io/app:1]")
+    env = {"RECONCILER_SPEC_DEADLINE": "0.5"}
+    assert cli("validate", env_extra=env).code == 0
+    run = cli("run", env_extra=env, timeout=30)
+    assert run.code == 1
+    assert "spec_deadline: Input should be greater than or equal to 1 " in run.stderr
+    assert "(from RECONCILER_SPEC_DEADLINE)" in run.stderr
+
+
 def test_a_listen_port_out_of_range_is_a_clear_error(cli: Cli) -> None:
     """Before: `reconciler run` ended with a traceback (OverflowError)."""
     config = cli.root / "s.yaml"

@@ -35,6 +35,11 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=self.registry,
         )
+        self.spec_deadlines = Counter(
+            "reconciler_spec_deadlines",
+            "Spec reconciles cancelled at spec_deadline (each also counts as failed).",
+            registry=self.registry,
+        )
         self.blobs = Counter(
             "reconciler_blobs",
             "Blobs handled for target repositories, by action (mounted, copied, uploaded, "

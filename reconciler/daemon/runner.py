@@ -18,6 +18,9 @@
   backoff timer or the prune it calls for. Every QUEUED spec is started by `_dispatch`, as one
   pass (a pass shares requests across its specs). Nothing polls: waits are futures resolved by
   `_commit`, retries are loop timers.
+- Each spec's outcome is committed as soon as that spec ends, not with the pass: a spec that
+  stalls on a registry never holds back what the others show. A spec past `spec_deadline` is
+  cancelled by the engine (its slots freed) and fails like any other, naming the deadline.
 - With `shard: i/N`, only specs whose name hashes to i are reconciled.
 - SIGTERM/SIGINT: stop watching and scheduling, let in-flight passes finish within
   `shutdown_grace`, abandon the rest (pushes are ordered, so that is safe), exit 0.
@@ -166,6 +169,7 @@ class Daemon:
         self._hook_timer: asyncio.TimerHandle | None = None
         self._sources = SourceIndex()
         self._stopping = asyncio.Event()
+        self._dispatching = False  # a _dispatch is scheduled for this turn of the loop
         self._registries: Stores | None = None
         self._observer: BaseObserver | None = None
         self._handler: _Events | None = None
@@ -553,8 +557,17 @@ class Daemon:
 
     async def _pass(self, specs: tuple[LoadedSpec, ...]) -> None:
         assert self._registries is not None  # noqa: S101 - set before any pass starts
-        names = [spec.name for spec in specs]
+        # The specs of this pass not yet committed: one that ended early may be running in a
+        # later pass by the time this one ends, and is no longer this pass's to touch.
+        names = dict.fromkeys(spec.name for spec in specs)  # a set, in the pass's order
         started = time.monotonic()
+
+        def ended(name: str, reports: list[SpecReport]) -> None:
+            if name in names:
+                del names[name]
+                self._end_pass([name], reports)
+                self._dispatch_soon()  # asked again meanwhile: it need not wait for the pass
+
         try:
             locked = self.settings.uses_locks
             engine = Engine(
@@ -563,6 +576,8 @@ class Daemon:
                 use_locks=locked,
                 watch_locked_bases=locked,
                 require_locks=self.settings.base_policy == "locked",
+                spec_deadline=self.settings.spec_deadline,
+                on_spec=ended,
             )
             apply = self.settings.mode == "apply"
             with self.metrics.counting_pass():
@@ -571,7 +586,7 @@ class Daemon:
             self._commit(self._records[n].abandoned("abandoned at shutdown") for n in names)
             raise
         else:
-            self._end_pass(names, report.specs)
+            self._end_pass(list(names), report.specs)
         finally:
             self.metrics.duration.observe(time.monotonic() - started)
             # Only a bug gets here with specs still RUNNING; they must not stay so for ever.
@@ -581,7 +596,18 @@ class Daemon:
             self._commit(self._records[n].failed(error, None, now, delay) for n in names)
         self._dispatch()
 
-    def _end_pass(self, names: list[str], reports: tuple[SpecReport, ...]) -> None:
+    def _dispatch_soon(self) -> None:
+        """One `_dispatch` for the specs that end in one turn of the loop (a batch, not a pass
+        per spec)."""
+        if not self._dispatching:
+            self._dispatching = True
+            asyncio.get_running_loop().call_soon(self._dispatch_now)
+
+    def _dispatch_now(self) -> None:
+        self._dispatching = False
+        self._dispatch()
+
+    def _end_pass(self, names: list[str], reports: Iterable[SpecReport]) -> None:
         by_name: dict[str, list[SpecReport]] = {}
         for report in reports:  # a fan-out spec's instances report under the spec's name
             by_name.setdefault(report.group or report.name or "", []).append(report)
@@ -612,6 +638,8 @@ class Daemon:
         )
         if state in (SpecState.FAILED, SpecState.INVALID):
             self.metrics.reconciles.labels("failed").inc()
+            if any(r.overdue for r in reports):
+                self.metrics.spec_deadlines.inc()
             delay = backoff_delay(record.failures + 1, self.settings.resync_interval)
             delay *= random.uniform(1.0, 1.2)  # noqa: S311 - jitter, so failures spread out
             return record.failed(error, tags or None, now, delay, instances)

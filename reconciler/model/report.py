@@ -35,6 +35,7 @@ class SpecReport:
     result: ExecResult | None = None
     error: str | None = None
     group: str | None = None  # a fan-out instance: the name of the spec it was expanded from
+    overdue: bool = False  # cancelled at the daemon's spec_deadline
 
 
 @dataclass(frozen=True, repr=False)

@@ -93,6 +93,13 @@ class Stores:
             slot = self._slots[key] = asyncio.Semaphore(self._concurrency)
         return slot
 
+    def waiting_on(self, spec: str) -> tuple[str, ...]:
+        """What a spec's work waits on in the registries now: its requests on the wire
+        (`METHOD URL`, oldest first), and a request budget it waits for its turn in."""
+        sent = self.registries.transport.in_flight.of(spec)
+        host = self.budgets.waiting().get(spec)
+        return sent + ((f"its turn in the request budget of {host}",) if host else ())
+
     async def aclose(self) -> None:
         await self.registries.aclose()
         self._open.clear()

@@ -102,6 +102,10 @@ class Case:
     # Changes what reconciler knows of the whole host (its auth challenge): on a server of its
     # own, so that it does not decide the other cases' outcome.
     alone: bool = False
+    # How the case's token server (realm /token/<case>) answers; its `kind` of request, sent
+    # without a token, gets `misbehave` (a Bearer challenge naming that realm), and with one
+    # the honest answer.
+    token: Misbehave | None = None
 
 
 def trickle(data: bytes, every: float = 0.5) -> Script:
@@ -122,6 +126,30 @@ def gzip_bomb(size: int, times: int) -> bytes:
     return data
 
 
+def bearer_challenge(case: str) -> Misbehave:
+    """A 401 whose challenge names the case's own token realm on the same server."""
+
+    def answer(h: Honest) -> Script:
+        realm = f"http://{h.host}/token/{case}"
+        return [
+            b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="%s",service="x"\r\n'
+            b"Content-Length: 0\r\n\r\n" % realm.encode()
+        ]
+
+    return answer
+
+
+def error_cut_short(status: int, code: str) -> Misbehave:
+    """An error answer whose JSON body stops a third of the way through its Content-Length."""
+    body = json.dumps({"errors": [{"code": code, "message": "as the registry says"}]}).encode()
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
+        status,
+        REASONS[status],
+        len(body),
+    )
+    return lambda h: [head + body[: len(body) // 3], CLOSE]
+
+
 def chunked(body: bytes, size_line: bytes | None = None, *, end: bool = True) -> bytes:
     line = size_line if size_line is not None else b"%x" % len(body)
     return line + b"\r\n" + body + b"\r\n" + (b"0\r\n\r\n" if end else b"")
@@ -139,6 +167,12 @@ def _cases() -> list[Case]:
 
     # -- heads --------------------------------------------------------------------------------
     add("head-trickle", "manifest", "request_deadline", slow=True)(lambda h: trickle(h.head(), 0.4))
+    add("manifest-body-trickle", "manifest", "request_deadline", slow=True)(
+        lambda h: [h.head(), *trickle(h.body, 0.4)]
+    )
+    add("config-body-trickle", "config", "request_deadline", slow=True)(
+        lambda h: [h.head(), *trickle(h.body, 0.4)]
+    )
     add("endless-1xx", "manifest", "informational")(
         lambda h: [b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"] * 1000 + h.whole()
     )
@@ -292,6 +326,14 @@ def _cases() -> list[Case]:
         lambda h: [h.head() + h.body[:10], CLOSE]
     )
     # -- statuses, realms, redirects ----------------------------------------------------------
+    # An error answer cut short is fetched again (it may be whole next time), then fails
+    # saying so, with its status.
+    add("404-error-body-cut-short", "manifest", "answered 404, its error body cut short")(
+        error_cut_short(404, "MANIFEST_UNKNOWN")
+    )
+    add(
+        "401-error-body-cut-short", "manifest", "answered 401, its error body cut short", alone=True
+    )(error_cut_short(401, "UNAUTHORIZED"))
     add("always-500", "manifest", "500")(
         lambda h: [b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\noops!"]
     )
@@ -323,12 +365,26 @@ def _cases() -> list[Case]:
     add("redirect-without-location", "manifest", "without Location")(
         lambda h: [b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n"]
     )
-    add("token-answer-bomb", "manifest", "Content-Encoding", alone=True)(
-        lambda h: [
-            b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="http://%s/token"'
-            b',service="x"\r\nContent-Length: 0\r\n\r\n' % h.host.encode()
-        ]
-    )
+    add(
+        "token-answer-bomb",
+        "manifest",
+        "Content-Encoding",
+        alone=True,
+        token=lambda h: [
+            h.head(
+                drop=("content-length",),
+                extra=[("Content-Encoding", "gzip"), ("Content-Length", str(len(BOMB)))],
+            )
+            + BOMB
+        ],
+    )(bearer_challenge("token-answer-bomb"))
+    add(
+        "token-answer-cut-short",
+        "manifest",
+        "token answer cut short",
+        alone=True,
+        token=lambda h: [h.head() + h.body[:5], CLOSE],
+    )(bearer_challenge("token-answer-cut-short"))
     return c
 
 
@@ -402,27 +458,22 @@ class HostileRegistry:
         method, path, _ = data.split(b"\r\n", 1)[0].decode().split(" ", 2)
         request_head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
         self.requests.append((method, path))
-        if path.startswith("/token"):
+        if path.startswith("/token/"):
             kind, honest = "token", self._token(method)
-            name = "token-answer-bomb"
+            name = path.partition("?")[0].removeprefix("/token/")
         else:
             repo = path.removeprefix("/v2/").rpartition("/manifests/")[0]
             repo = repo or path.removeprefix("/v2/").rpartition("/blobs/")[0]
             name = repo.removeprefix("hostile/")
             kind, honest = self._honest(method, path, name)
         case = BY_NAME.get(name)
-        if case is not None and case.kind == kind and name != "token-answer-bomb":
-            script = case.misbehave(honest)
+        tokened = "Authorization" in request_head
+        if case is None:
+            script = honest.whole()
         elif kind == "token":
-            script = [
-                honest.head(
-                    drop=("content-length",),
-                    extra=[("Content-Encoding", "gzip"), ("Content-Length", str(len(BOMB)))],
-                )
-                + BOMB
-            ]
-        elif name == "token-answer-bomb" and "Authorization" not in request_head:
-            script = case.misbehave(honest) if case is not None else honest.whole()
+            script = case.token(honest) if case.token is not None else honest.whole()
+        elif case.kind == kind and not (case.token is not None and tokened):
+            script = case.misbehave(honest)
         else:
             script = honest.whole()
         try:

@@ -28,8 +28,9 @@ not edit this file by hand.
 (refused, reset, timed out, a body cut short), `408`, `429`, `500`, `502`, `503`, `504`, and a
 blob whose bytes did not match their digest in transit. A small document (a manifest, an image
 config, a referrers index, a page of tags) whose body is cut short or does not match its digest
-is fetched again the same way; once the retries are spent, the error names the registry, the
-request path, what happened and the tries. Waits grow from `retry_delay` (0.5 s)
+is fetched again the same way, and so is a token answer cut short, or an error answer whose body
+is (whatever its status); once the retries are spent, the error names the registry, the request
+path, what happened and the tries. Waits grow from `retry_delay` (0.5 s)
 doubling each time with full jitter, capped at `retry_max_delay` (30 s), at most `retries` (5)
 times. `Retry-After` (seconds or an HTTP-date) replaces the computed wait; a registry that asks for
 more than `retry_max_delay` fails the spec at once with the wait it asked for. Nothing else is
@@ -113,6 +114,21 @@ or end in an internal error; the other specs go on, and every message names the 
   trickle fails and is retried, a slow honest transfer of a 10 GiB layer goes through (at
   1 MiB/s it is judged 340 times and passes each). A streamed upload is not held to the
   deadline: its source's rate bounds it. At most 8 `1xx` answers are skipped before an answer.
+  In the daemon, each spec's reconcile in a pass has a deadline too, `spec_deadline` (600 s),
+  its waits for concurrency slots and request budget included: past it the spec's work is
+  cancelled, and with it the shared work (a document fetch, a blob copy, a token request) that
+  no other spec waits for, so the slots, connections and budget turns it held are free at once.
+  The spec is `Failed` with `spec NAME: pass over spec_deadline (600 s), cancelled (it was
+  waiting on GET http://HOST/v2/...)`, counted in `reconciler_spec_deadlines_total`, and tried
+  again after its backoff. Each spec's outcome is on `/status` as soon as it ends, not when its
+  pass does: a stalled spec never holds back the others.
+- **Answers cut short.** A manifest, index, config, referrers index or page of tags, a token
+  answer, or an error answer's body (a `404`'s, a `401`'s, any status) that stops before its
+  Content-Length, breaks off its chunks, or is not whole by the request deadline is fetched
+  again within `retries` (the request that needed a token asks for it again), then fails
+  saying so: `registry HOST: GET /token/...: token answer cut short (RemoteProtocolError: ...)`,
+  `HOST answered 404, its error body cut short (RemoteProtocolError: the server closed the
+  connection after 25 of the 77 bytes it announced)`.
 - **No decoding.** Requests send `Accept-Encoding: identity`; bodies are read raw. An answer
   encoded anyway (`Content-Encoding: gzip`, `gzip, gzip`, `br`, `deflate`) is refused, naming
   the registry and the encoding, never inflated: a digest is of the bytes a document or blob
@@ -143,59 +159,76 @@ runs all cases in one `diff` and one `apply` beside a spec served honestly (appl
 `RECONCILER_TIMEOUT=5`, `RECONCILER_RETRIES=1`, `request_deadline` 3 s, `min_transfer_rate`
 1024 over 2 s. Every case fails on its own (layer cases in `apply` only: `diff` does not read
 layers; the surplus bytes after a HEAD answer are worked through), names the registry, prints
-no traceback, writes no tag. All 48 cases together: `diff` 6.4 s, peak 65 MiB; `apply` 6.5 s,
-peak 79 MiB. Each alone (`python -m bench.hostile_registry`, 2 CPUs):
+no traceback, writes no tag. All 53 cases together: `diff` 6.8 s, peak 65 MiB; `apply` 6.8 s,
+peak 78 MiB. A token answer and the 404's and 401's error bodies cut short are counted at the
+server: asked `retries` + 1 times, then failed. The cases bounded by time (the four trickles)
+and the endless `1xx` also run through one daemon pass beside an honest spec, under the same
+limits: each is `Failed` within its bound (the trickled head and documents at 6.7 s from the
+daemon's start, two tries of 3 s; the layer at 4.9 s; the `1xx` at 0.7 s), naming the registry,
+the honest spec is applied, and the daemon peaks at 58 MiB. With the request deadline and the
+rate rule out of reach (an hour, no minimum), `spec_deadline` alone ends a trickle
+(`tests/test_daemon_deadline.py`, `spec_deadline` 4 s): the two honest specs of the pass are
+`Synced` in 0.3 to 0.5 s while the trickled head and layer are still stalled, the stalled ones
+are `Failed` at 5.2 s naming the request they were waiting on, and with one slot per registry a
+spec waiting behind a stalled copy goes on 4.4 s after it was written (before, it waited for
+the trickle's end, 35 s on). Each alone (`python -m bench.hostile_registry`, 2 CPUs; a
+message without the spec's place):
 
 | case | diff s | diff MiB | apply s | apply MiB | apply's message |
 |---|---|---|---|---|---|
-| head-trickle | 6.67 | 43 | 6.58 | 43 | ! ReadTimeout from 127.0.0.1:58165: no whole answer in 3 s (request_deadline) (GET http://127.0.0.1:58165/v2/hostile/head-trickle/manifests/ |
-| endless-1xx | 0.93 | 43 | 0.52 | 43 | ! RemoteProtocolError from 127.0.0.1:37771: more than 8 informational (1xx) answers before the answer (the last: 103) (GET http://127.0.0.1: |
-| switching-protocols | 0.72 | 43 | 0.69 | 43 | ! RemoteProtocolError from 127.0.0.1:52597: the server switched protocols (101) (GET http://127.0.0.1:52597/v2/hostile/switching-protocols/m |
-| bare-lf-head | 0.57 | 43 | 0.60 | 43 | ! RemoteProtocolError from 127.0.0.1:50901: an answer's head with bare LF line endings, not CRLF (it began b'HTTP/1.1 200 OK') (GET http://1 |
-| http2-status-line | 0.58 | 43 | 0.77 | 44 | ! RemoteProtocolError from 127.0.0.1:37417: not an HTTP/1.x status line: b'HTTP/2 200 OK' (GET http://127.0.0.1:37417/v2/hostile/http2-statu |
-| no-status-line | 0.97 | 44 | 0.59 | 44 | ! RemoteProtocolError from 127.0.0.1:52749: not an HTTP/1.x status line: b'hello' (GET http://127.0.0.1:52749/v2/hostile/no-status-line/mani |
-| nul-in-head | 0.80 | 44 | 0.89 | 44 | ! RemoteProtocolError from 127.0.0.1:45023: an answer's head with a NUL byte (GET http://127.0.0.1:45023/v2/hostile/nul-in-head/manifests/sh |
-| head-over-64k | 0.73 | 44 | 0.77 | 44 | ! RemoteProtocolError from 127.0.0.1:60085: an answer's head over 65536 bytes (GET http://127.0.0.1:60085/v2/hostile/head-over-64k/manifests |
-| obs-fold | 0.55 | 44 | 0.74 | 44 | ! RemoteProtocolError from 127.0.0.1:39501: a malformed header line: b'  folded' (GET http://127.0.0.1:39501/v2/hostile/obs-fold/manifests/s |
-| header-without-colon | 0.60 | 44 | 0.41 | 44 | ! RemoteProtocolError from 127.0.0.1:51167: a malformed header line: b'no colon here' (GET http://127.0.0.1:51167/v2/hostile/header-without- |
-| empty-answer | 0.85 | 44 | 0.62 | 44 | ! RemoteProtocolError from 127.0.0.1:43287: the server closed the connection without answering (GET http://127.0.0.1:43287/v2/hostile/empty- |
-| reset-mid-head | 0.70 | 44 | 0.77 | 44 | ! RemoteProtocolError from 127.0.0.1:48687: the server closed the connection in the middle of an answer's head (GET http://127.0.0.1:48687/v |
-| content-length-superscript | 0.83 | 44 | 0.96 | 44 | ! RemoteProtocolError from 127.0.0.1:37367: an invalid Content-Length: 'Â²' (GET http://127.0.0.1:37367/v2/hostile/content-length-superscrip |
-| content-length-arabic-digits | 1.02 | 44 | 0.89 | 44 | ! RemoteProtocolError from 127.0.0.1:55347: an invalid Content-Length: 'Ù¡Ù¢' (GET http://127.0.0.1:55347/v2/hostile/content-length-arabic-d |
-| head-content-length-superscript | 0.69 | 44 | 0.29 | 44 | ! 127.0.0.1:38947 answered with Content-Length: '²' is not a number of ASCII digits (HEAD http://127.0.0.1:38947/v2/hostile/head-content-len |
-| two-content-lengths | 0.81 | 44 | 0.52 | 44 | ! RemoteProtocolError from 127.0.0.1:46401: an invalid Content-Length: '401, 7' (GET http://127.0.0.1:46401/v2/hostile/two-content-lengths/m |
-| negative-content-length | 0.79 | 44 | 0.43 | 44 | ! RemoteProtocolError from 127.0.0.1:46641: an invalid Content-Length: '-1' (GET http://127.0.0.1:46641/v2/hostile/negative-content-length/m |
-| retry-after-superscript | 0.44 | 44 | 0.78 | 44 | ! 127.0.0.1:52835 answered 503 (GET http://127.0.0.1:52835/v2/hostile/retry-after-superscript/manifests/sha256:3516b49838a88ff918a2b778df246 |
-| ratelimit-superscript | 0.43 | 44 | 0.75 | 44 | ! 127.0.0.1:37125 answered 429 (GET http://127.0.0.1:37125/v2/hostile/ratelimit-superscript/manifests/sha256:639399aa16b3f64366faf830a4a5982 |
-| retry-after-a-day | 0.36 | 44 | 0.32 | 44 | ! registry asked to wait (Retry-After 86400s), longer than retry_max_delay (30s) (GET http://127.0.0.1:33201/v2/hostile/retry-after-a-day/ma |
-| huge-announced-manifest | 0.59 | 44 | 0.38 | 44 | ! 127.0.0.1:52351: GET /v2/hostile/huge-announced-manifest/manifests/sha256:f14db7779e6a39835fd05dabadcbbe4b850fd161e1c1ad183a5cb151e743862f |
-| chunk-size-2-64 | 0.29 | 44 | 0.31 | 44 | ! RemoteProtocolError from 127.0.0.1:53633 while reading the body: the server closed the connection after 65536 of the 18446744073709551615  |
-| chunk-size-not-hex | 0.32 | 44 | 0.29 | 44 | ! RemoteProtocolError from 127.0.0.1:42419 while reading the body: a chunked body's size line is not hex: b'zz' (GET http://127.0.0.1:42419/ |
-| chunked-endless | 0.43 | 46 | 0.31 | 46 | ! 127.0.0.1:35545: GET /v2/hostile/chunked-endless/manifests/sha256:6230d451993c60c4d93eb8e9d833bb3b9f888da538dca10601be1f532dd34a72: body o |
-| chunked-cut | 0.30 | 44 | 0.28 | 44 | ! RemoteProtocolError from 127.0.0.1:34455 while reading the body: the server closed the connection after 398 of the 401 bytes it announced  |
-| body-cut-short | 0.27 | 44 | 0.28 | 44 | ! RemoteProtocolError from 127.0.0.1:46893 while reading the body: the server closed the connection after 200 of the 401 bytes it announced  |
-| close-delimited-garbage | 0.33 | 44 | 0.31 | 44 | ! manifest 127.0.0.1:36781/hostile/close-delimited-garbage:sha256:e9b0cbd4dad255ec3bb89ce93850488f581528c63db0a54641c6f2a3d6770160 is not va |
-| bytes-after-head-answer | 0.44 | 44 | 0.38 | 44 |  |
-| gzip-gzip-bomb-manifest | 0.33 | 44 | 0.31 | 44 | ! 127.0.0.1:50163 answered with Content-Encoding 'gzip, gzip', although asked for identity: refused, not decoded (docs/reliability.md) (GET  |
-| gzip-bomb-config | 0.29 | 44 | 0.28 | 44 | ! 127.0.0.1:53479 answered with Content-Encoding 'gzip', although asked for identity: refused, not decoded (docs/reliability.md) (GET http:/ |
-| deflate-layer | 0.29 | 44 | 0.34 | 44 | ! 127.0.0.1:34377 answered with Content-Encoding 'deflate', although asked for identity: refused, not decoded (docs/reliability.md) (GET htt |
-| br-manifest | 0.34 | 44 | 0.28 | 44 | ! 127.0.0.1:58189 answered with Content-Encoding 'br', although asked for identity: refused, not decoded (docs/reliability.md) (GET http://1 |
-| deep-json-manifest | 0.30 | 44 | 0.28 | 44 | ! manifest 127.0.0.1:60517/hostile/deep-json-manifest:sha256:859ff684a5fac25b46c5824b2c606aa4dd539028d750353cd58b752b166fd976 nests too deep |
-| manifest-not-json | 0.29 | 44 | 0.28 | 44 | ! manifest 127.0.0.1:52661/hostile/manifest-not-json:sha256:58fb75cd24d0280812bceb4f017c2c4e15b350ff9b7086c77c9993cdf5e219e1 is not UTF-8: ' |
-| manifest-digest-mismatch | 0.30 | 44 | 0.29 | 44 | ! manifest 127.0.0.1:53367/hostile/manifest-digest-mismatch:sha256:003c99eb12d5ac31ff21da75455ce1088f224ca0cccf8f806853b96ef4dc1bd1: digest  |
-| manifest-over-4-mib | 0.33 | 44 | 0.29 | 53 | ! 127.0.0.1:42099: GET /v2/hostile/manifest-over-4-mib/manifests/sha256:b6a98cd5eef8263f4c79e2998f12ab23b7e0642e21e648af2bcaa83a9d6404b7: an |
-| config-wrong-bytes | 0.28 | 53 | 0.28 | 53 | ! blob 127.0.0.1:40609/hostile/config-wrong-bytes@sha256:3bd7764104bd4fd2d40ae8aa2002fb72d7cf6750e3f3d620789f6713a5a25a8f: digest mismatch:  |
-| layer-wrong-bytes | 0.34 | 53 | 0.60 | 53 | ! blob 127.0.0.1:52177/hostile/layer-wrong-bytes@sha256:c207606d28655c0b6665059dc50f0d932695d5c8cb02038e992bcb2a7df6d840: digest mismatch: e |
-| layer-trickle | 0.43 | 53 | 5.07 | 53 | ! TooSlow from 127.0.0.1:38329 while reading the body: 8 bytes in the last 2 s, under the minimum of 1024 bytes/s (min_transfer_rate) over 2 |
-| layer-cut-short | 1.18 | 53 | 1.18 | 53 | ! RemoteProtocolError from 127.0.0.1:50557 while reading the body: the server closed the connection after 10 of the 118 bytes it announced ( |
-| always-500 | 0.58 | 53 | 1.30 | 53 | ! 127.0.0.1:43111 answered 500 (GET http://127.0.0.1:43111/v2/hostile/always-500/manifests/sha256:1dde1553da76fd8e3f6f7f4de6f8c8467964e67c0b |
-| html-error-body | 1.13 | 53 | 0.81 | 53 | ! 127.0.0.1:38325 answered 500 (GET http://127.0.0.1:38325/v2/hostile/html-error-body/manifests/sha256:68703dbc3293d6d61176313e17be86503cb70 |
-| 401-without-challenge | 1.15 | 53 | 0.77 | 53 | ! GET manifest hostile/401-without-challenge:sha256:0d9bbe712a495f65f26a9f9fc7128b6cb7ce78a7543ad06c2c216da121339362 (GET http://127.0.0.1:5 |
-| realm-elsewhere-401-loop | 0.78 | 53 | 0.76 | 53 | ! token server 127.0.0.1:9 named by 127.0.0.1:51227's challenge: ConnectError: 127.0.0.1:9 refused the connection (GET http://127.0.0.1:9/to |
-| redirect-loop | 0.80 | 53 | 1.02 | 53 | ! more than 5 redirects (GET http://127.0.0.1:56051/v2/hostile/redirect-loop/manifests/sha256:e3362e44ab6144c9e119d58a11421e060650185e2058ff |
-| redirect-to-file | 0.56 | 53 | 0.90 | 53 | ! refusing a redirect from http to file (GET http://127.0.0.1:46541/v2/hostile/redirect-to-file/manifests/sha256:ce2b0c31e134d2757d667c39c9c |
-| redirect-without-location | 0.42 | 53 | 0.69 | 53 | ! redirect without Location (GET http://127.0.0.1:52933/v2/hostile/redirect-without-location/manifests/sha256:4dbbb604fed16878c74bfe5c2e54a8 |
-| token-answer-bomb | 0.43 | 53 | 0.38 | 53 | ! token server 127.0.0.1:33925 named by 127.0.0.1:33925's challenge: 127.0.0.1:33925 answered with Content-Encoding 'gzip', although asked f |
+| head-trickle | 6.75 | 43 | 6.81 | 43 | ! ReadTimeout from 127.0.0.1:55223: no whole answer in 3 s (request_deadline) (GET http://127.0.0.1:55223/v2/hostile/head-trickle/manifests/ |
+| manifest-body-trickle | 6.46 | 43 | 6.42 | 44 | ! registry 127.0.0.1:33435: GET /v2/hostile/manifest-body-trickle/manifests/sha256:9f187068904631332027315dcf05fe9ff20547251a2daf12333a44909 |
+| config-body-trickle | 6.78 | 44 | 6.70 | 44 | ! registry 127.0.0.1:36815: GET /v2/hostile/config-body-trickle/blobs/sha256:fb36d0d7c80fd487ffd777fe371853d26a2b6eaf194c0aa3c470c4771dcc8af |
+| endless-1xx | 0.69 | 44 | 0.45 | 44 | ! RemoteProtocolError from 127.0.0.1:41659: more than 8 informational (1xx) answers before the answer (the last: 103) (GET http://127.0.0.1: |
+| switching-protocols | 0.80 | 44 | 0.75 | 44 | ! RemoteProtocolError from 127.0.0.1:36031: the server switched protocols (101) (GET http://127.0.0.1:36031/v2/hostile/switching-protocols/m |
+| bare-lf-head | 0.48 | 44 | 0.70 | 44 | ! RemoteProtocolError from 127.0.0.1:57079: an answer's head with bare LF line endings, not CRLF (it began b'HTTP/1.1 200 OK') (GET http://1 |
+| http2-status-line | 0.43 | 44 | 0.63 | 44 | ! RemoteProtocolError from 127.0.0.1:52019: not an HTTP/1.x status line: b'HTTP/2 200 OK' (GET http://127.0.0.1:52019/v2/hostile/http2-statu |
+| no-status-line | 0.65 | 44 | 0.67 | 44 | ! RemoteProtocolError from 127.0.0.1:48523: not an HTTP/1.x status line: b'hello' (GET http://127.0.0.1:48523/v2/hostile/no-status-line/mani |
+| nul-in-head | 0.67 | 44 | 0.62 | 44 | ! RemoteProtocolError from 127.0.0.1:41167: an answer's head with a NUL byte (GET http://127.0.0.1:41167/v2/hostile/nul-in-head/manifests/sh |
+| head-over-64k | 0.49 | 44 | 0.35 | 44 | ! RemoteProtocolError from 127.0.0.1:56517: an answer's head over 65536 bytes (GET http://127.0.0.1:56517/v2/hostile/head-over-64k/manifests |
+| obs-fold | 0.55 | 44 | 0.49 | 44 | ! RemoteProtocolError from 127.0.0.1:40805: a malformed header line: b'  folded' (GET http://127.0.0.1:40805/v2/hostile/obs-fold/manifests/s |
+| header-without-colon | 0.70 | 44 | 0.68 | 44 | ! RemoteProtocolError from 127.0.0.1:53427: a malformed header line: b'no colon here' (GET http://127.0.0.1:53427/v2/hostile/header-without- |
+| empty-answer | 0.41 | 44 | 0.55 | 44 | ! RemoteProtocolError from 127.0.0.1:53213: the server closed the connection without answering (GET http://127.0.0.1:53213/v2/hostile/empty- |
+| reset-mid-head | 0.83 | 44 | 0.57 | 44 | ! RemoteProtocolError from 127.0.0.1:35629: the server closed the connection in the middle of an answer's head (GET http://127.0.0.1:35629/v |
+| content-length-superscript | 0.80 | 44 | 0.54 | 44 | ! RemoteProtocolError from 127.0.0.1:47681: an invalid Content-Length: 'Â²' (GET http://127.0.0.1:47681/v2/hostile/content-length-superscrip |
+| content-length-arabic-digits | 0.75 | 44 | 0.79 | 44 | ! RemoteProtocolError from 127.0.0.1:57605: an invalid Content-Length: 'Ù¡Ù¢' (GET http://127.0.0.1:57605/v2/hostile/content-length-arabic-d |
+| head-content-length-superscript | 0.38 | 44 | 0.43 | 44 |  |
+| two-content-lengths | 0.46 | 44 | 0.73 | 44 | ! RemoteProtocolError from 127.0.0.1:52251: an invalid Content-Length: '401, 7' (GET http://127.0.0.1:52251/v2/hostile/two-content-lengths/m |
+| negative-content-length | 0.77 | 44 | 0.69 | 44 | ! RemoteProtocolError from 127.0.0.1:60095: an invalid Content-Length: '-1' (GET http://127.0.0.1:60095/v2/hostile/negative-content-length/m |
+| retry-after-superscript | 0.69 | 44 | 0.37 | 44 | ! 127.0.0.1:55069 answered 503 (GET http://127.0.0.1:55069/v2/hostile/retry-after-superscript/manifests/sha256:3516b49838a88ff918a2b778df246 |
+| ratelimit-superscript | 0.45 | 44 | 0.40 | 44 | ! 127.0.0.1:33117 answered 429 (GET http://127.0.0.1:33117/v2/hostile/ratelimit-superscript/manifests/sha256:639399aa16b3f64366faf830a4a5982 |
+| retry-after-a-day | 0.33 | 44 | 0.34 | 44 | ! registry asked to wait (Retry-After 86400s), longer than retry_max_delay (30s) (GET http://127.0.0.1:45955/v2/hostile/retry-after-a-day/ma |
+| huge-announced-manifest | 0.33 | 44 | 0.34 | 44 | ! 127.0.0.1:56811: GET /v2/hostile/huge-announced-manifest/manifests/sha256:f14db7779e6a39835fd05dabadcbbe4b850fd161e1c1ad183a5cb151e743862f |
+| chunk-size-2-64 | 0.63 | 44 | 0.67 | 44 | ! registry 127.0.0.1:58887: GET /v2/hostile/chunk-size-2-64/manifests/sha256:f445b455d7f26d18c6ea2b1c5fc6ea7149eb8f22e5e065ea54d7253b3a6cedb |
+| chunk-size-not-hex | 0.62 | 44 | 0.75 | 44 | ! registry 127.0.0.1:52775: GET /v2/hostile/chunk-size-not-hex/manifests/sha256:0fffa0b30e141aaed326090521d17017d4b56de643f47a97433053a910f7 |
+| chunked-endless | 0.39 | 47 | 0.38 | 48 | ! 127.0.0.1:46311: GET /v2/hostile/chunked-endless/manifests/sha256:6230d451993c60c4d93eb8e9d833bb3b9f888da538dca10601be1f532dd34a72: body o |
+| chunked-cut | 0.39 | 44 | 0.78 | 44 | ! registry 127.0.0.1:57783: GET /v2/hostile/chunked-cut/manifests/sha256:8ec4f96a76b00dcce3821ef16b2cca5f07ef5081e3c681b6f9a00d780164b42f: b |
+| body-cut-short | 0.82 | 44 | 0.85 | 44 | ! registry 127.0.0.1:33367: GET /v2/hostile/body-cut-short/manifests/sha256:d98392f6aabcc5dc8b183873cb6960a68e7c738d15c42b3d0bc7a5df57fa2c56 |
+| close-delimited-garbage | 0.79 | 44 | 0.78 | 44 | ! registry 127.0.0.1:52059: GET /v2/hostile/close-delimited-garbage/manifests/sha256:e9b0cbd4dad255ec3bb89ce93850488f581528c63db0a54641c6f2a |
+| bytes-after-head-answer | 0.40 | 44 | 0.59 | 44 |  |
+| gzip-gzip-bomb-manifest | 0.45 | 44 | 0.36 | 44 | ! 127.0.0.1:46437 answered with Content-Encoding 'gzip, gzip', although asked for identity: refused, not decoded (docs/reliability.md) (GET  |
+| gzip-bomb-config | 0.52 | 44 | 0.43 | 44 | ! 127.0.0.1:55453 answered with Content-Encoding 'gzip', although asked for identity: refused, not decoded (docs/reliability.md) (GET http:/ |
+| deflate-layer | 0.44 | 44 | 0.58 | 44 | ! 127.0.0.1:58823 answered with Content-Encoding 'deflate', although asked for identity: refused, not decoded (docs/reliability.md) (GET htt |
+| br-manifest | 0.47 | 44 | 0.37 | 44 | ! 127.0.0.1:60429 answered with Content-Encoding 'br', although asked for identity: refused, not decoded (docs/reliability.md) (GET http://1 |
+| deep-json-manifest | 0.38 | 44 | 0.35 | 44 | ! manifest 127.0.0.1:57499/hostile/deep-json-manifest:sha256:859ff684a5fac25b46c5824b2c606aa4dd539028d750353cd58b752b166fd976 nests too deep |
+| manifest-not-json | 0.48 | 44 | 0.37 | 44 | ! manifest 127.0.0.1:50221/hostile/manifest-not-json:sha256:58fb75cd24d0280812bceb4f017c2c4e15b350ff9b7086c77c9993cdf5e219e1 is not UTF-8: ' |
+| manifest-digest-mismatch | 0.43 | 44 | 0.83 | 44 | ! registry 127.0.0.1:46829: GET /v2/hostile/manifest-digest-mismatch/manifests/sha256:003c99eb12d5ac31ff21da75455ce1088f224ca0cccf8f806853b9 |
+| manifest-over-4-mib | 0.41 | 44 | 0.41 | 53 | ! 127.0.0.1:43093: GET /v2/hostile/manifest-over-4-mib/manifests/sha256:b6a98cd5eef8263f4c79e2998f12ab23b7e0642e21e648af2bcaa83a9d6404b7: an |
+| config-wrong-bytes | 0.66 | 53 | 0.65 | 53 | ! registry 127.0.0.1:55901: GET /v2/hostile/config-wrong-bytes/blobs/sha256:3bd7764104bd4fd2d40ae8aa2002fb72d7cf6750e3f3d620789f6713a5a25a8f |
+| layer-wrong-bytes | 0.52 | 53 | 0.57 | 53 | ! blob 127.0.0.1:58871/hostile/layer-wrong-bytes@sha256:c207606d28655c0b6665059dc50f0d932695d5c8cb02038e992bcb2a7df6d840: digest mismatch: e |
+| layer-trickle | 0.55 | 53 | 4.74 | 53 | ! TooSlow from 127.0.0.1:48341 while reading the body: 8 bytes in the last 2 s, under the minimum of 1024 bytes/s (min_transfer_rate) over 2 |
+| layer-cut-short | 0.56 | 53 | 0.41 | 53 | ! RemoteProtocolError from 127.0.0.1:55503 while reading the body: the server closed the connection after 10 of the 118 bytes it announced ( |
+| 404-error-body-cut-short | 0.68 | 53 | 0.80 | 53 | ! GET manifest hostile/404-error-body-cut-short:sha256:a4661fee5a8b7eadaf2e791295642f1ae4c0ba56858490bc0802482d0a2dd15e: 127.0.0.1:40593 ans |
+| 401-error-body-cut-short | 0.55 | 53 | 0.58 | 53 | ! GET manifest hostile/401-error-body-cut-short:sha256:7066aaeb0e25b1a06bc1453289777f102ced110022e96e18bf43f03fa5dc4b2f: 127.0.0.1:47077 ans |
+| always-500 | 0.58 | 53 | 0.76 | 53 | ! 127.0.0.1:60327 answered 500 (GET http://127.0.0.1:60327/v2/hostile/always-500/manifests/sha256:1dde1553da76fd8e3f6f7f4de6f8c8467964e67c0b |
+| html-error-body | 0.73 | 53 | 0.52 | 53 | ! 127.0.0.1:60935 answered 500 (GET http://127.0.0.1:60935/v2/hostile/html-error-body/manifests/sha256:68703dbc3293d6d61176313e17be86503cb70 |
+| 401-without-challenge | 0.55 | 53 | 0.58 | 53 | ! GET manifest hostile/401-without-challenge:sha256:0d9bbe712a495f65f26a9f9fc7128b6cb7ce78a7543ad06c2c216da121339362 (GET http://127.0.0.1:3 |
+| realm-elsewhere-401-loop | 0.60 | 53 | 0.57 | 53 | ! token server 127.0.0.1:9 named by 127.0.0.1:49623's challenge: ConnectError: 127.0.0.1:9 refused the connection (GET http://127.0.0.1:9/to |
+| redirect-loop | 0.46 | 53 | 0.73 | 53 | ! more than 5 redirects (GET http://127.0.0.1:33687/v2/hostile/redirect-loop/manifests/sha256:e3362e44ab6144c9e119d58a11421e060650185e2058ff |
+| redirect-to-file | 0.37 | 53 | 0.32 | 53 | ! refusing a redirect from http to file (GET http://127.0.0.1:55601/v2/hostile/redirect-to-file/manifests/sha256:ce2b0c31e134d2757d667c39c9c |
+| redirect-without-location | 0.35 | 53 | 0.34 | 53 | ! redirect without Location (GET http://127.0.0.1:50805/v2/hostile/redirect-without-location/manifests/sha256:4dbbb604fed16878c74bfe5c2e54a8 |
+| token-answer-bomb | 0.36 | 53 | 0.36 | 53 | ! token server 127.0.0.1:42491 named by 127.0.0.1:42491's challenge: 127.0.0.1:42491 answered with Content-Encoding 'gzip', although asked f |
+| token-answer-cut-short | 0.84 | 53 | 0.68 | 53 | ! registry 127.0.0.1:52719: GET /token/token-answer-cut-short: token answer cut short (RemoteProtocolError: the server closed the connection |
 """
 
 

@@ -34,7 +34,8 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from reconciler.errors import AuthError, DocumentError, RegistryError
+from reconciler.errors import AuthError, BodyError, DocumentError, RegistryError
+from reconciler.memo import Shared
 from reconciler.oci.document import load_json
 
 log = logging.getLogger("reconciler.auth")
@@ -305,7 +306,7 @@ class HostAuth:
         self.scheme: str | None = None  # "basic" or "bearer" once the host has challenged
         self._params: dict[str, str] = {}
         self._tokens: list[_Token] = []
-        self._inflight: dict[Scopes, asyncio.Future[_Token]] = {}
+        self._inflight: dict[Scopes, Shared[_Token]] = {}
         self.token_fetches = 0
 
     async def credentials(self) -> Credentials | None:
@@ -374,12 +375,15 @@ class HostAuth:
         for token in self._tokens:
             if scopes <= token.scopes:
                 return token
-        future = self._inflight.get(scopes)
-        if future is None:
-            future = asyncio.ensure_future(self._fetch_token(scopes))
-            self._inflight[scopes] = future
-            future.add_done_callback(lambda _f: self._inflight.pop(scopes, None))
-        return await asyncio.shield(future)
+        fetch = self._inflight.get(scopes)
+        if fetch is None or fetch.abandoned:
+            fetch = self._inflight[scopes] = Shared(self._fetch_token(scopes))
+            fetch.task.add_done_callback(lambda _f: self._forget(scopes, fetch))
+        return await fetch.wait()
+
+    def _forget(self, scopes: Scopes, fetch: Shared[_Token]) -> None:
+        if self._inflight.get(scopes) is fetch:  # not a fetch started after it was abandoned
+            del self._inflight[scopes]
 
     async def _fetch_token(self, scopes: Scopes) -> _Token:
         realm = httpx.URL(self._params["realm"])
@@ -420,7 +424,7 @@ class HostAuth:
             status, body = await self._fetch(method, url, headers, form)
         except RegistryError as exc:
             cause = exc.__cause__
-            if exc.retryable and "while reading the body" in str(exc):
+            if isinstance(exc, BodyError):
                 # Its body cut short: the registry request that needed it tries again.
                 why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
                 raise RegistryError(

@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from reconciler.errors import DocumentError, ReferenceError_, RegistryError, VerificationError
+from reconciler.errors import (
+    BodyError,
+    DocumentError,
+    ReferenceError_,
+    RegistryError,
+    VerificationError,
+)
 from reconciler.oci.digest import Digest, verified
 from reconciler.oci.document import (
     MANIFEST_SIZE_LIMIT,
@@ -185,6 +191,9 @@ class RegistryClient:
 
         try:
             return await self._transport.retry.run(attempt, f"GET {log_safe(url)}")
+        except RegistryError as exc:
+            exc.retryable = False  # an error body cut short every time: the retries are spent
+            raise
         except VerificationError as exc:
             if not exc.retryable:
                 raise
@@ -582,9 +591,7 @@ async def _read_document(response: httpx.Response, limit: int) -> bytes:
     is a retryable VerificationError."""
     try:
         return await read_capped(response, limit)
-    except RegistryError as exc:
-        if not exc.retryable:
-            raise
+    except BodyError as exc:
         cause = exc.__cause__
         why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
         raise VerificationError(f"body not read whole ({why})", retryable=True) from exc

@@ -43,6 +43,7 @@ from reconciler import __version__
 from reconciler.errors import (
     RETRYABLE_STATUSES,
     AuthError,
+    BodyError,
     DocumentError,
     NotFoundError,
     ReconcilerError,
@@ -60,6 +61,7 @@ from reconciler.store.registry.auth import (
 )
 from reconciler.store.registry.budget import Budgets
 from reconciler.store.registry.http1 import Origin
+from reconciler.store.registry.inflight import InFlight
 from reconciler.store.registry.limits import Progress, TooSlow, WireLimits
 from reconciler.store.registry.numbers import HeaderNumberError, header_decimal, shown
 from reconciler.store.registry.retry import RetryPolicy, parse_retry_after
@@ -107,6 +109,7 @@ class HttpTransport:
         self._answered: set[str] = set()  # host[:port] of every origin that answered once
         self._api: dict[str, str] = {}  # registry host -> host[:port] its API is served from
         self.budgets = budgets or Budgets(cap=self.retry.cap)
+        self.in_flight = InFlight()  # each spec's requests on the wire (spec_deadline's message)
         for host, entry in self._options.items():
             if entry.requests_per_second is not None:
                 # Keyed by the host requests go to (Docker Hub's API host for docker.io).
@@ -270,6 +273,7 @@ class HttpTransport:
             )
             # The budget before the pool: a request waiting for its turn holds no connection.
             ticket = await self.budgets.take(netloc(url), method, log_safe(url))
+            sent = self.in_flight.begin(method, log_safe(url))
             loop = asyncio.get_running_loop()
             # A streamed body (a blob upload) takes what its source takes: its pace is the
             # source's to keep (body_chunks' rate rule), and the answer's head comes after it.
@@ -280,18 +284,23 @@ class HttpTransport:
                         response = await pool.handle_async_request(request)
                         response.request = request
                         response.extensions = {**response.extensions, _DEADLINE: deadline}
-                        if not stream:
+                        if stream:
+                            response.stream = sent.watching(response.stream)  # until closed
+                        else:
                             response = await _read_whole(response)
+                            sent.end()
                 except TimeoutError:
                     raise httpx.ReadTimeout(
                         f"no whole answer in {self.limits.deadline:g} s (request_deadline)"
                     ) from None
             except httpx.HTTPError as exc:
+                sent.end()
                 self.budgets.answered(netloc(url), ticket, None)
                 if self._on_response is not None:
                     self._on_response(netloc(url), method, 0)
                 raise self._transport_error(exc, method, url) from exc
             except BaseException:
+                sent.end()
                 self.budgets.answered(netloc(url), ticket, None)
                 raise
             try:
@@ -495,13 +504,12 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
                     )
     except TimeoutError:
         request = response.request
-        raise RegistryError(
+        raise BodyError(
             f"{netloc(request.url)}: {len(body)} bytes of the body in the request deadline, "
             "then no more time (request_deadline)",
             method=request.method,
             url=log_safe(request.url),
             status=response.status_code,
-            retryable=True,
         ) from None
     return bytes(body)
 
@@ -538,12 +546,11 @@ async def body_chunks(
             yield bytes(pending)
     except (httpx.HTTPError, TooSlow) as exc:
         await response.aclose()
-        raise RegistryError(
+        raise BodyError(
             f"{type(exc).__name__} from {netloc(request.url)} while reading the body: {exc}",
             method=request.method,
             url=log_safe(request.url),
             status=response.status_code,
-            retryable=True,
         ) from exc
 
 
@@ -583,7 +590,11 @@ class ErrorEnvelope(BaseModel):
 async def error_from(
     response: httpx.Response, message: str, *, retryable: bool | None = None
 ) -> RegistryError:
-    """An error for an unexpected answer, carrying the registry's error codes; closes it."""
+    """An error for an unexpected answer, carrying the registry's error codes; closes it.
+
+    An error body cut short (or not whole by the request's deadline) makes the error retryable
+    whatever its status, unless `retryable` says otherwise: the answer was not whole, and the
+    retry policy fetches it again; once the retries are spent, the message says so."""
     details: tuple[RegistryErrorDetail, ...] = ()
     try:
         body = await read_capped(response, ERROR_BODY_LIMIT)
@@ -592,6 +603,14 @@ async def error_from(
             details = tuple(
                 RegistryErrorDetail(e.code, e.message[:500]) for e in envelope.errors[:20]
             )
+    except BodyError as exc:
+        cause = exc.__cause__
+        why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        where = netloc(response.request.url)
+        message = (
+            f"{message}: {where} answered {response.status_code}, its error body cut short ({why})"
+        )
+        retryable = True if retryable is None else retryable
     except (ReconcilerError, ValidationError, httpx.HTTPError):
         pass  # the status alone still says what went wrong
     finally:
