@@ -23,6 +23,7 @@ from bench.report import table, write_doc
 from bench.scale import scale as _scale  # noqa: F401 - registers the slow `scale` scenario
 from bench.scenarios import SCENARIOS, SLOW
 from bench.sizing import sizing as _sizing  # noqa: F401 - registers the slow `sizing` scenario
+from bench.slow_layer import slow_layer as _slow_layer  # noqa: F401 - and `slow-layer`, `slow-link`
 
 
 def main(argv: Sequence[str] | None = None) -> int:
