@@ -35,10 +35,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reconciler.cache import ContentCache
 from reconciler.errors import NotFoundError, TrustError
@@ -49,6 +49,7 @@ from reconciler.model.provenance import (
     SLSA_PROVENANCE,
     BuildRun,
     SourceFiles,
+    sbom_statement,
     spec_of,
     stable_part,
     statement,
@@ -195,6 +196,31 @@ class _Carried:
 
 _NOTHING = _Carried(None, (), ())
 
+# `attach:` files that are also written as attestations with signing (predicate types as
+# cosign's `attest --type spdxjson|cyclonedx` writes them).
+SBOM_PREDICATES = {
+    "application/spdx+json": "https://spdx.dev/Document",
+    "application/vnd.cyclonedx+json": "https://cyclonedx.org/bom",
+}
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """A statement of ours for an `.att` manifest: how an existing one is compared with it,
+    and which existing ones are ours to replace."""
+
+    predicate_type: str
+    body: bytes
+    compare: Callable[[bytes], Any]
+    ours: Callable[[bytes], bool] = lambda _body: True
+
+
+def _whole(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
 
 class Attacher:
     """Plans the artifacts of each spec; one per run, sharing HEADs with the observer."""
@@ -330,8 +356,11 @@ class Attacher:
                     )
                 )
                 if signer is not None and self._attests(spec):
+                    sboms = _sboms(spec, attached) if digest == desired.root.digest else []
                     plans.append(
-                        await self._attestation(spec, desired, base, location, digest, signer)
+                        await self._attestation(
+                            spec, desired, base, location, digest, signer, sboms
+                        )
                     )
         return tuple(p for p in plans if not p.plan.in_sync)
 
@@ -476,20 +505,32 @@ class Attacher:
         location: Location,
         digest: Digest,
         key: PrivateKey,
+        sboms: Sequence[tuple[str, bytes]] = (),
     ) -> ArtifactPlan:
-        """The target's `.att` manifest for `digest` with our provenance statement: kept when
-        one of ours says the same but for its times, else ours replaced and theirs kept."""
+        """The target's `.att` manifest for `digest` with our statements: the provenance, and
+        for the image's root the `attach:` SBOMs (`sboms`: predicate type, document). One of
+        ours that says the same (a provenance but for its times) is kept; ours that changed
+        are replaced; other writers' layers are kept."""
         assert self.provenance is not None  # noqa: S101 - called only when it is set
         tag = tag_for(digest, ATT_SUFFIX)
         address = Address(location, tag=tag)
-        label = f"provenance of {digest.short} (SLSA v1, key {key.public.short})"
         finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         files = await self._source_files(spec)
         body = statement(
             spec, desired, base, str(location), digest, files, self.provenance, finished
         )
-        stable = stable_part(body)
-        stable_digest = hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
+        mine = (files.spec_path, spec.name)
+        wanted = [
+            _Statement(SLSA_PROVENANCE, body, stable_part, lambda b: spec_of(b) == mine),
+            *(
+                _Statement(kind, sbom_statement(str(location), digest, kind, data), _whole)
+                for kind, data in sboms
+            ),
+        ]
+        kinds = ", ".join(["SLSA v1", *(k.rsplit("/", 1)[-1] for k, _ in sboms)])
+        label = f"attestations of {digest.short} ({kinds}; key {key.public.short})"
+        stable = json.dumps([w.compare(w.body) for w in wanted], sort_keys=True)
+        stable_digest = hashlib.sha256(stable.encode()).hexdigest()
 
         def fact(att: Digest | None) -> str:
             text = "\n".join(
@@ -502,11 +543,13 @@ class Attacher:
             return _in_sync(desired, address, label, ArtifactKind.ATTESTATION)
         existing = await self._get(location, tag) if current is not None else None
         replaced: list[Digest] = []
+        kept: set[int] = set()
         if existing is not None:
             where = f"attestation manifest {location}:{tag}"
+            types = {w.predicate_type for w in wanted}
             for layer in load_artifact_manifest(existing, where).manifest.layers:
                 kind = (layer.annotations or {}).get(PREDICATE_ANNOTATION)
-                if layer.media_type != DSSE_TYPE or kind != SLSA_PROVENANCE:
+                if layer.media_type != DSSE_TYPE or kind not in types:
                     continue
                 raw = await self._blob(location, layer.digest)
                 try:
@@ -515,14 +558,29 @@ class Attacher:
                     continue  # another writer's: theirs to mend
                 if not verifies(parsed, key.public.verify):
                     continue  # not signed by our key: another writer's statement
-                if spec_of(parsed.body) != (files.spec_path, spec.name):
+                match = next(
+                    (
+                        i
+                        for i, w in enumerate(wanted)
+                        if w.predicate_type == kind and w.ours(parsed.body)
+                    ),
+                    None,
+                )
+                if match is None:
                     continue  # another spec's statement for the same image: it stays
-                if stable_part(parsed.body) == stable:
-                    self.cache.put_fact("attested", fact(current))
-                    return _in_sync(desired, address, label, ArtifactKind.ATTESTATION)
-                replaced.append(layer.digest)
-        new = envelope(body, key.sign)
-        raw, blobs = attestation_manifest(existing, replaced, new, SLSA_PROVENANCE)
+                same = wanted[match].compare(parsed.body) == wanted[match].compare(
+                    wanted[match].body
+                )
+                if same and match not in kept:
+                    kept.add(match)
+                else:
+                    replaced.append(layer.digest)
+        pending = [w for i, w in enumerate(wanted) if i not in kept]
+        if existing is not None and not pending and not replaced:
+            self.cache.put_fact("attested", fact(current))
+            return _in_sync(desired, address, label, ArtifactKind.ATTESTATION)
+        new = [(envelope(w.body, key.sign), w.predicate_type) for w in pending]
+        raw, blobs = attestation_manifest(existing, replaced, new)
         document = _manifest(raw, f"attestation manifest for {location}:{tag}")
         image = artifact_image(
             desired.name, document, address, _desired_blobs(document, blobs, location)
@@ -758,6 +816,29 @@ def _in_sync(
 ) -> ArtifactPlan:
     plan = SpecPlan(desired.name, desired.root.digest, (), (), (), (address,), 0)
     return ArtifactPlan(kind, label, plan)
+
+
+def _sboms(
+    spec: LoadedSpec, attached: Sequence[tuple[Descriptor, ManifestDocument, tuple[Blob, ...]]]
+) -> list[tuple[str, bytes]]:
+    """The `attach:` files that are SBOMs (SPDX or CycloneDX JSON): (predicate type, the
+    document), each checked to be a JSON object, as a statement's predicate must be."""
+    out = []
+    for index, (descriptor, document, blobs) in enumerate(attached):
+        kind = SBOM_PREDICATES.get(descriptor.artifact_type or "")
+        if kind is None:
+            continue
+        layer = document.manifest.layers[0].digest
+        data = next(b.data for b in blobs if b.digest == layer)
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            where = spec.location(("attach", index, "file"))
+            raise TrustError(f"{where}: an SBOM attested must be a JSON object")
+        out.append((kind, data))
+    return out
 
 
 def _read_sources(file: str) -> SourceFiles:

@@ -205,3 +205,15 @@ def spec_of(body: bytes) -> tuple[str, str] | None:
     except (ValueError, KeyError, TypeError):
         return None
     return (path, name) if isinstance(path, str) and isinstance(name, str) else None
+
+
+def sbom_statement(subject: str, digest: Digest, predicate_type: str, document: bytes) -> bytes:
+    """An in-toto Statement v1 whose predicate is an SBOM document (SPDX or CycloneDX JSON,
+    a JSON object: the caller checked it), as `cosign attest --type spdxjson` writes it."""
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": subject, "digest": _digest_set(digest)}],
+        "predicateType": predicate_type,
+        "predicate": json.loads(document),
+    }
+    return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()

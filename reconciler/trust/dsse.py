@@ -95,24 +95,27 @@ class AttestationManifest(NamedTuple):
 def attestation_manifest(
     existing: bytes | None,
     replaced: Sequence[Digest],
-    new: bytes,
-    predicate_type: str,
+    new: Sequence[tuple[bytes, str]],
 ) -> AttestationManifest:
     """The `.att` manifest: `existing`'s layers but those in `replaced` (our earlier
-    envelopes of this predicate type), then `new`. The config lists the layers as cosign's
-    does; an envelope already there is not added twice."""
+    envelopes that changed), then each `new` (envelope, predicate type). The config lists the
+    layers as cosign's does; an envelope already there is not added twice."""
     base = load_artifact_manifest(existing, "existing attestation manifest") if existing else None
     gone = set(replaced)
     layers = [d for d in (base.manifest.layers if base else ()) if d.digest not in gone]
-    blob = Blob.of(new, DSSE_TYPE, {PREDICATE_ANNOTATION: predicate_type})
-    if all(d.digest != blob.digest for d in layers):
+    blobs = []
+    for data, predicate_type in new:
+        blob = Blob.of(data, DSSE_TYPE)
+        if any(d.digest == blob.digest for d in layers):
+            continue
+        blobs.append(blob)
         layers.append(
             Descriptor(
                 media_type=DSSE_TYPE,
                 digest=blob.digest,
-                size=len(new),
+                size=len(data),
                 annotations={SIGNATURE_ANNOTATION: "", PREDICATE_ANNOTATION: predicate_type},
             )
         )
     raw, config = layers_manifest(base, layers, "attestation manifest")
-    return AttestationManifest(raw, (config, blob))
+    return AttestationManifest(raw, (config, *blobs))

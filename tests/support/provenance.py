@@ -60,6 +60,12 @@ def validate(statement: dict[str, Any]) -> None:
     provenance_schema.validate(statement["predicate"])
 
 
+def statement_schema_check(statement: dict[str, Any]) -> None:
+    """Raises jsonschema.ValidationError unless `statement` is an in-toto Statement v1 (any
+    predicate)."""
+    _schemas()[0].validate(statement)
+
+
 def attestations(host: str, repo: str, digest: str, key: cosign.KeyPair) -> list[Attestation]:
     """Every DSSE layer of `host/repo`'s `.att` manifest for `digest` (none when the tag is
     missing), each decoded, with whether `key` signed it."""
