@@ -1,0 +1,210 @@
+"""The status page (GET /): rendered from hand-built boards (escaping, filters, paging, the
+attention list), then served by a real daemon against a real registry."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import httpx
+import pytest
+
+from reconciler.daemon.status import BoardView, InstanceStatus, SpecStatus, TagStatus
+from reconciler.daemon.ui import page, site
+from reconciler.model.state import SpecState
+from tests.conftest import Cli
+from tests.test_daemon import Daemon, running
+
+XSS_NAME = "<img src=x onerror=alert(1)>"
+XSS_MESSAGE = "<script>alert(2)</script><b onmouseover=alert(3)>bold</b>"
+DIGEST_A = "sha256:" + "a1" * 32
+DIGEST_B = "sha256:" + "b2" * 32
+
+
+def facts(mode: str = "apply", counters: tuple[page.Counter, ...] = ()) -> page.DaemonFacts:
+    return page.DaemonFacts("9.9.9", "1/3", mode, "auto", True, 0.0, 300.0, counters)
+
+
+def board(
+    *specs: SpecStatus, mode: str = "apply", waiting: dict[str, str] | None = None
+) -> page.Board:
+    view = BoardView(tuple(sorted(specs, key=lambda s: s.key)))
+    return page.Board(view, {}, waiting or {}, facts(mode))
+
+
+def spec(
+    name: str, state: SpecState = SpecState.SYNCED, target: str = "r.example/app:1", **kw: object
+) -> SpecStatus:
+    tags = (TagStatus(target, DIGEST_A, DIGEST_A),)
+    return SpecStatus(name, f"{name}.yaml", state, tags, **kw)  # type: ignore[arg-type]
+
+
+def rows(html: str) -> list[str]:
+    """The names in the specs table, in order (instances too)."""
+    body = html.split('<table class="specs">', 1)[1]
+    return [
+        unescape(re.sub(r"<[^>]+>", "", cell)).replace("\u21b3", "").strip()
+        for cell in re.findall(r'<th scope="row">(.*?)</th>', body)
+    ]
+
+
+def test_values_from_specs_and_errors_are_text() -> None:
+    shown = board(spec(XSS_NAME, SpecState.FAILED, message=XSS_MESSAGE, failures=3))
+    html = page.overview(shown, page.Query())
+    for payload in (XSS_NAME, XSS_MESSAGE, "<script>alert", "<b onmouseover"):
+        assert payload not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+    # The only scripts are the page's own file; no inline handler or style anywhere.
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="./static/app.js" defer>']
+    assert not re.search(r"<[a-z][^>]*\son[a-z]+\s*=", html)  # text may say it; no tag does
+    assert "style=" not in html and "<style" not in html
+    # A search that carries HTML is text in the form too.
+    html = page.overview(shown, page.Query.parse('q="><script>alert(4)</script>'))
+    assert "<script>alert(4)" not in html and 'value="&quot;&gt;&lt;script&gt;' in html
+
+
+def test_urls_are_relative() -> None:
+    html = page.overview(board(spec("web")), page.Query.parse("state=Synced&page=1"))
+    urls = [unescape(u) for u in re.findall(r'(?:href|src|action|data-live)="([^"]*)"', html)]
+    assert urls, html
+    assert all(not u.startswith(("/", "http:", "https:", "//")) for u in urls), urls
+    assert "./static/app.css" in urls and "./static/app.js" in urls
+    assert "?state=Synced&fragment=1" in urls  # what the script polls: this page's own view
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ["api", "db", "web", "web[1.0]", "web[2.0]"]),
+        ("state=Failed", ["db", "web", "web[1.0]", "web[2.0]"]),
+        ("state=Synced", ["api", "web", "web[1.0]", "web[2.0]"]),  # one instance is: all shown
+        ("state=Bogus", ["api", "db", "web", "web[1.0]", "web[2.0]"]),  # unknown: ignored
+        ("q=DB", ["db"]),  # the name, in any case
+        ("q=api.yaml", ["api"]),  # the file
+        ("q=other.example", ["db"]),  # a registry in a target
+        ("q=b2b2b2", ["web", "web[1.0]", "web[2.0]"]),  # a digest, in an instance's tags
+        ("q=web%5B2", ["web", "web[1.0]", "web[2.0]"]),  # an instance's name
+        ("state=Failed&q=api", []),
+        ("state=attention", ["db", "web", "web[1.0]", "web[2.0]"]),
+    ],
+)
+def test_filter_and_search(query: str, expected: list[str]) -> None:
+    instances = (
+        InstanceStatus("web[1.0]", SpecState.SYNCED),
+        InstanceStatus(
+            "web[2.0]", SpecState.FAILED, (TagStatus("r.example/web:2", DIGEST_B, None),)
+        ),
+    )
+    shown = board(
+        spec("api"),
+        spec("db", SpecState.FAILED, target="other.example/db:1"),
+        spec("web", SpecState.FAILED, instances=instances),
+    )
+    html = page.overview(shown, page.Query.parse(query))
+    assert rows(html) == expected
+    if not expected:
+        assert "No spec matches." in html
+
+
+def test_pages_hold_a_hundred_rows() -> None:
+    many = board(*(spec(f"s{i:04d}") for i in range(250)))
+    first = page.overview(many, page.Query())
+    assert len(rows(first)) == page.PAGE_SIZE and rows(first)[0] == "s0000"
+    assert "1-100 of 250" in first and 'href="?page=2" rel="next"' in first
+    last = page.overview(many, page.Query.parse("page=3"))
+    assert rows(last) == [f"s{i:04d}" for i in range(200, 250)]
+    assert 'href="?page=2" rel="prev"' in last and 'rel="next"' not in last
+    beyond = page.overview(many, page.Query.parse("page=99"))  # the last page, not an empty one
+    assert rows(beyond) == rows(last)
+    for bad in ("page=0", "page=-1", "page=x", "page=99999999999"):
+        assert rows(page.overview(many, page.Query.parse(bad))) == rows(first)
+
+
+def test_attention_lists_what_needs_a_look_first() -> None:
+    shown = board(
+        spec("a-synced"),
+        spec("b-failed", SpecState.FAILED, message="registry said 500"),
+        spec("c-invalid", SpecState.INVALID),
+        spec("d-moved", SpecState.BASE_MOVED),
+        spec("e-out", SpecState.OUT_OF_SYNC),
+        spec("f-waiting"),
+        mode="observe",
+        waiting={"f-waiting": "r.example"},
+    )
+    html = page.overview(shown, page.Query())
+    listed = html.split('<ul class="attention">', 1)[1].split("</ul>", 1)[0]
+    names = re.findall(r'<a href="./specs/([^"]+)">', listed)
+    assert names == ["b-failed", "c-invalid", "d-moved", "e-out", "f-waiting"]
+    assert "registry said 500" in listed and "request budget of r.example" in listed
+    assert html.index("Needs attention (5)") < html.index('<table class="specs">')
+    # In apply mode OutOfSync is a pass on its way, not something to look at.
+    applying = board(spec("e-out", SpecState.OUT_OF_SYNC))
+    assert "Nothing needs attention." in page.overview(applying, page.Query())
+
+
+def test_daemon_section_and_its_alerts() -> None:
+    counters = (
+        page.Counter(
+            "Hook calls", ((("registry", "accepted"), 4.0), (("git", "unauthorized"), 2.0))
+        ),
+        page.Counter("Notifications", ((("slack", "delivered"), 7.0), (("slack", "failed"), 1.0))),
+    )
+    shown = page.Board(BoardView((spec("web"),)), {"web": "locked"}, {}, facts("observe", counters))
+    html = page.overview(shown, page.Query())
+    daemon = html.split('<h2 id="daemon-h">', 1)[1]
+    for words in (
+        "9.9.9",
+        "1/3",
+        "observe",
+        "every 300 s",
+        "git unauthorized: 2",
+        "slack failed: 1",
+    ):
+        assert words in daemon, words
+    assert "2 hook calls refused" in html and "1 notification failed or dropped" in html
+    assert '<span class="policy">locked</span>' in html
+
+
+def test_states_are_in_words_as_well_as_colour() -> None:
+    for state in SpecState:
+        badge = page.state_badge(state)
+        assert f">{state}<" in badge and f"state-{str(state).lower()}" in badge
+    short = page.short_digest(DIGEST_A)
+    assert short == f'<code class="digest" title="{DIGEST_A}">{"a1" * 6}</code>'
+
+
+# -- served by a real daemon ------------------------------------------------------------------
+
+
+def get(daemon: Daemon, path: str, etag: str) -> httpx.Response:
+    """GET with If-None-Match."""
+    url = f"http://127.0.0.1:{daemon.port}{path}"
+    return httpx.get(url, headers={"If-None-Match": etag}, timeout=5)
+
+
+def test_served_with_its_headers_and_files_and_off_with_ui_false(cli: Cli) -> None:
+    with running(cli, ready=True) as daemon:
+        answer = daemon.get("/")
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "text/html; charset=utf-8"
+        assert answer.headers["content-security-policy"] == site.CSP
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        again = get(daemon, "/", answer.headers["etag"])
+        assert again.status_code == 304 and again.content == b""
+        for name, kind in [("app.css", "text/css"), ("app.js", "text/javascript")]:
+            asset = daemon.get(f"/static/{name}")
+            assert asset.status_code == 200, name
+            assert asset.headers["content-type"] == f"{kind}; charset=utf-8"
+            assert asset.headers["content-security-policy"] == site.CSP
+        assert daemon.get("/static/nothing.js").status_code == 404
+        assert daemon.get("/static/../http.py").status_code == 404
+        assert httpx.post(f"http://127.0.0.1:{daemon.port}/", timeout=5).status_code == 405
+        status = daemon.get("/status")
+        assert get(daemon, "/status", status.headers["etag"]).status_code == 304
+        assert get(daemon, "/status", '"other"').status_code == 200
+    with running(cli, ready=True, name="no-ui", ui="false") as daemon:
+        assert daemon.get("/").status_code == 404
+        assert daemon.get("/static/app.js").status_code == 404
+        assert daemon.get("/status").status_code == 200
