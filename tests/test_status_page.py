@@ -3,17 +3,31 @@ attention list), then served by a real daemon against a real registry."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from collections.abc import Iterator
 from html import unescape
+from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Dialog,
+    Locator,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from reconciler.daemon.status import BoardView, InstanceStatus, SpecStatus, TagStatus
 from reconciler.daemon.ui import page, site
 from reconciler.model.state import SpecState
-from tests.conftest import Cli
-from tests.test_daemon import Daemon, running
+from tests.conftest import Cli, World
+from tests.support.report import record
+from tests.test_daemon import HEADER, Daemon, copy_tag, running, wait_for
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
 XSS_MESSAGE = "<script>alert(2)</script><b onmouseover=alert(3)>bold</b>"
@@ -208,3 +222,194 @@ def test_served_with_its_headers_and_files_and_off_with_ui_false(cli: Cli) -> No
         assert daemon.get("/").status_code == 404
         assert daemon.get("/static/app.js").status_code == 404
         assert daemon.get("/status").status_code == 200
+
+
+# -- in a browser ------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = Path(os.environ.get("RECONCILER_ARTIFACTS", ROOT / "artifacts")) / "screenshots"
+DOCS_SHOT = ROOT / "docs" / "status-page.png"  # rewritten with RECONCILER_SCREENSHOT_DOCS=1
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+XSS_FILE = "<img src=x onerror=alert(1)>.yaml"
+XSS_SPEC_NAME = "<b onmouseover=alert(3)>bold</b>"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
+        )
+        yield launched
+        launched.close()
+
+
+def shot(target: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    target.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def write_world(cli: Cli, world: World) -> None:
+    """A Synced spec, a fan-out spec of two images, a Failed one (its base does not exist),
+    an Invalid file, and a file whose name and content carry HTML."""
+    a = world.a.host
+    for tag in ("1.0.0", "1.1.0"):
+        copy_tag(f"{a}/base/single:1", f"{a}/page/base:{tag}")
+    cli.write_spec("good.yaml", GOOD.format(a=a), spec_name="good")
+    cli.write_spec(
+        "multi.yaml", f"base: {a}/base/multi:1\ntargets: [{a}/page/multi:1]\n", spec_name="multi"
+    )
+    cli.write_spec(
+        "web.yaml",
+        f'base: {a}/page/base\nbaseTags: {{semver: ">=1"}}\ntargets: ["{a}/page/web:{{tag}}"]\n',
+        spec_name="web",
+    )
+    cli.write_spec(
+        "missing.yaml", f"base: {a}/base/nothing:1\ntargets: [{a}/page/missing:1]\n", "missing"
+    )
+    cli.write("broken.yaml", HEADER + "metadata: {name: broken}\nspec:\n  base: [unclosed\n")
+    body = "spec:\n  base: r.example/base:1\n  targets: [r.example/app:1]\n"
+    cli.write(XSS_FILE, HEADER + f'metadata: {{name: "{XSS_SPEC_NAME}"}}\n' + body)
+
+
+GOOD = "base: {a}/base/single:1\nannotations: {{note: page}}\ntargets: [{a}/page/good:1]\n"
+
+
+def states_are(daemon: Daemon, expected: dict[str, str]) -> bool:
+    status = daemon.status()
+    return all(status.get(name, {}).get("state") == state for name, state in expected.items())
+
+
+def badge(target: Page, name: str) -> Locator:
+    """The state badge of the spec row shown as `name` (not its instances')."""
+    row = target.locator("tr.spec").filter(
+        has=target.locator("th a", has_text=re.compile(f"^{re.escape(name)}$"))
+    )
+    return row.locator("td .state")
+
+
+def row_names(target: Page) -> list[str]:
+    return [n.strip() for n in target.locator("table.specs tbody th a").all_inner_texts()]
+
+
+def expected_states(cli: Cli) -> dict[str, str]:
+    return {
+        "good": "Synced",
+        "multi": "Synced",
+        "web": "Synced",
+        "missing": "Failed",
+        f"file:{cli.specs}/broken.yaml": "Invalid",
+        f"file:{cli.specs}/{XSS_FILE}": "Invalid",
+    }
+
+
+def test_overview_in_a_browser(world: World, cli: Cli, browser: Browser) -> None:
+    write_world(cli, world)
+    with running(cli, ready=True) as daemon:
+        expected = expected_states(cli)
+        wait_for("the states", lambda: states_are(daemon, expected), timeout=20)
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        target = context.new_page()
+        dialogs: list[str] = []
+        problems: list[str] = []
+
+        def on_dialog(dialog: Dialog) -> None:
+            dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "error":  # a CSP violation is one
+                problems.append(message.text)
+
+        target.on("dialog", on_dialog)
+        target.on("console", on_console)
+        target.on("pageerror", lambda error: problems.append(str(error)))
+        base = f"http://127.0.0.1:{daemon.port}/"
+        started = time.monotonic()
+        answer = target.goto(base)
+        target.locator("#live-state.live").wait_for(timeout=3000)  # the script runs, and polls
+        loaded = time.monotonic() - started
+        assert answer is not None and answer.headers["content-security-policy"] == site.CSP
+
+        # The right states, in words (the badge) and colour (its class).
+        for key, state in expected.items():
+            name = key.replace(f"file:{cli.specs}/", "file:")  # shown relative to specs_dir
+            assert badge(target, name).inner_text() == state, name
+            assert f"state-{state.lower()}" in (badge(target, name).get_attribute("class") or "")
+        counts = target.locator("ul.counts").inner_text()
+        assert re.search(r"All\s+6", counts) and re.search(r"Synced\s+3", counts), counts
+        assert re.search(r"Failed\s+1", counts) and re.search(r"Invalid\s+2", counts), counts
+        needs = target.locator("ul.attention").inner_text()
+        assert "missing" in needs and "broken.yaml" in needs and "good" not in needs
+        instances = target.locator("tr.instance th").all_inner_texts()
+        assert sorted(i.strip("\u21b3 ") for i in instances) == ["web[1.0.0]", "web[1.1.0]"]
+        good = daemon.status()["good"]["tags"][0]
+        digest = target.locator("tr.spec", has_text="page/good:1").locator("code.digest").first
+        assert digest.get_attribute("title") == good["desired"] == good["observed"]
+        assert digest.inner_text() == good["desired"].removeprefix("sha256:")[:12]
+        shot(target, "overview")
+        if os.environ.get("RECONCILER_SCREENSHOT_DOCS"):
+            clip = {"x": 0, "y": 0, "width": 1280, "height": 700}  # the README's: under 150 KB
+            target.screenshot(path=str(DOCS_SHOT), clip=clip)  # type: ignore[arg-type]
+
+        # The HTML stays text: no dialog, no image, the payloads shown literally.
+        assert target.locator("img").count() == 0 and target.locator("b[onmouseover]").count() == 0
+        assert target.get_by_text(XSS_FILE, exact=False).first.is_visible()
+        assert target.get_by_text(XSS_SPEC_NAME, exact=False).first.is_visible()
+
+        # Filter by state, then search by name, registry path and digest (the form, no script).
+        target.select_option("#state", "Failed")
+        target.click("form.filters button")
+        target.wait_for_url(re.compile(r"state=Failed"))
+        assert row_names(target) == ["missing"]
+        for text, names in [
+            ("good", ["good"]),
+            ("page/multi", ["multi"]),
+            (good["desired"][7:19], ["good"]),
+            ("broken.yaml", ["file:broken.yaml"]),
+        ]:
+            target.goto(base)
+            target.fill("#q", text)
+            target.press("#q", "Enter")
+            target.wait_for_url(re.compile(r"q="))
+            assert row_names(target) == names, text
+        shot(target, "search")
+
+        # Live: a spec broken on disk turns Invalid on the open page, and back when fixed.
+        target.goto(base)
+        target.locator("#live-state.live").wait_for(timeout=3000)
+        spec = cli.specs / "good.yaml"
+        fixed = spec.read_text()
+        started = time.monotonic()
+        spec.write_text(HEADER + "metadata: {name: good}\nspec:\n  base: [unclosed\n")
+        expect(badge(target, "good")).to_have_text("Invalid", timeout=2000)
+        to_invalid = time.monotonic() - started
+        shot(target, "live-invalid")
+        started = time.monotonic()
+        spec.write_text(fixed)
+        expect(badge(target, "good")).to_have_text("Synced", timeout=2000)
+        to_synced = time.monotonic() - started
+        record("status_page", loaded=loaded, to_invalid=to_invalid, to_synced=to_synced)
+        print(f"page loaded and live {loaded:.2f}s; Invalid shown {to_invalid:.2f}s, "
+              f"Synced again {to_synced:.2f}s")  # fmt: skip
+
+        assert dialogs == [] and problems == [], (dialogs, problems)
+        context.close()
+
+        # Without JavaScript the overview renders all the same (not live).
+        still = browser.new_context(java_script_enabled=False)
+        plain = still.new_page()
+        plain.goto(base)
+        assert badge(plain, "missing").inner_text() == "Failed"
+        assert plain.locator("#live-state").inner_text() == "static page: reload for news"
+        still.close()
+        html = httpx.get(base, timeout=5).text
+        assert "<table" in html and ">missing</a>" in html and "state-failed" in html

@@ -87,6 +87,7 @@ class DaemonFacts:
     started: float
     resync_interval: float
     counters: tuple[Counter, ...] = ()
+    specs_dir: str = ""  # shown paths are relative to it
 
 
 @dataclass(frozen=True)
@@ -170,8 +171,19 @@ def when(seconds: float | None) -> str:
     return f'<time datetime="{iso}">{iso.replace("T", " ")}</time>'
 
 
-def spec_link(key: str) -> str:
-    return f'<a href="./specs/{_e(quote(key, safe=""))}">{_e(key)}</a>'
+def spec_link(key: str, board: Board) -> str:
+    return f'<a href="./specs/{_e(quote(key, safe=""))}">{_e(shown_path(key, board))}</a>'
+
+
+def shown_path(text: str, board: Board) -> str:
+    """A file (or a `file:` key) relative to the specs directory, as the operator wrote it."""
+    prefix = board.facts.specs_dir.rstrip("/") + "/"
+    if prefix == "/":
+        return text
+    for lead in ("", "file:"):
+        if text.startswith(lead + prefix):
+            return lead + text[len(lead) + len(prefix) :]
+    return text
 
 
 def _tags(tags: Sequence[TagStatus]) -> str:
@@ -189,8 +201,12 @@ def _tags(tags: Sequence[TagStatus]) -> str:
     return f'<ul class="tags">{"".join(items)}</ul>'
 
 
-def _message(message: str | None) -> str:
-    return f'<span class="message">{_e(message)}</span>' if message else ""
+def _message(message: str | None, board: Board) -> str:
+    if not message:
+        return ""
+    prefix = board.facts.specs_dir.rstrip("/") + "/"
+    shown = message.replace(prefix, "") if prefix != "/" else message
+    return f'<span class="message">{_e(shown)}</span>'
 
 
 def _row(status: SpecStatus, board: Board) -> str:
@@ -198,23 +214,23 @@ def _row(status: SpecStatus, board: Board) -> str:
     extra = f' <span class="policy">{_e(policy)}</span>' if policy else ""
     rows = [
         f'<tr class="spec" data-state="{_e(status.state)}">'
-        f'<th scope="row">{spec_link(status.key)}{extra}</th>'
-        f"<td>{_e(status.file)}</td><td>{state_badge(status.state)}</td>"
+        f'<th scope="row">{spec_link(status.key, board)}{extra}</th>'
+        f"<td>{_e(shown_path(status.file, board))}</td><td>{state_badge(status.state)}</td>"
         f"<td>{_tags(status.tags)}</td>"
         f"<td>{when(status.last_attempt)}</td><td>{when(status.last_success)}</td>"
-        f"<td>{_message(status.message)}</td></tr>"
+        f"<td>{_message(status.message, board)}</td></tr>"
     ]
-    rows += [_instance_row(i) for i in status.instances]
+    rows += [_instance_row(i, board) for i in status.instances]
     return "".join(rows)
 
 
-def _instance_row(instance: InstanceStatus) -> str:
+def _instance_row(instance: InstanceStatus, board: Board) -> str:
     return (
         f'<tr class="instance" data-state="{_e(instance.state)}">'
         f'<th scope="row"><span class="fanout" aria-hidden="true">&#8627;</span> '
         f"{_e(instance.name)}</th><td></td><td>{state_badge(instance.state)}</td>"
         f'<td>{_tags(instance.tags)}</td><td colspan="2"></td>'
-        f"<td>{_message(instance.message)}</td></tr>"
+        f"<td>{_message(instance.message, board)}</td></tr>"
     )
 
 
@@ -267,8 +283,8 @@ def _attention(board: Board, query: Query) -> str:
     else:
         items = [f'<li class="alert">{_e(a)}</li>' for a in alerts]
         items += [
-            f'<li>{spec_link(s.key)} {state_badge(s.state)} <span class="why">{_e(r)}</span>'
-            f"{' ' + _message(s.message) if s.message else ''}</li>"
+            f'<li>{spec_link(s.key, board)} {state_badge(s.state)} <span class="why">{_e(r)}</span>'
+            f"{' ' + _message(s.message, board) if s.message else ''}</li>"
             for s, r in flagged[:ATTENTION_SHOWN]
         ]
         more = ""
@@ -312,7 +328,9 @@ def _specs(board: Board, query: Query) -> str:
         '<section id="specs" aria-labelledby="specs-h" tabindex="-1">'
         f'<h2 id="specs-h">Specs <span class="range">{_e(what)}</span></h2>'
         f"{_pager(query, pages)}"
-        '<div class="scroll"><table class="specs"><thead><tr>'
+        '<div class="scroll"><table class="specs"><colgroup><col class="c-spec">'
+        '<col class="c-file"><col class="c-state"><col class="c-tags"><col class="c-time">'
+        '<col class="c-time"><col class="c-message"></colgroup><thead><tr>'
         '<th scope="col">Spec</th><th scope="col">File</th><th scope="col">State</th>'
         '<th scope="col">Targets</th><th scope="col">Last attempt</th>'
         '<th scope="col">Last success</th><th scope="col">Message</th>'

@@ -98,6 +98,7 @@ class StatusSite:
             self._board.started,
             s.resync_interval,
             counters,
+            str(s.specs_dir),
         )
 
     def answer(self, path: str, query: str, if_none_match: str | None) -> Answer:
