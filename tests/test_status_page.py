@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from html import unescape
+from html import escape, unescape
 from pathlib import Path
 
 import httpx
@@ -188,6 +188,24 @@ def test_states_are_in_words_as_well_as_colour() -> None:
     assert short == f'<code class="digest" title="{DIGEST_A}">{"a1" * 6}</code>'
 
 
+@pytest.mark.parametrize(
+    ("header", "taken"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("br, gzip;q=0.5", True),
+        ("GZIP", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("*", True),
+        ("deflate, br", False),
+    ],
+)
+def test_gzip_when_the_client_takes_it(header: str | None, taken: bool) -> None:
+    assert site.accepts_gzip(header) is taken
+
+
 # -- served by a real daemon ------------------------------------------------------------------
 
 
@@ -207,6 +225,16 @@ def test_served_with_its_headers_and_files_and_off_with_ui_false(cli: Cli) -> No
         assert answer.headers["referrer-policy"] == "no-referrer"
         again = get(daemon, "/", answer.headers["etag"])
         assert again.status_code == 304 and again.content == b""
+        assert answer.headers["content-encoding"] == "gzip"  # httpx asks for it, as browsers do
+        url = f"http://127.0.0.1:{daemon.port}/"
+        plain = httpx.get(url, headers={"Accept-Encoding": "identity"}, timeout=5)
+        assert "content-encoding" not in plain.headers
+        untagged = re.compile(r' data-etag="[^"]*"')
+        assert untagged.sub("", plain.text) == untagged.sub("", answer.text)
+        assert plain.headers["etag"] != answer.headers["etag"]  # one tag per encoding
+        # The page embeds its tag: the script's first poll of the fragment is a 304 already.
+        assert 'data-etag="' + escape(answer.headers["etag"]) + '"' in answer.text
+        assert get(daemon, "/?fragment=1", answer.headers["etag"]).status_code == 304
         for name, kind in [("app.css", "text/css"), ("app.js", "text/javascript")]:
             asset = daemon.get(f"/static/{name}")
             assert asset.status_code == 200, name

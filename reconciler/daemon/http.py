@@ -45,7 +45,7 @@ from reconciler.daemon.hooks import HookError, Push, parse_registry_hook
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.relay import RELAYED, Relay, Relayed, own_peers
 from reconciler.daemon.status import StatusBoard
-from reconciler.daemon.ui.site import SECURITY_HEADERS, StatusSite
+from reconciler.daemon.ui.site import SECURITY_HEADERS, StatusSite, accepts_gzip
 from reconciler.settings import Settings
 from reconciler.store.registry.budget import TokenBucket
 from reconciler.store.registry.numbers import decimal
@@ -335,7 +335,8 @@ class _App:
             return
         query = scope.get("query_string", b"").decode("latin-1")
         tag = _header(scope, b"if-none-match")
-        answer = await asyncio.to_thread(site.answer, scope["path"], query, tag)
+        gzip_ok = accepts_gzip(_header(scope, b"accept-encoding"))
+        answer = await asyncio.to_thread(site.answer, scope["path"], query, tag, gzip_ok)
         headers = [*SECURITY_HEADERS, (b"cache-control", b"no-cache"), *answer.headers]
         await _respond(send, answer.status, answer.body, headers, answer.content_type)
 

@@ -400,10 +400,19 @@ def _filters(query: Query) -> str:
     )
 
 
-def page(title: str, heading: str, main: str, root: str = "./", live: str | None = None) -> str:
+def page(
+    title: str,
+    heading: str,
+    main: str,
+    root: str = "./",
+    live: str | None = None,
+    etag: str | None = None,
+) -> str:
     """A whole document: `root` is the relative way back to `/` (`./`, or `../` from
-    /specs/NAME); `live`, the relative URL the script polls for `#live`'s new content."""
+    /specs/NAME); `live`, the relative URL the script polls for `#live`'s new content, and
+    `etag` the tag of what it holds now (so the first poll is a 304 too)."""
     live_attr = f' data-live="{_e(live)}"' if live is not None else ""
+    live_attr += f' data-etag="{_e(etag)}"' if etag is not None else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -419,11 +428,11 @@ def page(title: str, heading: str, main: str, root: str = "./", live: str | None
     )
 
 
-def overview(board: Board, query: Query) -> str:
+def overview(board: Board, query: Query, etag: str | None = None) -> str:
     counts = board.view.counts()
     bad = counts[SpecState.FAILED] + counts[SpecState.INVALID]
     title = f"reconciler: {_plural(len(board.view.specs), 'spec')}"
     title += f", {bad} failing" if bad else ""
     heading = f"<h1>Status</h1>{_filters(query)}"
     live = query.link(fragment=1)
-    return page(title, heading, overview_fragment(board, query), live=live)
+    return page(title, heading, overview_fragment(board, query), live=live, etag=etag)

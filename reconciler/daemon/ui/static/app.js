@@ -12,7 +12,7 @@
   }
   const source = new URL(live.dataset.live, document.location.href);
   const PERIOD = 1000;
-  let etag = null;
+  let etag = live.dataset.etag || null; // what the page holds: the first poll is a 304 too
   let state = "";
 
   function show(next, words) {
