@@ -441,3 +441,41 @@ def test_overview_in_a_browser(world: World, cli: Cli, browser: Browser) -> None
         still.close()
         html = httpx.get(base, timeout=5).text
         assert "<table" in html and ">missing</a>" in html and "state-failed" in html
+
+
+def test_spec_page_shows_lineage_plan_and_yaml(world: World, cli: Cli, browser: Browser) -> None:
+    a = world.a.host
+    name = f"plan{int(time.time() * 1000) % 10**8}"  # a target no other test pushed
+    cli.write_spec(
+        "plan.yaml",
+        f"base: {a}/base/multi:1\nannotations: {{note: '<i>x</i>'}}\n"
+        f"targets: [{a}/page/{name}:1]\n",
+        spec_name="plan",
+    )
+    with running(cli, ready=True, mode="observe") as daemon:
+        wait_for("OutOfSync", lambda: states_are(daemon, {"plan": "OutOfSync"}), timeout=20)
+        plan = daemon.status()["plan"]["plan"]
+        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        target = context.new_page()
+        target.goto(f"http://127.0.0.1:{daemon.port}/")
+        target.locator("ul.attention a", has_text="plan").click()  # observe: it needs a look
+        target.wait_for_url(re.compile(r"/specs/plan$"))
+        target.locator("#live-state.live").wait_for(timeout=3000)  # ../static/app.js loaded
+        lineage = target.locator("ol.lineage").inner_text()
+        assert f"{a}/base/multi:1" in lineage and f"{a}/page/{name}:1" in lineage
+        assert "linux/amd64" in lineage and "linux/arm64" in lineage  # the index's children
+        rows = target.locator("table.plan tbody tr").all_inner_texts()
+        index = next(m for m in plan["manifests"] if m["kind"] == "index")
+        digests = target.locator("table.plan code.digest").evaluate_all(
+            "codes => codes.map(c => c.title)"
+        )
+        assert index["digest"] in digests and len(rows) == (
+            len(plan["blobs"]) + len(plan["manifests"]) + len(plan["tags"])
+        )
+        yaml_text = target.locator("pre.yaml").inner_text()
+        assert "note: <i>x</i>" in yaml_text and target.locator("pre.yaml i").count() == 0
+        shot(target, "spec-page")
+        missing = httpx.get(f"http://127.0.0.1:{daemon.port}/specs/%3Cscript%3Ex", timeout=5)
+        assert missing.status_code == 404 and "&lt;script&gt;x" in missing.text
+        assert "<script>x" not in missing.text
+        context.close()

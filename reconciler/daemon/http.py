@@ -1,5 +1,5 @@
 """The daemon's HTTP surface: GET /healthz, /readyz, /metrics, /status; POST /hooks/registry,
-/hooks/git; the status page (GET /, /static/..., ui/). A small ASGI callable served by
+/hooks/git; the status page (GET /, /specs/NAME, /static/..., ui/). A small ASGI callable served by
 hypercorn in the daemon's own event loop.
 
 Nothing here may block the loop: /healthz answers while a reconcile runs and while slow
@@ -290,7 +290,7 @@ class _App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
-        if path == "/" or path.startswith("/static/"):
+        if path == "/" or path.startswith(("/static/", "/specs/")):
             await self._page(scope, send)
             return
         wanted = _ROUTES.get(path)

@@ -17,6 +17,7 @@ from typing import Any
 from reconciler.model.plan import SpecPlan
 from reconciler.model.state import SpecState
 from reconciler.render import plan_json
+from reconciler.spec import LoadedSpec
 
 PENDING = ("blobs", "bytes", "manifests", "tags")
 
@@ -62,6 +63,7 @@ class SpecStatus:
     failures: int = 0
     plan: SpecPlan | None = None  # what the spec still needs (observe mode), as diff shows it
     instances: tuple[InstanceStatus, ...] = ()  # a fan-out spec's images, as of its last pass
+    spec: LoadedSpec | None = None  # the last valid spec, for the status page (not in /status)
 
     def as_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"plan": plan_json(self.plan)} if self.plan is not None else {}

@@ -26,7 +26,7 @@ ATTENTION = "attention"  # the pseudo-state of the filter: every spec the list w
 _QUERY_CAP = 400  # characters of a search kept (a query string is the client's)
 
 
-def _e(value: object) -> str:
+def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -154,14 +154,14 @@ def matching(board: Board, query: Query) -> list[SpecStatus]:
 def state_badge(state: SpecState | str) -> str:
     """A state in colour and in words (the colour is never the only sign)."""
     name = str(state)
-    return f'<span class="state state-{_e(name.lower())}">{_e(name)}</span>'
+    return f'<span class="state state-{esc(name.lower())}">{esc(name)}</span>'
 
 
 def short_digest(digest: str | None) -> str:
     if digest is None:
         return '<span class="none">none</span>'
     hex_part = digest.partition(":")[2] or digest
-    return f'<code class="digest" title="{_e(digest)}">{_e(hex_part[:12])}</code>'
+    return f'<code class="digest" title="{esc(digest)}">{esc(hex_part[:12])}</code>'
 
 
 def when(seconds: float | None) -> str:
@@ -172,7 +172,7 @@ def when(seconds: float | None) -> str:
 
 
 def spec_link(key: str, board: Board) -> str:
-    return f'<a href="./specs/{_e(quote(key, safe=""))}">{_e(shown_path(key, board))}</a>'
+    return f'<a href="./specs/{esc(quote(key, safe=""))}">{esc(shown_path(key, board))}</a>'
 
 
 def shown_path(text: str, board: Board) -> str:
@@ -186,7 +186,7 @@ def shown_path(text: str, board: Board) -> str:
     return text
 
 
-def _tags(tags: Sequence[TagStatus]) -> str:
+def tags_list(tags: Sequence[TagStatus]) -> str:
     if not tags:
         return '<span class="none">none yet</span>'
     items = []
@@ -194,31 +194,31 @@ def _tags(tags: Sequence[TagStatus]) -> str:
         differs = tag.desired != tag.observed
         mark = ' <span class="differs">differs</span>' if differs else ""
         items.append(
-            f'<li><span class="target">{_e(tag.target)}</span> '
+            f'<li><span class="target">{esc(tag.target)}</span> '
             f'<span class="pair"><span class="label">desired</span> {short_digest(tag.desired)} '
             f'<span class="label">current</span> {short_digest(tag.observed)}{mark}</span></li>'
         )
     return f'<ul class="tags">{"".join(items)}</ul>'
 
 
-def _message(message: str | None, board: Board) -> str:
+def message_text(message: str | None, board: Board) -> str:
     if not message:
         return ""
     prefix = board.facts.specs_dir.rstrip("/") + "/"
     shown = message.replace(prefix, "") if prefix != "/" else message
-    return f'<span class="message">{_e(shown)}</span>'
+    return f'<span class="message">{esc(shown)}</span>'
 
 
 def _row(status: SpecStatus, board: Board) -> str:
     policy = board.policies.get(status.key)
-    extra = f' <span class="policy">{_e(policy)}</span>' if policy else ""
+    extra = f' <span class="policy">{esc(policy)}</span>' if policy else ""
     rows = [
-        f'<tr class="spec" data-state="{_e(status.state)}">'
+        f'<tr class="spec" data-state="{esc(status.state)}">'
         f'<th scope="row">{spec_link(status.key, board)}{extra}</th>'
-        f"<td>{_e(shown_path(status.file, board))}</td><td>{state_badge(status.state)}</td>"
-        f"<td>{_tags(status.tags)}</td>"
+        f"<td>{esc(shown_path(status.file, board))}</td><td>{state_badge(status.state)}</td>"
+        f"<td>{tags_list(status.tags)}</td>"
         f"<td>{when(status.last_attempt)}</td><td>{when(status.last_success)}</td>"
-        f"<td>{_message(status.message, board)}</td></tr>"
+        f"<td>{message_text(status.message, board)}</td></tr>"
     ]
     rows += [_instance_row(i, board) for i in status.instances]
     return "".join(rows)
@@ -226,11 +226,11 @@ def _row(status: SpecStatus, board: Board) -> str:
 
 def _instance_row(instance: InstanceStatus, board: Board) -> str:
     return (
-        f'<tr class="instance" data-state="{_e(instance.state)}">'
+        f'<tr class="instance" data-state="{esc(instance.state)}">'
         f'<th scope="row"><span class="fanout" aria-hidden="true">&#8627;</span> '
-        f"{_e(instance.name)}</th><td></td><td>{state_badge(instance.state)}</td>"
-        f'<td>{_tags(instance.tags)}</td><td colspan="2"></td>'
-        f"<td>{_message(instance.message, board)}</td></tr>"
+        f"{esc(instance.name)}</th><td></td><td>{state_badge(instance.state)}</td>"
+        f'<td>{tags_list(instance.tags)}</td><td colspan="2"></td>'
+        f"<td>{message_text(instance.message, board)}</td></tr>"
     )
 
 
@@ -241,7 +241,7 @@ def _counts(board: Board, query: Query) -> str:
     counts = board.view.counts()
     every = ' aria-current="true"' if query.state is None else ""
     items = [
-        f'<li><a href="{_e(query.link(state=None, page=1))}"{every}>'
+        f'<li><a href="{esc(query.link(state=None, page=1))}"{every}>'
         f'<span class="state state-all">All</span> <b>{len(board.view.specs)}</b></a></li>'
     ]
     for state, count in counts.items():
@@ -249,7 +249,7 @@ def _counts(board: Board, query: Query) -> str:
             continue
         current = ' aria-current="true"' if query.state == str(state) else ""
         items.append(
-            f'<li><a href="{_e(query.link(state=str(state), page=1))}"{current}>'
+            f'<li><a href="{esc(query.link(state=str(state), page=1))}"{current}>'
             f"{state_badge(state)} <b>{count}</b></a></li>"
         )
     return (
@@ -281,15 +281,16 @@ def _attention(board: Board, query: Query) -> str:
     if not flagged and not alerts:
         body = '<p class="calm">Nothing needs attention.</p>'
     else:
-        items = [f'<li class="alert">{_e(a)}</li>' for a in alerts]
+        items = [f'<li class="alert">{esc(a)}</li>' for a in alerts]
         items += [
-            f'<li>{spec_link(s.key, board)} {state_badge(s.state)} <span class="why">{_e(r)}</span>'
-            f"{' ' + _message(s.message, board) if s.message else ''}</li>"
+            f"<li>{spec_link(s.key, board)} {state_badge(s.state)} "
+            f'<span class="why">{esc(r)}</span>'
+            f"{' ' + message_text(s.message, board) if s.message else ''}</li>"
             for s, r in flagged[:ATTENTION_SHOWN]
         ]
         more = ""
         if len(flagged) > ATTENTION_SHOWN:
-            link = _e(query.link(state=ATTENTION, q="", page=1))
+            link = esc(query.link(state=ATTENTION, q="", page=1))
             more = f'<p><a href="{link}">All {len(flagged)} specs that need attention</a></p>'
         body = f'<ul class="attention">{"".join(items)}</ul>{more}'
     return (
@@ -304,10 +305,10 @@ def _pager(query: Query, pages: int) -> str:
         return ""
     links = []
     if query.page > 1:
-        links.append(f'<a href="{_e(query.link(page=query.page - 1))}" rel="prev">Previous</a>')
+        links.append(f'<a href="{esc(query.link(page=query.page - 1))}" rel="prev">Previous</a>')
     links.append(f"<span>page {query.page} of {pages}</span>")
     if query.page < pages:
-        links.append(f'<a href="{_e(query.link(page=query.page + 1))}" rel="next">Next</a>')
+        links.append(f'<a href="{esc(query.link(page=query.page + 1))}" rel="next">Next</a>')
     return f'<nav class="pager" aria-label="Pages">{" ".join(links)}</nav>'
 
 
@@ -326,7 +327,7 @@ def _specs(board: Board, query: Query) -> str:
         rows = '<tr><td colspan="7" class="none">No spec matches.</td></tr>'
     return (
         '<section id="specs" aria-labelledby="specs-h" tabindex="-1">'
-        f'<h2 id="specs-h">Specs <span class="range">{_e(what)}</span></h2>'
+        f'<h2 id="specs-h">Specs <span class="range">{esc(what)}</span></h2>'
         f"{_pager(query, pages)}"
         '<div class="scroll"><table class="specs"><colgroup><col class="c-spec">'
         '<col class="c-file"><col class="c-state"><col class="c-tags"><col class="c-time">'
@@ -351,10 +352,10 @@ def _daemon(board: Board) -> str:
     facts = board.facts
     last = max((s.last_attempt for s in board.view.specs if s.last_attempt), default=None)
     rows: list[tuple[str, str]] = [
-        ("Version", _e(facts.version)),
-        ("Shard", _e(facts.shard)),
-        ("Mode", _e(facts.mode)),
-        ("Base policy", _e(facts.base_policy)),
+        ("Version", esc(facts.version)),
+        ("Shard", esc(facts.shard)),
+        ("Mode", esc(facts.mode)),
+        ("Base policy", esc(facts.base_policy)),
         ("Ready", "yes" if facts.ready else "no: the first full pass is running"),
         ("Started", when(facts.started)),
         ("Resync", f"every {facts.resync_interval:g} s"),
@@ -372,7 +373,7 @@ def _daemon(board: Board) -> str:
 def _counter_words(counter: Counter) -> str:
     if not counter.values:
         return '<span class="none">none yet</span>'
-    parts = [f"{_e(' '.join(key) or 'all')}: {value:.0f}" for key, value in counter.values]
+    parts = [f"{esc(' '.join(key) or 'all')}: {value:.0f}" for key, value in counter.values]
     return "; ".join(parts)
 
 
@@ -388,11 +389,11 @@ def _filters(query: Query) -> str:
     options = [f'<option value=""{"" if query.state else " selected"}>every state</option>']
     for value, label in [(ATTENTION, "needs attention"), *((str(s), str(s)) for s in SpecState)]:
         selected = " selected" if query.state == value else ""
-        options.append(f'<option value="{_e(value)}"{selected}>{_e(label)}</option>')
+        options.append(f'<option value="{esc(value)}"{selected}>{esc(label)}</option>')
     return (
         '<form class="filters" role="search" method="get" action="./">'
         '<label for="q">Search</label>'
-        f'<input id="q" name="q" type="search" value="{_e(query.text)}" '
+        f'<input id="q" name="q" type="search" value="{esc(query.text)}" '
         'placeholder="name, file, registry or digest" autocomplete="off">'
         '<label for="state">State</label>'
         f'<select id="state" name="state">{"".join(options)}</select>'
@@ -411,12 +412,12 @@ def page(
     """A whole document: `root` is the relative way back to `/` (`./`, or `../` from
     /specs/NAME); `live`, the relative URL the script polls for `#live`'s new content, and
     `etag` the tag of what it holds now (so the first poll is a 304 too)."""
-    live_attr = f' data-live="{_e(live)}"' if live is not None else ""
-    live_attr += f' data-etag="{_e(etag)}"' if etag is not None else ""
+    live_attr = f' data-live="{esc(live)}"' if live is not None else ""
+    live_attr += f' data-etag="{esc(etag)}"' if etag is not None else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title>"
+        f"<title>{esc(title)}</title>"
         '<link rel="icon" href="data:,">'
         f'<link rel="stylesheet" href="{root}static/app.css">'
         f'<script src="{root}static/app.js" defer></script></head><body>'

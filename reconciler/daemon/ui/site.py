@@ -1,5 +1,6 @@
 """The status page's HTTP answers: GET / (the overview, or with `fragment=1` the part the
-script swaps in), /static/app.css and /static/app.js (read from the package once).
+script swaps in), /specs/NAME (one spec, likewise), /static/app.css and /static/app.js (read
+from the package once).
 
 Each answer carries an ETag; a client that sends it back in If-None-Match gets 304 with no
 body. The page's tag is the board's version (it moves with every change of what /status
@@ -22,7 +23,7 @@ from prometheus_client import Counter as PromCounter
 from reconciler import __version__
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.status import StatusBoard
-from reconciler.daemon.ui import page
+from reconciler.daemon.ui import page, spec_page
 from reconciler.settings import Settings
 
 CSP = (
@@ -118,7 +119,7 @@ class StatusSite:
         `gzip_ok`: the client accepts gzip (the page, a hundred rows, shrinks about tenfold)."""
         if path.startswith("/static/"):
             return self._file(path.removeprefix("/static/"), if_none_match)
-        if path != "/":
+        if path != "/" and not path.startswith("/specs/"):
             return Answer(404, b"not found\n", "text/plain")
         # The version first: a change landing while the page renders makes the next poll
         # fetch again, never a 304 for a page older than its tag.
@@ -128,7 +129,7 @@ class StatusSite:
         # One tag for the page and its fragment (what the page embeds for the script's first
         # poll): each URL's own content changes exactly when the tag does.
         counters = repr([c.values for c in facts.counters])
-        etag = _etag(version, counters, asked.link(), "gzip" if gzip_ok else "identity")
+        etag = _etag(version, counters, path, asked.link(), "gzip" if gzip_ok else "identity")
         headers: tuple[tuple[bytes, bytes], ...] = (
             (b"etag", etag.encode()),
             (b"vary", b"accept-encoding"),
@@ -136,7 +137,11 @@ class StatusSite:
         if _matches(if_none_match, etag):
             return Answer(304, b"", HTML, headers)
         board = self._view(facts)
-        if "fragment=1" in query.split("&"):
+        fragment = "fragment=1" in query.split("&")
+        status = 200
+        if path.startswith("/specs/"):
+            status, text = self._spec(path.removeprefix("/specs/"), board, fragment, etag)
+        elif fragment:
             text = page.overview_fragment(board, asked)
         else:
             text = page.overview(board, asked, etag)
@@ -144,7 +149,17 @@ class StatusSite:
         if gzip_ok:
             body = gzip.compress(body, compresslevel=6, mtime=0)
             headers += ((b"content-encoding", b"gzip"),)
-        return Answer(200, body, HTML, headers)
+        return Answer(status, body, HTML, headers)
+
+    @staticmethod
+    def _spec(name: str, board: page.Board, fragment: bool, etag: str) -> tuple[int, str]:
+        """A spec's page (or its fragment), 404 when no spec has that name."""
+        found = next((s for s in board.view.specs if s.key == name), None)
+        if found is None:
+            return 404, spec_page.missing_page(name)
+        if fragment:
+            return 200, spec_page.spec_fragment(found, board)
+        return 200, spec_page.spec_page(found, board, etag)
 
     def _view(self, facts: page.DaemonFacts) -> page.Board:
         board = self._board
