@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model.plan import SpecPlan
@@ -63,7 +63,8 @@ class SpecStatus:
     failures: int = 0
     plan: SpecPlan | None = None  # what the spec still needs (observe mode), as diff shows it
     instances: tuple[InstanceStatus, ...] = ()  # a fan-out spec's images, as of its last pass
-    spec: LoadedSpec | None = None  # the last valid spec, for the status page (not in /status)
+    # The last valid spec, for the status page's spec page (not in /status; not compared).
+    spec: LoadedSpec | None = field(default=None, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"plan": plan_json(self.plan)} if self.plan is not None else {}
