@@ -381,6 +381,11 @@ class Settings(BaseModel):
         description="Daemon HTTP server: open connections at most; one more is answered 503 "
         "and closed.",
     )
+    ui: bool = Field(
+        default=True,
+        description="Daemon: serve the status page (GET /, /static/...) on the HTTP port; "
+        "false answers 404 there.",
+    )
     hooks: HookSettings = Field(
         default_factory=HookSettings,
         description="Daemon webhooks (POST /hooks/registry, /hooks/git): auth, rate, body cap.",
@@ -638,6 +643,7 @@ DAEMON_ONLY = frozenset(
         "http_read_timeout",
         "http_keep_alive_timeout",
         "http_max_connections",
+        "ui",
         "hooks",
         "shard",
         "prune",

@@ -572,6 +572,8 @@ def test_ingress_routes_the_hooks_only(tmp_path: Path) -> None:
         (None, "/hooks/registry", "Exact"),
         (None, "/hooks/git", "Exact"),
         (None, "/", "Exact"),
+        (None, "/static/app.css", "Exact"),
+        (None, "/static/app.js", "Exact"),
     ]
 
 
@@ -584,6 +586,8 @@ def test_http_route_routes_the_hooks_and_the_status_page(tmp_path: Path) -> None
         {"type": "Exact", "value": "/hooks/registry"},
         {"type": "Exact", "value": "/hooks/git"},
         {"type": "Exact", "value": "/"},
+        {"type": "Exact", "value": "/static/app.css"},
+        {"type": "Exact", "value": "/static/app.js"},
     ]
     assert rule["backendRefs"] == [{"name": "rec-reconciler", "port": 8080}]
     bad = dict(route, spec={**route["spec"], "rules": [{**rule, "filters": []}]})

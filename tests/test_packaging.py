@@ -62,6 +62,8 @@ def test_wheel_holds_the_package_only(dists: dict[str, Path]) -> None:
     top = {n.split("/")[0] for n in names}
     assert top == {"reconciler", f"reconciler-{reconciler.__version__}.dist-info"}, top
     assert "reconciler/py.typed" in names
+    for shipped in ("app.css", "app.js"):  # the status page's files, served from the package
+        assert f"reconciler/daemon/ui/static/{shipped}" in names, shipped
     with tarfile.open(dists["sdist"]) as sdist:
         members = sdist.getnames()
     assert any(m.endswith("/pyproject.toml") for m in members)

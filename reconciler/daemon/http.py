@@ -1,9 +1,11 @@
 """The daemon's HTTP surface: GET /healthz, /readyz, /metrics, /status; POST /hooks/registry,
-/hooks/git. A small ASGI callable served by hypercorn in the daemon's own event loop.
+/hooks/git; the status page (GET /, /specs/NAME, /static/..., ui/). A small ASGI callable served by
+hypercorn in the daemon's own event loop.
 
 Nothing here may block the loop: /healthz answers while a reconcile runs and while slow
-clients dribble bytes. /metrics and /status are rendered in a worker thread (the status board
-publishes immutable views, so a thread reads one without a lock).
+clients dribble bytes. /metrics, /status and the page are rendered in a worker thread (the
+status board publishes immutable views, so a thread reads one without a lock). /status carries
+an ETag (the board's version): If-None-Match with it is answered 304 without building the body.
 
 Limits, and who enforces them:
 - hypercorn: `read_timeout` (a connection that sends nothing for that long is closed),
@@ -43,6 +45,7 @@ from reconciler.daemon.hooks import HookError, Push, parse_registry_hook
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.relay import RELAYED, Relay, Relayed, own_peers
 from reconciler.daemon.status import StatusBoard
+from reconciler.daemon.ui.site import SECURITY_HEADERS, StatusSite, accepts_gzip
 from reconciler.settings import Settings
 from reconciler.store.registry.budget import TokenBucket
 from reconciler.store.registry.numbers import decimal
@@ -277,6 +280,7 @@ class _App:
         self._metrics = metrics
         self._targets = targets
         self._buckets: dict[str, TokenBucket] = {}
+        self._site = StatusSite(settings, board, metrics) if settings.ui else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -286,6 +290,9 @@ class _App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
+        if path == "/" or path.startswith(("/static/", "/specs/")):
+            await self._page(scope, send)
+            return
         wanted = _ROUTES.get(path)
         hook = path.removeprefix("/hooks/") if path.startswith("/hooks/") else None
         if wanted is None or (hook is not None and not self._hook_on(hook)):
@@ -303,11 +310,35 @@ class _App:
             body = await asyncio.to_thread(generate_latest, self._metrics.registry)
             await _respond(send, 200, body, content_type=CONTENT_TYPE_LATEST)
         else:
-            body = await asyncio.to_thread(self._status)
-            await _respond(send, 200, body, content_type="application/json")
+            await self._status(scope, send)
 
-    def _status(self) -> bytes:
+    async def _status(self, scope: Scope, send: Send) -> None:
+        etag = f'"{self._board.version()}"'  # before the snapshot: never a stale 304
+        headers = [(b"etag", etag.encode()), (b"cache-control", b"no-cache")]
+        if _header(scope, b"if-none-match") in (etag, f"W/{etag}"):
+            await _respond(send, 304, b"", headers, "application/json")
+            return
+        body = await asyncio.to_thread(self._status_body)
+        await _respond(send, 200, body, headers, "application/json")
+
+    def _status_body(self) -> bytes:
         return json.dumps(self._board.snapshot(), indent=2).encode() + b"\n"
+
+    async def _page(self, scope: Scope, send: Send) -> None:
+        """The status page and its files: 404 when `ui` is off, GET only."""
+        site = self._site
+        if site is None:
+            await _respond(send, 404, b"not found\n")
+            return
+        if scope["method"] != "GET":
+            await _respond(send, 405, b"method not allowed\n", [(b"allow", b"GET")])
+            return
+        query = scope.get("query_string", b"").decode("latin-1")
+        tag = _header(scope, b"if-none-match")
+        gzip_ok = accepts_gzip(_header(scope, b"accept-encoding"))
+        answer = await asyncio.to_thread(site.answer, scope["path"], query, tag, gzip_ok)
+        headers = [*SECURITY_HEADERS, (b"cache-control", b"no-cache"), *answer.headers]
+        await _respond(send, answer.status, answer.body, headers, answer.content_type)
 
     def _hook_on(self, hook: str) -> bool:
         """Whether a hook answers at all (404 when off)."""
@@ -400,6 +431,14 @@ class _App:
             raise _Refused(408, "the body did not arrive in time", "bad_request") from None
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    """A request header's value (the first, if repeated), or None."""
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 def _loopback(client: object) -> bool:
     """Whether a peer address is loopback (127.0.0.0/8, ::1, v4-mapped loopback)."""
     try:
@@ -434,7 +473,8 @@ async def _respond(
             "status": status,
             "headers": [
                 (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
+                # A 304 has no body, and no length of one: its ETag names the one the client has.
+                *([] if status == 304 else [(b"content-length", str(len(body)).encode())]),
                 *(headers or []),
             ],
         }

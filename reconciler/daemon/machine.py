@@ -106,6 +106,7 @@ class SpecRecord:
             self.failures,
             self.plan if settled else None,
             self.instances,
+            self.spec,
         )
 
     # -- events from the specs directory -------------------------------------------------

@@ -8,14 +8,16 @@ and works on a view that nothing changes under it, so it never sees half of an u
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model.plan import SpecPlan
 from reconciler.model.state import SpecState
 from reconciler.render import plan_json
+from reconciler.spec import LoadedSpec
 
 PENDING = ("blobs", "bytes", "manifests", "tags")
 
@@ -61,6 +63,8 @@ class SpecStatus:
     failures: int = 0
     plan: SpecPlan | None = None  # what the spec still needs (observe mode), as diff shows it
     instances: tuple[InstanceStatus, ...] = ()  # a fan-out spec's images, as of its last pass
+    # The last valid spec, for the status page's spec page (not in /status; not compared).
+    spec: LoadedSpec | None = field(default=None, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"plan": plan_json(self.plan)} if self.plan is not None else {}
@@ -123,16 +127,44 @@ class StatusBoard:
     def __init__(self) -> None:
         self._specs: dict[str, SpecStatus] = {}  # the loop's own copy, never shared
         self.view = BoardView()
-        self.ready = False
+        self._generation = 0  # one more at each change of what a snapshot shows
+        self._ready = False
         self.started = time.time()
         # Spec name -> host, for specs with a request waiting on a request budget (set by the
         # daemon to the transport's frozen view; read once per snapshot).
         self.waiting: Callable[[], Mapping[str, str]] = dict
         # Spec name -> "locked" or "follow": whether its build comes from a lock file. Replaced
         # whole by the daemon at each read of the specs directory.
-        self.policies: Mapping[str, str] = {}
+        self._policies: Mapping[str, str] = {}
         self.mode = "apply"
         self.base_policy = "auto"
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+        self._generation += 1
+
+    @property
+    def policies(self) -> Mapping[str, str]:
+        return self._policies
+
+    @policies.setter
+    def policies(self, value: Mapping[str, str]) -> None:
+        self._policies = value
+        self._generation += 1
+
+    def version(self) -> str:
+        """A tag for what `snapshot` would show now, for ETags: it changes whenever the view,
+        readiness, the policies or the specs waiting for a request budget do. Read it before
+        the snapshot: a view landing between the two then costs one more full answer, never
+        a stale 304."""
+        waiting = sorted(self.waiting().items())
+        mark = hashlib.blake2b(repr(waiting).encode(), digest_size=6).hexdigest()
+        return f"{int(self.started * 1000):x}-{self._generation}-{mark}"
 
     def names(self) -> list[str]:
         return list(self._specs)
@@ -144,6 +176,7 @@ class StatusBoard:
         for status in statuses:
             self._specs[status.key] = status
         self.view = BoardView(tuple(sorted(self._specs.values(), key=lambda s: s.key)))
+        self._generation += 1
 
     def counts(self) -> dict[SpecState, int]:
         return self.view.counts()

@@ -165,9 +165,9 @@ settings accept that hook from loopback (the pod itself) without credentials. */
 {{- toYaml $s -}}
 {{- end -}}
 
-{{- /* The paths routed from outside: the hooks, and the status page with ui. */ -}}
+{{- /* The paths routed from outside: the hooks, and with ui the status page and its files. */ -}}
 {{- define "reconciler.publicPaths" -}}
 {{- $paths := list "/hooks/registry" "/hooks/git" -}}
-{{- if .ui }}{{ $paths = append $paths "/" }}{{ end -}}
+{{- if .ui }}{{ $paths = concat $paths (list "/" "/static/app.css" "/static/app.js") }}{{ end -}}
 {{- toJson $paths -}}
 {{- end -}}
