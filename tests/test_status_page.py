@@ -50,7 +50,8 @@ def spec(
     name: str, state: SpecState = SpecState.SYNCED, target: str = "r.example/app:1", **kw: object
 ) -> SpecStatus:
     tags = (TagStatus(target, DIGEST_A, DIGEST_A),)
-    return SpecStatus(name, f"{name}.yaml", state, tags, **kw)  # type: ignore[arg-type]
+    file = str(kw.pop("file", f"{name}.yaml"))
+    return SpecStatus(name, file, state, tags, **kw)  # type: ignore[arg-type]
 
 
 def rows(html: str) -> list[str]:
@@ -119,6 +120,32 @@ def test_filter_and_search(query: str, expected: list[str]) -> None:
     assert rows(html) == expected
     if not expected:
         assert "No spec matches." in html
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ["a", "b", "c", "d"]),
+        ("sort=-name", ["d", "c", "b", "a"]),
+        ("sort=state", ["c", "a", "d", "b"]),  # Failed, Invalid, OutOfSync, Synced
+        ("sort=file", ["d", "a", "b", "c"]),
+        ("sort=attempt", ["b", "c", "a", "d"]),  # the latest first; never last
+        ("sort=-attempt", ["d", "a", "c", "b"]),
+        ("sort=bogus", ["a", "b", "c", "d"]),  # unknown: by name
+    ],
+)
+def test_sort_by_a_column(query: str, expected: list[str]) -> None:
+    shown = board(
+        spec("a", SpecState.INVALID, file="m.yaml", last_attempt=100.0),
+        spec("b", SpecState.SYNCED, file="n.yaml", last_attempt=300.0),
+        spec("c", SpecState.FAILED, file="o.yaml", last_attempt=200.0),
+        spec("d", SpecState.OUT_OF_SYNC, file="l.yaml"),
+    )
+    html = page.overview(shown, page.Query.parse(query))
+    assert rows(html) == expected
+    if query == "sort=state":  # the head says so, and links to the other way round
+        assert '<th scope="col" aria-sort="ascending"><a href="?sort=-state">State</a>' in html
+        assert 'name="sort" value="state"' in html  # the filter form keeps the order
 
 
 def test_pages_hold_a_hundred_rows() -> None:

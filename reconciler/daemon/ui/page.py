@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from reconciler.daemon.status import BoardView, InstanceStatus, SpecStatus, TagStatus
@@ -41,6 +42,7 @@ class Query:
     state: str | None = None
     text: str = ""
     page: int = 1
+    sort: str = "name"  # a key of SORTS, `-` first for the other way round
 
     @classmethod
     def parse(cls, query_string: str) -> Query:
@@ -48,18 +50,28 @@ class Query:
         state = (fields.get("state") or [""])[0]
         known = {str(s) for s in SpecState} | {ATTENTION}
         page = (fields.get("page") or ["1"])[0]
+        sort = (fields.get("sort") or ["name"])[0]
         return cls(
             state if state in known else None,
             (fields.get("q") or [""])[0].strip()[:_QUERY_CAP],
             max(1, int(page)) if page.isascii() and page.isdigit() and len(page) < 7 else 1,
+            sort if sort.removeprefix("-") in SORTS else "name",
         )
 
     def link(self, **changes: object) -> str:
-        """A relative link to this page with `changes` (state, q, page, fragment): `?...`,
-        or `./` for the page as it comes."""
-        fields = {"state": self.state, "q": self.text, "page": self.page} | changes
+        """A relative link to this page with `changes` (state, q, page, sort, fragment):
+        `?...`, or `./` for the page as it comes."""
+        fields: dict[str, object] = {
+            "state": self.state,
+            "q": self.text,
+            "page": self.page,
+            "sort": self.sort,
+        }
+        fields |= changes
         if fields["page"] == 1:
             del fields["page"]
+        if fields["sort"] == "name":
+            del fields["sort"]
         kept = {k: str(v) for k, v in fields.items() if v not in (None, "")}
         return "?" + urlencode(kept) if kept else "./"
 
@@ -139,13 +151,56 @@ def _in_state(status: SpecStatus, board: Board, state: str | None) -> bool:
     return str(status.state) == state or any(str(i.state) == state for i in status.instances)
 
 
+# The columns a table sorts by (`?sort=state`, `?sort=-attempt`): worst state first, the
+# latest times first; ties by name.
+_STATE_ORDER = {
+    str(s): i
+    for i, s in enumerate(
+        (
+            SpecState.FAILED,
+            SpecState.INVALID,
+            SpecState.BASE_MOVED,
+            SpecState.OUT_OF_SYNC,
+            SpecState.PROGRESSING,
+            SpecState.SUSPENDED,
+            SpecState.ORPHANED,
+            SpecState.SYNCED,
+        )
+    )
+}
+SORTS: dict[str, Callable[[SpecStatus], Any]] = {
+    "name": lambda s: s.key,
+    "file": lambda s: (s.file, s.key),
+    "state": lambda s: (_STATE_ORDER.get(str(s.state), len(_STATE_ORDER)), s.key),
+    "attempt": lambda s: (-(s.last_attempt or 0.0), s.key),
+    "success": lambda s: (-(s.last_success or 0.0), s.key),
+}
+
+
 def matching(board: Board, query: Query) -> list[SpecStatus]:
     text = query.text.lower()
-    return [
+    found = [
         status
         for status in board.view.specs
         if _in_state(status, board, query.state) and (not text or text in _haystack(status))
     ]
+    key = query.sort.removeprefix("-")
+    if key != "name" or query.sort.startswith("-"):  # the board is in name order already
+        found.sort(key=SORTS[key], reverse=query.sort.startswith("-"))
+    return found
+
+
+def _sorted_by(query: Query, key: str, label: str) -> str:
+    """A column head that sorts by `key`, and the other way round when it already does."""
+    now = query.sort.removeprefix("-")
+    down = query.sort.startswith("-")
+    target = f"-{key}" if now == key and not down else key
+    aria = ""
+    if now == key:  # the times sort latest first: descending unless turned round
+        descending = down != (key in ("attempt", "success"))
+        aria = f' aria-sort="{"descending" if descending else "ascending"}"'
+    link = esc(query.link(sort=target, page=1))
+    return f'<th scope="col"{aria}><a href="{link}">{esc(label)}</a></th>'
 
 
 # -- pieces ---------------------------------------------------------------------------------
@@ -316,7 +371,7 @@ def _specs(board: Board, query: Query) -> str:
     found = matching(board, query)
     pages = max(1, -(-len(found) // PAGE_SIZE))
     page = min(query.page, pages)
-    query = Query(query.state, query.text, page)
+    query = Query(query.state, query.text, page, query.sort)
     shown = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     first = (page - 1) * PAGE_SIZE + 1 if shown else 0
     what = f"{first}-{first + len(shown) - 1 if shown else 0} of {len(found)}"
@@ -332,9 +387,12 @@ def _specs(board: Board, query: Query) -> str:
         '<div class="scroll"><table class="specs"><colgroup><col class="c-spec">'
         '<col class="c-file"><col class="c-state"><col class="c-tags"><col class="c-time">'
         '<col class="c-time"><col class="c-message"></colgroup><thead><tr>'
-        '<th scope="col">Spec</th><th scope="col">File</th><th scope="col">State</th>'
-        '<th scope="col">Targets</th><th scope="col">Last attempt</th>'
-        '<th scope="col">Last success</th><th scope="col">Message</th>'
+        f"{_sorted_by(query, 'name', 'Spec')}{_sorted_by(query, 'file', 'File')}"
+        f"{_sorted_by(query, 'state', 'State')}"
+        '<th scope="col">Targets</th>'
+        f"{_sorted_by(query, 'attempt', 'Last attempt')}"
+        f"{_sorted_by(query, 'success', 'Last success')}"
+        '<th scope="col">Message</th>'
         f"</tr></thead><tbody>{rows}</tbody></table></div>{_pager(query, pages)}</section>"
     )
 
@@ -397,7 +455,12 @@ def _filters(query: Query) -> str:
         'placeholder="name, file, registry or digest" autocomplete="off">'
         '<label for="state">State</label>'
         f'<select id="state" name="state">{"".join(options)}</select>'
-        '<button type="submit">Show</button> <a href="./">Clear</a></form>'
+        + (
+            f'<input type="hidden" name="sort" value="{esc(query.sort)}">'
+            if query.sort != "name"
+            else ""
+        )
+        + '<button type="submit">Show</button> <a href="./">Clear</a></form>'
     )
 
 
