@@ -205,6 +205,29 @@ def test_daemon_section_and_its_alerts() -> None:
         assert words in daemon, words
     assert "2 hook calls refused" in html and "1 notification failed or dropped" in html
     assert '<span class="policy">locked</span>' in html
+    assert "none yet" in daemon.split("Last resync", 1)[1][:80]  # no resync has ended
+
+
+def test_daemon_section_shows_resyncs_and_request_budgets() -> None:
+    from dataclasses import replace
+
+    shown = page.Board(
+        BoardView((spec("web"), spec("api"))),
+        {},
+        {"web": "r.example:5000", "api": "r.example:5000"},
+        replace(
+            facts("apply", ()),
+            last_resync=1_765_000_000.0,
+            last_resync_seconds=2.25,
+            next_resync=1_765_000_300.0,
+            budgets=(("r.example:5000", 20.0, 40), ("q.example", 0.5, None)),
+        ),
+    )
+    daemon = page.overview(shown, page.Query()).split('<h2 id="daemon-h">', 1)[1]
+    plain = re.sub(r"<(?!/?d[td])[^>]+>", "", daemon)  # the text, as a person reads it
+    assert "<dt>Last resync</dt><dd>2025-12-06 05:46:40Z, took 2.2 s</dd>" in plain, plain
+    assert "<dt>Next resync</dt><dd>2025-12-06 05:51:40Z</dd>" in plain, plain
+    assert "r.example:5000: 20/s, burst 40 (2 specs waiting); q.example: 0.5/s" in daemon
 
 
 def test_states_are_in_words_as_well_as_colour() -> None:
@@ -250,6 +273,10 @@ def test_served_with_its_headers_and_files_and_off_with_ui_false(cli: Cli) -> No
         assert answer.headers["content-security-policy"] == site.CSP
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["referrer-policy"] == "no-referrer"
+        # The scheduler's next resync and the first pass's resync, from the daemon itself.
+        assert re.search(r"<dt>Next resync</dt><dd><time datetime=", answer.text), answer.text
+        assert re.search(r"<dt>Last resync</dt><dd><time datetime=[^>]*>[^<]*</time>, took ",
+                         answer.text), answer.text  # fmt: skip
         again = get(daemon, "/", answer.headers["etag"])
         assert again.status_code == 304 and again.content == b""
         assert answer.headers["content-encoding"] == "gzip"  # httpx asks for it, as browsers do

@@ -203,7 +203,7 @@ class Daemon:
             observer = self._start_watching(loop)
             scheduler = AsyncIOScheduler()
             interval = self.settings.resync_interval
-            scheduler.add_job(
+            job = scheduler.add_job(
                 self.resync,
                 "interval",
                 seconds=interval,
@@ -211,6 +211,12 @@ class Daemon:
                 max_instances=1,
                 coalesce=True,
             )
+
+            def next_resync() -> float | None:
+                due = getattr(job, "next_run_time", None)
+                return due.timestamp() if due is not None else None
+
+            self.board.next_resync = next_resync
             try:
                 await self._serve(scheduler)
             finally:
@@ -547,11 +553,15 @@ class Daemon:
 
     async def resync(self) -> None:
         """Everything again: the specs directory, then every spec against the registries."""
+        began, wall = time.monotonic(), time.time()
+        self.board.resync(wall)
         await self.rescan()
         self._commit([r.asked() for r in self._records.values()])
         self._dispatch()
         # Wait for the runs this resync asked for; a spec backing off runs when its time comes.
         await self._until_settled(list(self._records))
+        if self.board.last_resync == wall:  # not overtaken by a later one
+            self.board.resync(wall, time.monotonic() - began)
 
     # -- one pass ------------------------------------------------------------------------
 

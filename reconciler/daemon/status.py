@@ -138,6 +138,11 @@ class StatusBoard:
         self._policies: Mapping[str, str] = {}
         self.mode = "apply"
         self.base_policy = "auto"
+        # The resyncs, for the status page: when the last began and how long it took (None
+        # until one ended), and when the next is due (set by the daemon to its scheduler's).
+        self.last_resync: float | None = None
+        self.last_resync_seconds: float | None = None
+        self.next_resync: Callable[[], float | None] = lambda: None
 
     @property
     def ready(self) -> bool:
@@ -155,6 +160,11 @@ class StatusBoard:
     @policies.setter
     def policies(self, value: Mapping[str, str]) -> None:
         self._policies = value
+        self._generation += 1
+
+    def resync(self, began: float, seconds: float | None = None) -> None:
+        """A resync began at `began` (wall clock), or ended after `seconds`."""
+        self.last_resync, self.last_resync_seconds = began, seconds
         self._generation += 1
 
     def version(self) -> str:

@@ -100,6 +100,10 @@ class DaemonFacts:
     resync_interval: float
     counters: tuple[Counter, ...] = ()
     specs_dir: str = ""  # shown paths are relative to it
+    last_resync: float | None = None  # when the last resync began
+    last_resync_seconds: float | None = None  # how long it took (None: none ended yet)
+    next_resync: float | None = None
+    budgets: tuple[tuple[str, float, int | None], ...] = ()  # (host, requests/s, burst)
 
 
 @dataclass(frozen=True)
@@ -417,7 +421,10 @@ def _daemon(board: Board) -> str:
         ("Ready", "yes" if facts.ready else "no: the first full pass is running"),
         ("Started", when(facts.started)),
         ("Resync", f"every {facts.resync_interval:g} s"),
+        ("Last resync", _resync_words(facts)),
+        ("Next resync", when(facts.next_resync)),
         ("Last pass started", when(last)),
+        ("Request budgets", _budget_words(facts, board)),
         ("Waiting for a request budget", _plural(len(board.waiting), "spec")),
     ]
     rows += [(c.title, _counter_words(c)) for c in facts.counters]
@@ -426,6 +433,31 @@ def _daemon(board: Board) -> str:
         '<section aria-labelledby="daemon-h"><h2 id="daemon-h">Daemon</h2>'
         f'<dl class="facts">{items}</dl></section>'
     )
+
+
+def _resync_words(facts: DaemonFacts) -> str:
+    if facts.last_resync is None:
+        return '<span class="none">none yet</span>'
+    took = facts.last_resync_seconds
+    return when(facts.last_resync) + (
+        f", took {took:.1f} s" if took is not None else ", still running"
+    )
+
+
+def _budget_words(facts: DaemonFacts, board: Board) -> str:
+    """Each registry's request budget, and how many specs wait for it now."""
+    if not facts.budgets:
+        return '<span class="none">none set (no registry is limited)</span>'
+    waiting: dict[str, int] = {}
+    for host in board.waiting.values():
+        waiting[host] = waiting.get(host, 0) + 1
+    parts = []
+    for host, rate, burst in facts.budgets:
+        text = f"{esc(host)}: {rate:g}/s" + (f", burst {burst}" if burst is not None else "")
+        if waiting.get(host):
+            text += f" ({_plural(waiting[host], 'spec')} waiting)"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def _counter_words(counter: Counter) -> str:

@@ -110,6 +110,14 @@ class StatusSite:
             s.resync_interval,
             counters,
             str(s.specs_dir),
+            self._board.last_resync,
+            self._board.last_resync_seconds,
+            self._board.next_resync(),
+            tuple(
+                (host, entry.requests_per_second, entry.burst)
+                for host, entry in sorted(s.registries.items())
+                if entry.requests_per_second is not None
+            ),
         )
 
     def answer(
