@@ -433,6 +433,12 @@ def test_overview_in_a_browser(world: World, cli: Cli, browser: Browser) -> None
         assert "missing" in needs and "broken.yaml" in needs and "good" not in needs
         instances = target.locator("tr.instance th").all_inner_texts()
         assert sorted(i.strip("\u21b3 ") for i in instances) == ["web[1.0.0]", "web[1.1.0]"]
+        # A spec's page lists its events: the first apply of `good`, the failure of `missing`.
+        good = daemon.get("/specs/good").text
+        events = good.split('<h2 id="events-h">Last events</h2>', 1)[1].split("</section>")[0]
+        assert "<td>applied</td>" in events and "Synced" in events, events
+        missing = daemon.get("/specs/missing").text
+        assert "<td>failed</td>" in missing.split('id="events-h"', 1)[1], missing
         good = daemon.status()["good"]["tags"][0]
         digest = target.locator("tr.spec", has_text="page/good:1").locator("code.digest").first
         assert digest.get_attribute("title") == good["desired"] == good["observed"]

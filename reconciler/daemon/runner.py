@@ -44,7 +44,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from reconciler.daemon.events import EventDetector
+from reconciler.daemon.events import EventDetector, rfc3339
 from reconciler.daemon.hooks import Push, SourceIndex
 from reconciler.daemon.http import HookTargets, HttpServer
 from reconciler.daemon.machine import Phase, SpecRecord, backoff_delay
@@ -52,7 +52,13 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
 from reconciler.daemon.prune import Pruner, WrittenTags
 from reconciler.daemon.scan import Scan, scan_specs
-from reconciler.daemon.status import InstanceStatus, SpecStatus, StatusBoard, TagStatus
+from reconciler.daemon.status import (
+    EventNote,
+    InstanceStatus,
+    SpecStatus,
+    StatusBoard,
+    TagStatus,
+)
 from reconciler.engine import Engine, SpecReport, open_stores
 from reconciler.errors import SettingsError, SpecError
 from reconciler.model.state import SpecState
@@ -315,6 +321,8 @@ class Daemon:
     ) -> None:
         for event in self.events.observe(old, record, reports):
             self.notifier.emit(event)  # never blocks: deliveries run in their own tasks
+            note = EventNote(event.kind, rfc3339(event.time), str(event.state), event.message)
+            self.board.noted(record.name, note)
 
     def _observed(self, record: SpecRecord) -> None:
         """In observe mode, a settled spec turning OutOfSync, and back, is said: nothing is

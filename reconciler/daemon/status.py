@@ -52,6 +52,19 @@ class InstanceStatus:
 
 
 @dataclass(frozen=True)
+class EventNote:
+    """An event the daemon made for a spec (docs/notifications.md), as its page lists it."""
+
+    kind: str  # applied, failed, recovered, drift_repaired, base_moved, orphaned
+    time: str  # RFC 3339, UTC
+    state: str
+    message: str
+
+
+EVENTS_KEPT = 10  # per spec, the newest: what its page shows
+
+
+@dataclass(frozen=True)
 class SpecStatus:
     key: str  # the spec's name, or "file:<file>" while the file has no valid spec
     file: str
@@ -143,6 +156,7 @@ class StatusBoard:
         self.last_resync: float | None = None
         self.last_resync_seconds: float | None = None
         self.next_resync: Callable[[], float | None] = lambda: None
+        self._events: dict[str, tuple[EventNote, ...]] = {}  # spec name -> newest last
 
     @property
     def ready(self) -> bool:
@@ -161,6 +175,15 @@ class StatusBoard:
     def policies(self, value: Mapping[str, str]) -> None:
         self._policies = value
         self._generation += 1
+
+    def noted(self, spec: str, note: EventNote) -> None:
+        """An event of `spec`: its page shows the last EVENTS_KEPT."""
+        self._events[spec] = (*self._events.get(spec, ())[-(EVENTS_KEPT - 1) :], note)
+        self._generation += 1
+
+    def events(self, spec: str) -> tuple[EventNote, ...]:
+        """The spec's last events, the newest first."""
+        return tuple(reversed(self._events.get(spec, ())))
 
     def resync(self, began: float, seconds: float | None = None) -> None:
         """A resync began at `began` (wall clock), or ended after `seconds`."""

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from reconciler.daemon.status import BoardView, InstanceStatus, SpecStatus, TagStatus
+from reconciler.daemon.status import (
+    BoardView,
+    EventNote,
+    InstanceStatus,
+    SpecStatus,
+    TagStatus,
+)
 from reconciler.model.state import SpecState
 
 PAGE_SIZE = 100
@@ -114,6 +120,7 @@ class Board:
     policies: Mapping[str, str]
     waiting: Mapping[str, str]  # spec name -> host whose request budget it waits for
     facts: DaemonFacts
+    events: Callable[[str], Sequence[EventNote]] = lambda _name: ()  # a spec's, newest first
 
 
 # -- which specs, in which order ----------------------------------------------------------

@@ -171,7 +171,7 @@ class StatusSite:
 
     def _view(self, facts: page.DaemonFacts) -> page.Board:
         board = self._board
-        return page.Board(board.view, board.policies, dict(board.waiting()), facts)
+        return page.Board(board.view, board.policies, dict(board.waiting()), facts, board.events)
 
     def _file(self, name: str, if_none_match: str | None) -> Answer:
         found = self._static.get(name)

@@ -132,11 +132,32 @@ def _source(status: SpecStatus) -> str:
     )
 
 
+def _events(status: SpecStatus, board: Board) -> str:
+    """The spec's last events (what notifications carry), the newest first."""
+    notes = board.events(status.key)
+    if not notes:
+        body = '<p class="none">No event yet.</p>'
+    else:
+        rows = "".join(
+            f'<tr><td><time datetime="{esc(n.time)}">{esc(n.time)}</time></td>'
+            f"<td>{esc(n.kind)}</td><td>{state_badge(n.state)}</td>"
+            f"<td>{message_text(n.message, board)}</td></tr>"
+            for n in notes
+        )
+        body = (
+            '<table class="specs events"><thead><tr><th scope="col">When</th>'
+            '<th scope="col">Event</th><th scope="col">State</th><th scope="col">Message</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>"
+        )
+    return f'<section aria-labelledby="events-h"><h2 id="events-h">Last events</h2>{body}</section>'
+
+
 def spec_fragment(status: SpecStatus, board: Board) -> str:
     return (
         _facts(status, board)
         + _lineage(status)
         + _plan(status)
+        + _events(status, board)
         + _instances(status, board)
         + _source(status)
     )
