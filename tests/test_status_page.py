@@ -27,7 +27,7 @@ from reconciler.daemon.ui import page, site
 from reconciler.model.state import SpecState
 from tests.conftest import Cli, World
 from tests.support.report import record
-from tests.test_daemon import HEADER, Daemon, copy_tag, running, wait_for
+from tests.test_daemon import HEADER, Daemon, copy_tag, running, tag_digest, wait_for
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
 XSS_MESSAGE = "<script>alert(2)</script><b onmouseover=alert(3)>bold</b>"
@@ -439,6 +439,14 @@ def test_overview_in_a_browser(world: World, cli: Cli, browser: Browser) -> None
         assert "<td>applied</td>" in events and "Synced" in events, events
         missing = daemon.get("/specs/missing").text
         assert "<td>failed</td>" in missing.split('id="events-h"', 1)[1], missing
+        # Its lineage as the pass saw it: the base with the digest it resolved to, the base's
+        # layers, the image built, and its target.
+        lineage = good.split('<h2 id="lineage-h">Lineage</h2>', 1)[1].split("</section>")[0]
+        kinds = re.findall(r'<span class="kind">([^<]+)</span>', lineage)
+        assert kinds[:2] == ["base", "base layers"] and "targets" in kinds, lineage
+        assert "manifest" in kinds or "index" in kinds, lineage
+        base_digest = tag_digest(world.a.host, "base/single", "1")
+        assert base_digest is not None and base_digest[:19] in lineage, lineage
         good = daemon.status()["good"]["tags"][0]
         digest = target.locator("tr.spec", has_text="page/good:1").locator("code.digest").first
         assert digest.get_attribute("title") == good["desired"] == good["observed"]

@@ -55,9 +55,11 @@ from reconciler.daemon.scan import Scan, scan_specs
 from reconciler.daemon.status import (
     EventNote,
     InstanceStatus,
+    LineageStep,
     SpecStatus,
     StatusBoard,
     TagStatus,
+    lineage_of,
 )
 from reconciler.engine import Engine, SpecReport, open_stores
 from reconciler.errors import SettingsError, SpecError
@@ -648,6 +650,8 @@ class Daemon:
         if len(reports) > 1:  # name the instance each message is about
             errors = [f"{r.name}: {r.error}" for r in reports if r.error and r.state is state]
         error = "; ".join(errors) or None
+        if len(reports) == 1 and reports[0].group is None:
+            self.board.traced(record.name, self._lineage(record.spec, reports[0]))
         # A fan-out spec's images under the names the CLI gives them (`py[3.12.2-slim]`).
         instances = tuple(
             InstanceStatus(r.name or "", r.state, tags_of(r) or (), r.error)
@@ -671,6 +675,20 @@ class Daemon:
         plans = [r.plan for r in reports if r.state is SpecState.OUT_OF_SYNC]
         plan = plans[0] if len(reports) == 1 and plans else None
         return record.succeeded(tags or None, wall, state, plan, error, instances)
+
+    def _lineage(self, spec: LoadedSpec, report: SpecReport) -> tuple[LineageStep, ...]:
+        """What the spec's page draws: its image from source to what stands beside it."""
+        body = spec.body
+        signed = body.signing is not False and (
+            body.signing is not None or self.settings.signing is not None
+        )
+        signed = (
+            signed
+            and report.desired is not None
+            and any(t.location.is_registry for t in report.desired.targets)
+        )
+        attested = signed and self.settings.provenance.enabled and body.provenance
+        return lineage_of(report, body.base, signed=signed, attested=attested)
 
     def _count(self, name: str, report: SpecReport) -> None:
         """Metrics of what a report's apply did, and the tags it wrote (for prune)."""

@@ -14,8 +14,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.errors import ReconcilerError
+from reconciler.model.desired import BASE_DIGEST
 from reconciler.model.plan import SpecPlan
+from reconciler.model.report import SpecReport
 from reconciler.model.state import SpecState
+from reconciler.oci.document import IndexDocument
+from reconciler.oci.location import Location
+from reconciler.oci.reference import Reference
 from reconciler.render import plan_json
 from reconciler.spec import LoadedSpec
 
@@ -62,6 +68,74 @@ class EventNote:
 
 
 EVENTS_KEPT = 10  # per spec, the newest: what its page shows
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    """One step from source to what runs, as a spec's page draws it: the base, a layer and
+    where it comes from, the image built and its children, what stands beside it."""
+
+    kind: str  # base, base layers, layer, path layer, index, manifest, child, beside
+    name: str
+    digest: str | None = None
+    detail: str = ""  # a platform, a size, a tag
+
+
+def lineage_of(
+    report: SpecReport, base: str, *, signed: bool = False, attested: bool = False
+) -> tuple[LineageStep, ...]:
+    """The lineage of one image from its last pass (`base` as the spec writes it)."""
+    desired = report.desired
+    if desired is None:
+        return ()
+    root = desired.root
+    notes = (
+        root.index.annotations if isinstance(root, IndexDocument) else root.manifest.annotations
+    ) or {}
+    if not notes.get(BASE_DIGEST) and desired.manifests:
+        notes = desired.manifests[0].document.manifest.annotations or {}
+    steps = [LineageStep("base", base, notes.get(BASE_DIGEST))]
+    try:
+        base_repo = str(Location.of(Reference.parse(base)))
+    except ReconcilerError:  # scratch, a local store: none of its layers comes from a registry
+        base_repo = None
+    seen: set[str] = set()
+    inherited = 0
+    for manifest in desired.manifests:
+        for blob in manifest.blobs:
+            digest = str(blob.descriptor.digest)
+            if blob.role != "layer" or digest in seen:
+                continue
+            seen.add(digest)
+            size = f"{blob.descriptor.size:,} bytes"
+            if blob.source is None:
+                steps.append(LineageStep("path layer", "built here from files", digest, size))
+            elif str(blob.source) == base_repo or (
+                base_repo is None and not blob.source.is_registry
+            ):
+                inherited += 1
+            else:
+                steps.append(LineageStep("layer", str(blob.source), digest, size))
+    if inherited:
+        steps.insert(1, LineageStep("base layers", f"{inherited} from the base"))
+    kind = "index" if isinstance(root, IndexDocument) else "manifest"
+    steps.append(LineageStep(kind, desired.name, str(root.digest)))
+    if isinstance(root, IndexDocument):
+        steps += [
+            LineageStep("child", str(m.platform or ""), str(m.document.digest))
+            for m in desired.manifests
+        ]
+    tag = f"{root.digest.algorithm}-{root.digest.hex}"
+    if signed:
+        steps.append(LineageStep("beside", "cosign signature", None, f"{tag}.sig"))
+    if attested:
+        steps.append(LineageStep("beside", "SLSA provenance (signed)", None, f"{tag}.att"))
+    if report.plan is not None:
+        steps += [
+            LineageStep("beside", f"{a.kind}: {a.label}", None, "to push")
+            for a in report.plan.artifacts
+        ]
+    return tuple(steps)
 
 
 @dataclass(frozen=True)
@@ -157,6 +231,7 @@ class StatusBoard:
         self.last_resync_seconds: float | None = None
         self.next_resync: Callable[[], float | None] = lambda: None
         self._events: dict[str, tuple[EventNote, ...]] = {}  # spec name -> newest last
+        self._lineages: dict[str, tuple[LineageStep, ...]] = {}  # spec name -> its last pass's
 
     @property
     def ready(self) -> bool:
@@ -180,6 +255,15 @@ class StatusBoard:
         """An event of `spec`: its page shows the last EVENTS_KEPT."""
         self._events[spec] = (*self._events.get(spec, ())[-(EVENTS_KEPT - 1) :], note)
         self._generation += 1
+
+    def traced(self, spec: str, steps: tuple[LineageStep, ...]) -> None:
+        """A spec's lineage as its last pass saw it (kept when a pass got no image)."""
+        if steps and steps != self._lineages.get(spec):
+            self._lineages[spec] = steps
+            self._generation += 1
+
+    def lineage(self, spec: str) -> tuple[LineageStep, ...]:
+        return self._lineages.get(spec, ())
 
     def events(self, spec: str) -> tuple[EventNote, ...]:
         """The spec's last events, the newest first."""

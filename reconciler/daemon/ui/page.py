@@ -22,6 +22,7 @@ from reconciler.daemon.status import (
     BoardView,
     EventNote,
     InstanceStatus,
+    LineageStep,
     SpecStatus,
     TagStatus,
 )
@@ -121,6 +122,7 @@ class Board:
     waiting: Mapping[str, str]  # spec name -> host whose request budget it waits for
     facts: DaemonFacts
     events: Callable[[str], Sequence[EventNote]] = lambda _name: ()  # a spec's, newest first
+    lineage: Callable[[str], Sequence[LineageStep]] = lambda _name: ()  # its last pass's
 
 
 # -- which specs, in which order ----------------------------------------------------------

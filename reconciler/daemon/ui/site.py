@@ -171,7 +171,9 @@ class StatusSite:
 
     def _view(self, facts: page.DaemonFacts) -> page.Board:
         board = self._board
-        return page.Board(board.view, board.policies, dict(board.waiting()), facts, board.events)
+        return page.Board(
+            board.view, board.policies, dict(board.waiting()), facts, board.events, board.lineage
+        )
 
     def _file(self, name: str, if_none_match: str | None) -> Answer:
         found = self._static.get(name)

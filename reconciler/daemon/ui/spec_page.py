@@ -9,11 +9,12 @@ Pure, as `page` is: every value escaped, relative URLs from `/specs/NAME` (`../`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from reconciler.daemon.status import SpecStatus
+from reconciler.daemon.status import LineageStep, SpecStatus
 from reconciler.daemon.ui.page import (
     Board,
     attention,
@@ -52,7 +53,29 @@ def _layer_words(layer: Any) -> str:
     return json.dumps(fields, sort_keys=True, default=str)
 
 
-def _lineage(status: SpecStatus) -> str:
+def _traced(steps: Sequence[LineageStep], status: SpecStatus) -> str:
+    """The lineage the last pass recorded: each step a box of the picture, in order."""
+    items = []
+    for step in steps:
+        digest = f" {short_digest(step.digest)}" if step.digest else ""
+        detail = f' <span class="detail">{esc(step.detail)}</span>' if step.detail else ""
+        items.append(
+            f'<li class="step step-{esc(step.kind.replace(" ", "-"))}">'
+            f'<span class="kind">{esc(step.kind)}</span> <code>{esc(step.name)}</code>'
+            f"{digest}{detail}</li>"
+        )
+    targets = tags_list(status.tags)
+    items.append(f'<li class="step step-targets"><span class="kind">targets</span> {targets}</li>')
+    return (
+        '<section aria-labelledby="lineage-h"><h2 id="lineage-h">Lineage</h2>'
+        f'<ol class="lineage">{"".join(items)}</ol></section>'
+    )
+
+
+def _lineage(status: SpecStatus, board: Board) -> str:
+    traced = board.lineage(status.key)
+    if traced:
+        return _traced(traced, status)
     steps = []
     spec = status.spec
     if spec is not None:
@@ -155,7 +178,7 @@ def _events(status: SpecStatus, board: Board) -> str:
 def spec_fragment(status: SpecStatus, board: Board) -> str:
     return (
         _facts(status, board)
-        + _lineage(status)
+        + _lineage(status, board)
         + _plan(status)
         + _events(status, board)
         + _instances(status, board)
