@@ -574,6 +574,7 @@ def test_ingress_routes_the_hooks_only(tmp_path: Path) -> None:
         (None, "/", "Exact"),
         (None, "/static/app.css", "Exact"),
         (None, "/static/app.js", "Exact"),
+        (None, "/specs", "Prefix"),  # each spec's page; /status and /metrics are not routed
     ]
 
 
@@ -588,6 +589,7 @@ def test_http_route_routes_the_hooks_and_the_status_page(tmp_path: Path) -> None
         {"type": "Exact", "value": "/"},
         {"type": "Exact", "value": "/static/app.css"},
         {"type": "Exact", "value": "/static/app.js"},
+        {"type": "PathPrefix", "value": "/specs"},
     ]
     assert rule["backendRefs"] == [{"name": "rec-reconciler", "port": 8080}]
     bad = dict(route, spec={**route["spec"], "rules": [{**rule, "filters": []}]})
