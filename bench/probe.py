@@ -16,22 +16,21 @@ import threading
 import time
 
 
-class FirstByteRelay:
-    """Forward 127.0.0.1:<port> to `target` (host:port); `first` is when a byte first came."""
+class Relay:
+    """Forward 127.0.0.1:<port> to `target` (host:port), byte for byte, both ways; a subclass
+    sees each piece on its way (`passing`) before it is sent on."""
 
     def __init__(self, target: str) -> None:
         host, _, port = target.rpartition(":")
         self._target = (host, int(port))
         self._server = socket.create_server(("127.0.0.1", 0))
         self.host = f"127.0.0.1:{self._server.getsockname()[1]}"
-        self.first: float | None = None
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def reset(self) -> None:
-        with self._lock:
-            self.first = None
+    def passing(self, data: bytes, request: bool) -> None:
+        """A piece on its way: from the client (`request`) or from the target."""
 
     def _accept(self) -> None:
         while not self._closed:
@@ -50,14 +49,10 @@ class FirstByteRelay:
         threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
         self._pipe(client, upstream, True)
 
-    def _pipe(self, source: socket.socket, sink: socket.socket, inbound: bool) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, request: bool) -> None:
         try:
             while data := source.recv(65536):
-                if inbound and self.first is None:
-                    now = time.perf_counter()
-                    with self._lock:
-                        if self.first is None:
-                            self.first = now
+                self.passing(data, request)
                 sink.sendall(data)
         except OSError:
             pass
@@ -70,3 +65,22 @@ class FirstByteRelay:
     def close(self) -> None:
         self._closed = True
         self._server.close()
+
+
+class FirstByteRelay(Relay):
+    """A relay to `target`; `first` is when a byte of a request first came."""
+
+    def __init__(self, target: str) -> None:
+        self.first: float | None = None
+        super().__init__(target)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.first = None
+
+    def passing(self, data: bytes, request: bool) -> None:
+        if request and self.first is None:
+            now = time.perf_counter()
+            with self._lock:
+                if self.first is None:
+                    self.first = now

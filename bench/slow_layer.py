@@ -12,79 +12,40 @@ the same relay, in alternation. Wall time, CPU time (user + sys) and peak RSS co
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import statistics
 import subprocess
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.fixtures import MiB, spec_text
 from bench.harness import Bench, Row, Sample, layer_gets
+from bench.probe import Relay
 from bench.scenarios import big_image, scenario
 
 RULE_OFF = {"RECONCILER_MIN_TRANSFER_RATE": "0"}
 TOOLS = ("reconciler", "reconciler, rule off", "skopeo")
 
 
-class RateRelay:
-    """Forward 127.0.0.1:<port> to `target` (host:port); answers (upstream to client) at no more
-    than `rate` bytes per second in all, requests unthrottled."""
+class RateRelay(Relay):
+    """A relay to `target` (host:port) whose answers (target to client) go at no more than
+    `rate` bytes per second in all; requests unthrottled."""
 
     def __init__(self, target: str, rate: float) -> None:
-        host, _, port = target.rpartition(":")
-        self._target = (host, int(port))
         self._rate = rate
         self._free_at = time.perf_counter()  # when the link has sent all it was given
-        self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.host = f"127.0.0.1:{self._server.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(self._target)
-        except OSError:
-            client.close()
+    def passing(self, data: bytes, request: bool) -> None:
+        """Book an answer's piece on the link; sleep until it would have gone out."""
+        if request:
             return
-        threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-        self._pipe(upstream, client, True)
-
-    def _wait(self, size: int) -> None:
-        """Book `size` bytes on the link; sleep until they would have gone out."""
         with self._lock:
             now = time.perf_counter()
-            self._free_at = max(self._free_at, now) + size / self._rate
+            self._free_at = max(self._free_at, now) + len(data) / self._rate
             until = self._free_at
         if until > now:
             time.sleep(until - now)
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, throttled: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if throttled:
-                    self._wait(len(data))
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-            source.close()
-
-    def close(self) -> None:
-        self._server.close()
 
 
 def _timed(cmd: Sequence[str], env: dict[str, str], log: Path) -> tuple[float, int, float]:
