@@ -57,7 +57,7 @@ class InstanceStatus:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventNote:
     """An event the daemon made for a spec (docs/notifications.md), as its page lists it."""
 
@@ -70,7 +70,7 @@ class EventNote:
 EVENTS_KEPT = 10  # per spec, the newest: what its page shows
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one list of them per spec: 10,000 in a large daemon
 class LineageStep:
     """One step from source to what runs, as a spec's page draws it: the base, a layer and
     where it comes from, the image built and its children, what stands beside it."""
