@@ -365,6 +365,12 @@ class Attacher:
         return tuple(p for p in plans if not p.plan.in_sync)
 
     def _attests(self, spec: LoadedSpec) -> bool:
+        """Whether our statements go beside the spec's images. Not for a mirror that carries
+        its base's `.sig`/`.att`: the image is the base's, built by someone else, and its
+        `.att` is copied whole (their statements describe it)."""
+        carry = spec.body.carry
+        if carry is not None and carry.signatures:
+            return False
         return self.provenance is not None and spec.body.provenance
 
     async def _key(self, source: KeySource) -> PrivateKey | None:
