@@ -79,6 +79,7 @@ from reconciler.trust.artifacts import (
     signature_manifest,
     tag_for,
 )
+from reconciler.trust.attest import MAX_ATTESTATIONS
 from reconciler.trust.config import KeySource
 from reconciler.trust.dsse import (
     DSSE_TYPE,
@@ -553,10 +554,17 @@ class Attacher:
         if existing is not None:
             where = f"attestation manifest {location}:{tag}"
             types = {w.predicate_type for w in wanted}
-            for layer in load_artifact_manifest(existing, where).manifest.layers:
-                kind = (layer.annotations or {}).get(PREDICATE_ANNOTATION)
-                if layer.media_type != DSSE_TYPE or kind not in types:
-                    continue
+            # Ours are among the newest few of our predicate types: at most MAX_ATTESTATIONS
+            # envelopes are read (a crowded .att must not cost a GET per layer at every change).
+            candidates = [
+                layer
+                for layer in load_artifact_manifest(existing, where).manifest.layers
+                if layer.media_type == DSSE_TYPE
+                and (layer.annotations or {}).get(PREDICATE_ANNOTATION) in types
+                and layer.size <= MAX_ENVELOPE
+            ][-MAX_ATTESTATIONS:]
+            for layer in candidates:
+                kind = (layer.annotations or {})[PREDICATE_ANNOTATION]
                 raw = await self._blob(location, layer.digest)
                 try:
                     parsed = parse_envelope(raw, f"{where}: layer {layer.digest.short}")

@@ -71,6 +71,7 @@ if TYPE_CHECKING:  # keys load cryptography: only when a key is read
 
 # A `.sig` manifest may carry many signers; the newest this many are read.
 MAX_SIGNATURES = 64
+MAX_ATTESTATION_BYTES = 16 * 1024 * 1024  # envelopes read for one verdict, the newest first
 
 
 @dataclass(frozen=True)
@@ -337,15 +338,17 @@ class Verifier:
             and (layer.annotations or {}).get(PREDICATE_ANNOTATION) in types
             and layer.size <= MAX_ENVELOPE
         ][-MAX_ATTESTATIONS:]
-
-        async def blob(digest: Digest) -> bytes:
-            async with self.stores.slot(subject.location):
-                return await reader.get_blob(digest, MAX_ENVELOPE)
-
-        data = await asyncio.gather(*(blob(layer.digest) for layer in layers))
+        # The newest first, one at a time, within MAX_ATTESTATION_BYTES in all: a crowded or
+        # hostile .att cannot make one verdict hold 64 envelopes of 4 MiB.
         out: dict[str, list[bytes]] = {}
-        for layer, raw in zip(layers, data, strict=True):
-            out.setdefault((layer.annotations or {})[PREDICATE_ANNOTATION], []).append(raw)
+        spent = 0
+        for layer in reversed(layers):
+            if spent + layer.size > MAX_ATTESTATION_BYTES:
+                break
+            async with self.stores.slot(subject.location):
+                raw = await reader.get_blob(layer.digest, MAX_ENVELOPE)
+            spent += len(raw)
+            out.setdefault((layer.annotations or {})[PREDICATE_ANNOTATION], []).insert(0, raw)
         return out
 
     def _known_keys(self, source: PolicySource, wanted: Sequence[Requirement]) -> list[KnownKey]:
