@@ -219,6 +219,13 @@ def _sorted_by(query: Query, key: str, label: str) -> str:
 # -- pieces ---------------------------------------------------------------------------------
 
 
+def section(ident: str, title: str, body: str) -> str:
+    """A titled section of a page, its heading naming it for screen readers."""
+    return (
+        f'<section aria-labelledby="{ident}-h"><h2 id="{ident}-h">{esc(title)}</h2>{body}</section>'
+    )
+
+
 def state_badge(state: SpecState | str) -> str:
     """A state in colour and in words (the colour is never the only sign)."""
     name = str(state)
@@ -320,10 +327,7 @@ def _counts(board: Board, query: Query) -> str:
             f'<li><a href="{esc(query.link(state=str(state), page=1))}"{current}>'
             f"{state_badge(state)} <b>{count}</b></a></li>"
         )
-    return (
-        '<section aria-labelledby="counts-h"><h2 id="counts-h">Specs by state</h2>'
-        f'<ul class="counts">{"".join(items)}</ul></section>'
-    )
+    return section("counts", "Specs by state", f'<ul class="counts">{"".join(items)}</ul>')
 
 
 def daemon_alerts(facts: DaemonFacts) -> list[str]:
@@ -438,10 +442,7 @@ def _daemon(board: Board) -> str:
     ]
     rows += [(c.title, _counter_words(c)) for c in facts.counters]
     items = "".join(f"<dt>{title}</dt><dd>{value}</dd>" for title, value in rows)
-    return (
-        '<section aria-labelledby="daemon-h"><h2 id="daemon-h">Daemon</h2>'
-        f'<dl class="facts">{items}</dl></section>'
-    )
+    return section("daemon", "Daemon", f'<dl class="facts">{items}</dl>')
 
 
 def _resync_words(facts: DaemonFacts) -> str:

@@ -21,6 +21,7 @@ from reconciler.daemon.ui.page import (
     esc,
     message_text,
     page,
+    section,
     short_digest,
     shown_path,
     state_badge,
@@ -53,7 +54,7 @@ def _layer_words(layer: Any) -> str:
     return json.dumps(fields, sort_keys=True, default=str)
 
 
-def _traced(steps: Sequence[LineageStep], status: SpecStatus) -> str:
+def _traced(steps: Sequence[LineageStep]) -> list[str]:
     """The lineage the last pass recorded: each step a box of the picture, in order."""
     items = []
     for step in steps:
@@ -64,18 +65,12 @@ def _traced(steps: Sequence[LineageStep], status: SpecStatus) -> str:
             f'<span class="kind">{esc(step.kind)}</span> <code>{esc(step.name)}</code>'
             f"{digest}{detail}</li>"
         )
-    targets = tags_list(status.tags)
-    items.append(f'<li class="step step-targets"><span class="kind">targets</span> {targets}</li>')
-    return (
-        '<section aria-labelledby="lineage-h"><h2 id="lineage-h">Lineage</h2>'
-        f'<ol class="lineage">{"".join(items)}</ol></section>'
-    )
+    return items
 
 
-def _lineage(status: SpecStatus, board: Board) -> str:
-    traced = board.lineage(status.key)
-    if traced:
-        return _traced(traced, status)
+def _declared(status: SpecStatus) -> list[str]:
+    """Before any pass recorded one: the lineage as the spec writes it, and while it is not in
+    sync the manifests its plan would push."""
     steps = []
     spec = status.spec
     if spec is not None:
@@ -93,11 +88,15 @@ def _lineage(status: SpecStatus, board: Board) -> str:
             for m in status.plan.manifests
         )
         steps.append(f'<li><span class="kind">built (to push)</span><ul>{children}</ul></li>')
-    steps.append(f'<li><span class="kind">targets</span> {tags_list(status.tags)}</li>')
-    return (
-        '<section aria-labelledby="lineage-h"><h2 id="lineage-h">Lineage</h2>'
-        f'<ol class="lineage">{"".join(steps)}</ol></section>'
-    )
+    return steps
+
+
+def _lineage(status: SpecStatus, board: Board) -> str:
+    traced = board.lineage(status.key)
+    steps = _traced(traced) if traced else _declared(status)
+    targets = tags_list(status.tags)
+    steps.append(f'<li class="step step-targets"><span class="kind">targets</span> {targets}</li>')
+    return section("lineage", "Lineage", f'<ol class="lineage">{"".join(steps)}</ol>')
 
 
 def _plan(status: SpecStatus) -> str:
@@ -121,13 +120,14 @@ def _plan(status: SpecStatus) -> str:
         for t in shown["tags"]
     ]
     whole = json.dumps(shown, indent=2)
-    return (
-        '<section aria-labelledby="plan-h"><h2 id="plan-h">Plan (not in sync)</h2>'
+    return section(
+        "plan",
+        "Plan (not in sync)",
         '<table class="specs plan"><thead><tr><th scope="col">What</th>'
         '<th scope="col">Digest</th><th scope="col">How</th><th scope="col">Where</th>'
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f'<details><summary>As diff -o json</summary><pre class="json">{esc(whole)}</pre>'
-        "</details></section>"
+        "</details>",
     )
 
 
@@ -139,20 +139,14 @@ def _instances(status: SpecStatus, board: Board) -> str:
         f"{message_text(i.message, board)}</li>"
         for i in status.instances
     )
-    return (
-        '<section aria-labelledby="instances-h"><h2 id="instances-h">Images</h2>'
-        f'<ul class="attention">{items}</ul></section>'
-    )
+    return section("instances", "Images", f'<ul class="attention">{items}</ul>')
 
 
 def _source(status: SpecStatus) -> str:
     if status.spec is None:
         return ""
     text = yaml.safe_dump(status.spec.document.value, sort_keys=False, allow_unicode=True)
-    return (
-        '<section aria-labelledby="yaml-h"><h2 id="yaml-h">The spec as loaded</h2>'
-        f'<pre class="yaml">{esc(text)}</pre></section>'
-    )
+    return section("yaml", "The spec as loaded", f'<pre class="yaml">{esc(text)}</pre>')
 
 
 def _events(status: SpecStatus, board: Board) -> str:
@@ -172,7 +166,7 @@ def _events(status: SpecStatus, board: Board) -> str:
             '<th scope="col">Event</th><th scope="col">State</th><th scope="col">Message</th>'
             f"</tr></thead><tbody>{rows}</tbody></table>"
         )
-    return f'<section aria-labelledby="events-h"><h2 id="events-h">Last events</h2>{body}</section>'
+    return section("events", "Last events", body)
 
 
 def spec_fragment(status: SpecStatus, board: Board) -> str:
