@@ -536,7 +536,8 @@ class Attacher:
         ]
         kinds = ", ".join(["SLSA v1", *(k.rsplit("/", 1)[-1] for k, _ in sboms)])
         label = f"attestations of {digest.short} ({kinds}; key {key.public.short})"
-        stable = json.dumps([w.compare(w.body) for w in wanted], sort_keys=True)
+        expected = [w.compare(w.body) for w in wanted]  # what an existing one must equal
+        stable = json.dumps(expected, sort_keys=True)
         stable_digest = hashlib.sha256(stable.encode()).hexdigest()
 
         def fact(att: Digest | None) -> str:
@@ -582,9 +583,7 @@ class Attacher:
                 )
                 if match is None:
                     continue  # another spec's statement for the same image: it stays
-                same = wanted[match].compare(parsed.body) == wanted[match].compare(
-                    wanted[match].body
-                )
+                same = wanted[match].compare(parsed.body) == expected[match]
                 if same and match not in kept:
                     kept.add(match)
                 else:
@@ -614,9 +613,15 @@ class Attacher:
                 ) from None
 
     async def _source_files(self, spec: LoadedSpec) -> SourceFiles:
-        """The spec file and its directory's lock file, by digest (read once per run)."""
+        """The spec file and its directory's lock file, by digest: each file read once per
+        run, and the git checkout's top and the lock once per directory (not once per spec
+        of a directory of thousands)."""
+        directory = Path(spec.file).parent
+        around = await self._memo.get(
+            ("directory", directory), lambda: asyncio.to_thread(_read_directory, directory)
+        )
         return await self._memo.get(
-            ("files", spec.file), lambda: asyncio.to_thread(_read_sources, spec.file)
+            ("files", spec.file), lambda: asyncio.to_thread(_read_spec, spec.file, around)
         )
 
     @staticmethod
@@ -855,26 +860,36 @@ def _sboms(
     return out
 
 
-def _read_sources(file: str) -> SourceFiles:
+@dataclass(frozen=True)
+class _Around:
+    """What a spec's statement says of its directory: the git checkout it is in (its top),
+    and its lock file as the repository names it, with its digest."""
+
+    top: Path | None
+    lock: tuple[str, Digest] | None
+
+
+def _read_directory(directory: Path) -> _Around:
+    absolute = directory.absolute()
+    top = next((d for d in (absolute, *absolute.parents) if (d / ".git").exists()), None)
+    lock = directory / "reconciler.lock"
+    try:
+        data = lock.read_bytes()
+    except OSError:
+        return _Around(top, None)
+    return _Around(top, (_repository_path(lock, top), Digest.of(data)))
+
+
+def _read_spec(file: str, around: _Around) -> SourceFiles:
     """The spec file's path as the repository names it (relative to the git top, else as
     given) and digest, and the lock file beside it."""
     path = Path(file)
-    shown = _repository_path(path)
-    lock = path.parent / "reconciler.lock"
-    try:
-        lock_data: bytes | None = lock.read_bytes()
-    except OSError:
-        lock_data = None
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise TrustError(f"{file}: cannot be read for its provenance ({exc.strerror})") from None
-    return SourceFiles(
-        shown,
-        Digest.of(data),
-        _repository_path(lock) if lock_data is not None else None,
-        Digest.of(lock_data) if lock_data is not None else None,
-    )
+    lock_path, lock_digest = around.lock if around.lock is not None else (None, None)
+    return SourceFiles(_repository_path(path, around.top), Digest.of(data), lock_path, lock_digest)
 
 
 # Where CI systems name the commit and the repository's URL (checked in this order).
@@ -938,12 +953,11 @@ def _without_userinfo(url: str) -> str:
     return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
-def _repository_path(path: Path) -> str:
-    absolute = path.absolute()
-    for parent in absolute.parents:
-        if (parent / ".git").exists():
-            return absolute.relative_to(parent).as_posix()
-    return path.as_posix()
+def _repository_path(path: Path, top: Path | None) -> str:
+    """`path` relative to the checkout's `top`, else as given."""
+    if top is None:
+        return path.as_posix()
+    return path.absolute().relative_to(top).as_posix()
 
 
 def _desired_blobs(
