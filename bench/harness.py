@@ -57,16 +57,25 @@ def free_port() -> int:
 def run_process(
     cmd: Sequence[str], env: dict[str, str], log: Path, ok: tuple[int, ...] = (0,)
 ) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one process; fails loudly on an unexpected exit.
+    """Wall time and peak RSS (KiB) of one process; fails loudly on an unexpected exit."""
+    wall, rss, _cpu = run_timed(cmd, env, log, ok)
+    return wall, rss
 
-    The peak comes from GNU time, a small C process: a child forked from this (large) Python
+
+def run_timed(
+    cmd: Sequence[str], env: dict[str, str], log: Path, ok: tuple[int, ...] = (0,)
+) -> tuple[float, int, float]:
+    """Wall time, peak RSS (KiB) and CPU seconds (user + sys) of one process; fails loudly on
+    an unexpected exit.
+
+    The figures come from GNU time, a small C process: a child forked from this (large) Python
     process would report this process's size as its own high-water mark.
     """
-    rss_file = log.with_suffix(".rss")
+    usage = log.with_suffix(".usage")
     with log.open("ab") as out:
         start = time.perf_counter()
         code = subprocess.call(
-            ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd],
+            ["/usr/bin/time", "-f", "%M %U %S", "-o", str(usage), *cmd],
             env=env,
             stdout=out,
             stderr=out,
@@ -75,7 +84,8 @@ def run_process(
     if code not in ok:
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"bench: {' '.join(cmd[:4])}... exited {code}:\n{tail}")
-    return wall, int(rss_file.read_text().split()[-1])
+    rss, user, system = usage.read_text().split()[-3:]
+    return wall, int(rss), float(user) + float(system)
 
 
 def uploads(requests: list[Request]) -> int:

@@ -13,13 +13,10 @@ the same relay, in alternation. Wall time, CPU time (user + sys) and peak RSS co
 from __future__ import annotations
 
 import statistics
-import subprocess
 import time
-from collections.abc import Sequence
-from pathlib import Path
 
 from bench.fixtures import MiB, spec_text
-from bench.harness import Bench, Row, Sample, layer_gets
+from bench.harness import Bench, Row, Sample, layer_gets, run_timed
 from bench.probe import Relay
 from bench.scenarios import big_image, scenario
 
@@ -48,26 +45,6 @@ class RateRelay(Relay):
             time.sleep(until - now)
 
 
-def _timed(cmd: Sequence[str], env: dict[str, str], log: Path) -> tuple[float, int, float]:
-    """Wall time, peak RSS (KiB) and CPU seconds (user + sys) of one process, from GNU time;
-    fails loudly on a non-zero exit."""
-    usage = log.with_suffix(".usage")
-    with log.open("ab") as out:
-        start = time.perf_counter()
-        code = subprocess.call(
-            ["/usr/bin/time", "-f", "%M %U %S", "-o", str(usage), *cmd],
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-        wall = time.perf_counter() - start
-    if code != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"bench: {' '.join(cmd[:4])}... exited {code}:\n{tail}")
-    rss, user, system = usage.read_text().split()[-3:]
-    return wall, int(rss), float(user) + float(system)
-
-
 def _through(bench: Bench, name: str, src: str, size: int, rate: float) -> None:
     """Mirror `src` (a reference at A) to B through a relay at `rate`, with each of TOOLS."""
     b = bench.b.host
@@ -90,7 +67,7 @@ def _through(bench: Bench, name: str, src: str, size: int, rate: float) -> None:
                     cmd = bench.rc("apply", str(specs))
                     env = bench.rc_env(state, specs, **extra)
                 mark = bench.a.mark()
-                wall, rss, seconds = _timed(cmd, env, bench.log)
+                wall, rss, seconds = run_timed(cmd, env, bench.log)
                 samples[tool].append(Sample(wall, rss, bench.a.requests(mark)))
                 cpu[tool].append(seconds)
                 print(
