@@ -240,15 +240,16 @@ class Verifier:
         signed = [r for r in requirements if not isinstance(r, SigstoreAttested)]
         needs_signature = not all(isinstance(r, InsecureAcceptAnything) for r in signed)
         identity = self._identity(subject)
-        if identity is None and not needs_signature:
-            identity = ImageIdentity("localhost", "local-image", None)  # never compared
-        if identity is None and all(
-            isinstance(r.identity, (ExactReference, ExactRepository))
-            for r in requirements
-            if isinstance(r, (SigstoreSigned, SignedBy))
+        if identity is None and (
+            not needs_signature
+            or all(
+                isinstance(r.identity, (ExactReference, ExactRepository))
+                for r in requirements
+                if isinstance(r, (SigstoreSigned, SignedBy))
+            )
         ):
-            # A local image: rules that name the identity they want need none of the image's
-            # own (this placeholder is never compared).
+            # A local image: attestations, and rules that name the identity they want, need
+            # none of the image's own (this placeholder is never compared).
             identity = ImageIdentity("localhost", "local-image", None)
         if identity is None:
             raise TrustError(
