@@ -169,6 +169,14 @@ def _load_key(source: KeySource) -> PrivateKey:
 KEYS = Keys()  # one per process
 
 
+def writes_provenance(spec: LoadedSpec) -> bool:
+    """Whether our statements go beside the spec's images when it signs. Not with
+    `provenance: false`, nor for a mirror that carries its base's `.sig`/`.att`: the image is
+    the base's, built by someone else, and its `.att` is copied whole."""
+    carry = spec.body.carry
+    return spec.body.provenance and not (carry is not None and carry.signatures)
+
+
 def spec_key_source(spec: LoadedSpec, default: KeySource | None) -> KeySource | None:
     """The key a spec signs with: its own `signing:`, none with `signing: false`, else the
     settings' default."""
@@ -366,13 +374,7 @@ class Attacher:
         return tuple(p for p in plans if not p.plan.in_sync)
 
     def _attests(self, spec: LoadedSpec) -> bool:
-        """Whether our statements go beside the spec's images. Not for a mirror that carries
-        its base's `.sig`/`.att`: the image is the base's, built by someone else, and its
-        `.att` is copied whole (their statements describe it)."""
-        carry = spec.body.carry
-        if carry is not None and carry.signatures:
-            return False
-        return self.provenance is not None and spec.body.provenance
+        return self.provenance is not None and writes_provenance(spec)
 
     async def _key(self, source: KeySource) -> PrivateKey | None:
         try:

@@ -44,6 +44,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from reconciler.attach import spec_key_source, writes_provenance
 from reconciler.daemon.events import EventDetector, rfc3339
 from reconciler.daemon.hooks import Push, SourceIndex
 from reconciler.daemon.http import HookTargets, HttpServer
@@ -678,17 +679,14 @@ class Daemon:
 
     def _lineage(self, spec: LoadedSpec, report: SpecReport) -> tuple[LineageStep, ...]:
         """What the spec's page draws: its image from source to what stands beside it."""
-        body = spec.body
-        signed = body.signing is not False and (
-            body.signing is not None or self.settings.signing is not None
-        )
+        desired = report.desired
         signed = (
-            signed
-            and report.desired is not None
-            and any(t.location.is_registry for t in report.desired.targets)
+            spec_key_source(spec, self.settings.key_source()) is not None
+            and desired is not None
+            and any(t.location.is_registry for t in desired.targets)
         )
-        attested = signed and self.settings.provenance.enabled and body.provenance
-        return lineage_of(report, body.base, signed=signed, attested=attested)
+        attested = signed and self.settings.provenance.enabled and writes_provenance(spec)
+        return lineage_of(report, spec.body.base, signed=signed, attested=attested)
 
     def _count(self, name: str, report: SpecReport) -> None:
         """Metrics of what a report's apply did, and the tags it wrote (for prune)."""
