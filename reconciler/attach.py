@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -244,7 +244,7 @@ class Attacher:
         default_key: KeySource | None,
         *,
         apply: bool = True,
-        provenance: BuildRun | None = None,
+        provenance: Provenance | None = None,
     ) -> None:
         self.stores = stores
         self.provenance = provenance  # None: no statements (settings' provenance.enabled)
@@ -523,11 +523,9 @@ class Attacher:
         assert self.provenance is not None  # noqa: S101 - called only when it is set
         tag = tag_for(digest, ATT_SUFFIX)
         address = Address(location, tag=tag)
-        finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         files = await self._source_files(spec)
-        body = statement(
-            spec, desired, base, str(location), digest, files, self.provenance, finished
-        )
+        subject = str(location)
+        body = statement(spec, desired, base, subject, digest, files, self.provenance.bare, "")
         mine = (files.spec_path, spec.name)
         wanted = [
             _Statement(SLSA_PROVENANCE, body, stable_part, lambda b: spec_of(b) == mine),
@@ -594,6 +592,14 @@ class Attacher:
         if existing is not None and not pending and not replaced:
             self.cache.put_fact("attested", fact(current))
             return _in_sync(desired, address, label, ArtifactKind.ATTESTATION)
+        if any(w.predicate_type == SLSA_PROVENANCE for w in pending):  # written: the real run
+            finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            full = statement(
+                spec, desired, base, subject, digest, files, self.provenance.run(), finished
+            )
+            pending = [
+                replace(w, body=full) if w.predicate_type == SLSA_PROVENANCE else w for w in pending
+            ]
         new = [(envelope(w.body, key.sign), w.predicate_type) for w in pending]
         raw, blobs = attestation_manifest(existing, replaced, new)
         document = _manifest(raw, f"attestation manifest for {location}:{tag}")
@@ -897,6 +903,25 @@ def _read_spec(file: str, around: _Around) -> SourceFiles:
 # Where CI systems name the commit and the repository's URL (checked in this order).
 _CI_COMMIT = ("GITHUB_SHA", "CI_COMMIT_SHA", "BUILDKITE_COMMIT", "CIRCLE_SHA1", "GIT_COMMIT")
 _CI_REPOSITORY = ("CI_PROJECT_URL", "BUILDKITE_REPO", "CIRCLE_REPOSITORY_URL", "GIT_URL")
+
+
+class Provenance:
+    """What a run's statements say about it. The repository and commit (from the CI's
+    environment or `git`) are looked up once, and only when a statement is written: a no-op
+    compares statements without them (`stable_part`), so it starts no `git`."""
+
+    def __init__(self, builder_id: str, specs_dir: Path, internal: Mapping[str, str]) -> None:
+        self._args = (builder_id, specs_dir, internal)
+        self._run: BuildRun | None = None
+        from reconciler import __version__
+
+        # The run as compared: no source, placeholder times (stable_part drops both).
+        self.bare = BuildRun(builder_id, __version__, "", "", internal=internal)
+
+    def run(self) -> BuildRun:
+        if self._run is None:
+            self._run = build_run(*self._args)
+        return self._run
 
 
 def build_run(builder_id: str, specs_dir: Path, internal: Mapping[str, str]) -> BuildRun:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from reconciler.attach import KEYS, Attacher, build_run
+from reconciler.attach import KEYS, Attacher, Provenance
 from reconciler.blobmemory import BlobMemory
 from reconciler.cache import ContentCache
 from reconciler.errors import ReconcilerError, SettingsError, SpecError
@@ -32,7 +32,6 @@ from reconciler.lockfile import LockSet
 from reconciler.logs import current_spec
 from reconciler.model.desired import DesiredImage, build_desired
 from reconciler.model.plan import build_plan
-from reconciler.model.provenance import BuildRun
 from reconciler.model.report import RunReport, SpecReport
 from reconciler.model.sources import ResolvedBase, ResolvedLayer
 from reconciler.model.state import SpecState
@@ -115,14 +114,14 @@ class Engine:
         self.spec_deadline = spec_deadline  # seconds each spec may take (the daemon's)
         self.on_spec = on_spec  # told (spec name, its reports) as each spec ends
 
-    def _build_run(self) -> BuildRun | None:
+    def _provenance(self) -> Provenance | None:
         """What this run's provenance statements say about it; None without signing or with
         provenance turned off."""
         settings = self.settings
         if settings.signing is None or not settings.provenance.enabled:
             return None
         internal = {"basePolicy": settings.base_policy if self.use_locks else "follow"}
-        return build_run(settings.provenance.builder_id, settings.specs_dir, internal)
+        return Provenance(settings.provenance.builder_id, settings.specs_dir, internal)
 
     async def run(self, loaded: LoadResult, *, apply: bool) -> RunReport:
         """One pass: every valid spec reconciled (or planned), every invalid one reported."""
@@ -158,7 +157,7 @@ class Engine:
             KEYS,
             self.settings.key_source(),
             apply=apply,
-            provenance=self._build_run(),
+            provenance=self._provenance(),
         )
         at_once = self.settings.concurrency * SPECS_PER_SLOT
         expanded = await _bounded(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -131,9 +133,18 @@ def test_a_signed_apply_attests_every_image_and_the_no_op_only_heads(
     assert "sha256:" + path_layer["digest"]["sha256"] == child["layers"][-1]["digest"]
     assert SECRET not in json.dumps(index_statement) + applied.stdout + applied.stderr
 
-    # The no-op: nothing written, and one HEAD per `.att` tag on top of the signed no-op's.
+    # The no-op: nothing written, and one HEAD per `.att` tag on top of the signed no-op's;
+    # and no `git` started (the commit is looked up only for a statement written).
+    calls = cli.root / "git-calls"
+    shim = cli.root / "shim"
+    shim.mkdir()
+    real = shutil.which("git")
+    (shim / "git").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {real} "$@"\n')
+    (shim / "git").chmod(0o755)
+    counted = {**env, "PATH": f"{shim}:{os.environ['PATH']}"}
     mark = world.a.mark()
-    noop = cli("apply", env_extra=env)
+    noop = cli("apply", env_extra=counted)
+    assert not calls.exists(), calls.read_text()
     assert noop.code == 0, noop.stderr
     seen = world.a.requests(mark)
     assert not [r for r in seen if r.method in ("PUT", "POST", "PATCH")], seen
