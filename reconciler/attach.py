@@ -911,7 +911,8 @@ class Provenance:
     compares statements without them (`stable_part`), so it starts no `git`."""
 
     def __init__(self, builder_id: str, specs_dir: Path, internal: Mapping[str, str]) -> None:
-        self._args = (builder_id, specs_dir, internal)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # the run's start
+        self._args = (builder_id, specs_dir, internal, started)
         self._run: BuildRun | None = None
         from reconciler import __version__
 
@@ -924,10 +925,11 @@ class Provenance:
         return self._run
 
 
-def build_run(builder_id: str, specs_dir: Path, internal: Mapping[str, str]) -> BuildRun:
+def build_run(
+    builder_id: str, specs_dir: Path, internal: Mapping[str, str], started: str
+) -> BuildRun:
     """What this apply says about itself in its statements: the repository and commit from
     the CI's environment, else from `git` in the specs directory (none when neither knows)."""
-    import datetime
     import uuid
 
     from reconciler import __version__
@@ -941,7 +943,6 @@ def build_run(builder_id: str, specs_dir: Path, internal: Mapping[str, str]) -> 
         commit = _git(specs_dir, "rev-parse", "HEAD")
     if repository is None and commit is not None:
         repository = _git(specs_dir, "remote", "get-url", "origin")
-    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return BuildRun(
         builder_id,
         __version__,
