@@ -301,7 +301,10 @@ class Verifier:
         from reconciler.trust.attest import check_attestations
         from reconciler.trust.verify import Verdict
 
-        envelopes = await self._envelopes(subject, {r.predicate_type for r in wanted})
+        try:
+            envelopes = await self._envelopes(subject, {r.predicate_type for r in wanted})
+        except TrustError as exc:  # a malformed .att: the verdict says so, for this spec
+            return Verdict(False, str(exc))
         reasons = []
         for requirement in wanted:
             outcome = check_attestations(

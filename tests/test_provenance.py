@@ -300,6 +300,21 @@ def test_a_base_must_carry_the_provenance_the_policy_asks_for(cli: Cli, world: W
     assert "no attestation of type https://slsa.dev/provenance/v1 for sha256:" in bare.stdout
     assert cosign.RegistryReader(host).manifest(f"attested-app/{run}", "3") is None
 
+    # A malformed .att (an index where cosign writes a manifest) fails this spec, named.
+    digest = sha256(inspect_raw(f"{host}/attested-base/{run}:1"))
+    index = json.dumps({"schemaVersion": 2, "mediaType": cosign.OCI_INDEX, "manifests": []})
+    cosign.RegistryReader(host).put_manifest(
+        f"attested-base/{run}", cosign.signature_tag(digest, "att"), index.encode(),
+        cosign.OCI_INDEX,
+    )  # fmt: skip
+    policy = attested_policy(cli, scope, builder)
+    cli.write_spec("app.yaml", f"base: {host}/attested-base/{run}:1\ntargets: [{app}:4]\n", "app")
+    broken = cli("apply", env_extra=plain)
+    assert broken.code == 1 and "Traceback" not in broken.stderr, broken.stderr
+    out = broken.stdout.replace(str(cli.specs), "specs")
+    assert f"specs/app.yaml:6: spec.base: {host}/attested-base/{run}:1@sha256:" in out, out
+    assert "an index where a signature manifest was expected" in out, out
+
 
 def test_an_attached_sbom_is_also_a_signed_attestation(cli: Cli, world: World) -> None:
     host = world.a.host
