@@ -42,6 +42,12 @@ class Observer:
         self._memo = Memo()
         # Per (registry, blob): the first destination of the run that asked about it.
         self._first_asker: dict[tuple[Location, Digest], Location] = {}
+        # Per (registry host, blob): its holders as the memory named them when the run first
+        # asked, which decide whether a destination is asked (HEAD) or mounted into. The
+        # memory learns as the run goes (each mount puts a repository first and pushes the
+        # oldest out of its few), so asking it again would make that depend on which spec
+        # happened to run first.
+        self._holders: dict[tuple[str, Digest], tuple[str, ...]] = {}
 
     async def _head(self, location: Location, ask: Callable[[], Awaitable[T]]) -> T:
         async with self.stores.slot(location):
@@ -116,12 +122,14 @@ class Observer:
         source = blob.source
         if source is not None and source.store == destination.store and source != destination:
             return BlobHolder(blob.digest, source)
-        known = self.memory.holders(destination.authority, blob.digest) if self.memory else ()
-        if destination.repository in known:
+        if destination.repository in self._known_holders(destination.authority, blob.digest):
             # Remembered here: asked, not mounted. A HEAD writes nothing, while a mount into a
             # repository that holds the blob links it again, and distribution rewrites a link
             # in place: a mount from this repository at that moment would be refused.
             return await self._head_blob(destination, blob)
+        # Mounted from the newest holder the memory names now (one a refused mount made it
+        # forget is not offered again).
+        known = self.memory.holders(destination.authority, blob.digest) if self.memory else ()
         if known:
             return BlobHolder(blob.digest, registry_location(destination.authority, known[0]))
         first = self._first_asker.setdefault((destination.store, blob.digest), destination)
@@ -131,6 +139,14 @@ class Observer:
             found = await self.blob_size(first, blob.digest) == blob.size
             return BlobHolder(blob.digest, first, pending=not found)
         return await self._head_blob(destination, blob)
+
+    def _known_holders(self, registry: str, digest: Digest) -> tuple[str, ...]:
+        if self.memory is None:
+            return ()
+        key = (registry, digest)
+        if key not in self._holders:
+            self._holders[key] = self.memory.holders(registry, digest)
+        return self._holders[key]
 
     async def _head_blob(self, destination: Location, blob: DesiredBlob) -> bool:
         size = await self.blob_size(destination, blob.digest)
